@@ -1,0 +1,112 @@
+//! The engine's one error type. Every dialect maps it to its own wire format in one place.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong between receiving bytes and returning a verdict.
+///
+/// Variants carry the bound or the reason in their message, so a client can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request carried no image bytes.
+    #[error("empty image: the request carried no image data")]
+    EmptyImage,
+    /// The encoded image is larger than the configured byte limit.
+    #[error("image too large: {size} bytes, the limit is {limit} bytes")]
+    ImageTooLarge {
+        /// Size of the encoded image in bytes.
+        size: usize,
+        /// Configured maximum.
+        limit: usize,
+    },
+    /// The decoded image would exceed the configured pixel budget.
+    #[error("image has too many pixels: {width}x{height}, the limit is {limit} pixels")]
+    TooManyPixels {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Configured maximum width*height.
+        limit: u64,
+    },
+    /// The image is smaller than any face the detector could find.
+    #[error("image too small: {width}x{height}, the minimum side is {min} pixels")]
+    ImageTooSmall {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Minimum side.
+        min: u32,
+    },
+    /// The bytes are not a JPEG or PNG image.
+    #[error("unsupported image format: only JPEG and PNG are accepted")]
+    UnsupportedFormat,
+    /// The bytes look like an image but cannot be decoded.
+    #[error("corrupt image: {0}")]
+    CorruptImage(String),
+    /// A request parameter is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A model file is missing or does not match the manifest.
+    #[error("model {name} not usable at {}: {reason}", path.display())]
+    Model {
+        /// Manifest name of the model.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The work queue is full; the client should retry later.
+    #[error("overloaded: the queue holds {depth} items, its bound")]
+    Overloaded {
+        /// Queue depth when the item was refused.
+        depth: usize,
+    },
+    /// The engine worker is not running (still loading, or failed).
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+    /// A tensor operation failed inside a network.
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+    /// An I/O failure outside a request (model files, datasets).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Short stable name for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::EmptyImage => "empty_image",
+            Error::ImageTooLarge { .. } => "image_too_large",
+            Error::TooManyPixels { .. } => "too_many_pixels",
+            Error::ImageTooSmall { .. } => "image_too_small",
+            Error::UnsupportedFormat => "unsupported_format",
+            Error::CorruptImage(_) => "corrupt_image",
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::Model { .. } => "model",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Unavailable(_) => "unavailable",
+            Error::Inference(_) => "inference",
+            Error::Io(_) => "io",
+        }
+    }
+
+    /// True when the client sent something unusable (as opposed to a server-side fault).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Error::EmptyImage
+                | Error::ImageTooLarge { .. }
+                | Error::TooManyPixels { .. }
+                | Error::ImageTooSmall { .. }
+                | Error::UnsupportedFormat
+                | Error::CorruptImage(_)
+                | Error::InvalidArgument(_)
+        )
+    }
+}
+
+/// Result alias over [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,1 @@
+//! MiniFASNet placeholder (being written).

@@ -1,0 +1,4 @@
+//! Networks, natively in candle, one file each. Every `forward` takes a batch (N >= 1).
+
+pub mod layers;
+pub mod minifasnet;
