@@ -95,3 +95,37 @@ fn reference_crops_match_upstream_and_batch_equals_singles() {
         }
     }
 }
+
+/// Our crop rule + OpenCV-compatible resize reproduce upstream's 80x80 crops from the photo and
+/// upstream's detector box. Tolerance: at most 4 grey levels per channel (libjpeg and zune-jpeg
+/// IDCTs differ by a few levels), mean under 0.25.
+#[test]
+fn crop_rule_reproduces_upstream_crops() {
+    use facegate::preprocess::{crop::crop_rgb, decode::{decode_rgb, DecodeLimits}};
+    let r = read_json(&shared_dir().join("models/reference/minifasnet_reference.json"));
+    for (file, img) in r["images"].as_object().unwrap() {
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        let photo = decode_rgb(&bytes, &DecodeLimits::default()).unwrap();
+        let b: Vec<f32> = img["bbox_xywh_from_upstream_detector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        for (name, scale) in [
+            ("minifasnet_minifasnetv2_scale2p7", 2.7f32),
+            ("minifasnet_minifasnetv1se_scale4p0", 4.0),
+        ] {
+            let got = crop_rgb(&photo, [b[0], b[1], b[2], b[3]], scale, 80);
+            let png = shared_dir()
+                .join("models/reference")
+                .join(img["models"][name]["crop_png"].as_str().unwrap());
+            let want = image::open(&png).unwrap().to_rgb8().into_raw();
+            let diffs: Vec<i32> = got.iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+            let max = diffs.iter().copied().max().unwrap();
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            println!("{file} {name}: crop max diff {max}, mean {mean:.4}");
+            assert!(max <= 4 && mean < 0.25, "{file} {name}: max {max}, mean {mean}");
+        }
+    }
+}
