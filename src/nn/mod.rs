@@ -2,3 +2,5 @@
 
 pub mod layers;
 pub mod minifasnet;
+pub mod onnx;
+pub mod retinaface;
