@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod nn;
+pub mod preprocess;
 
 pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! Image preprocessing shared by the networks: face alignment and chip extraction.
+
+pub mod align;
