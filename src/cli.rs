@@ -52,6 +52,9 @@ pub struct EvalArgs {
     /// Images per engine batch.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Write one JSON line per image (file, label, score, per-network outputs) to this file.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
     /// Engine options.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -229,6 +232,19 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         &format!("facegate DET on {} ({} live, {} attacks)", args.dir.display(), ls.len(), ss.len()),
     );
     std::fs::write(&args.det, svg)?;
+    if let Some(path) = &args.dump {
+        let mut lines = String::new();
+        for (label, files, scored) in [("live", &live_files, &live), ("spoof", &spoof_files, &spoof)] {
+            for (f, s) in files.iter().zip(scored.iter()) {
+                let v = json!({"file": f.display().to_string(), "label": label, "score": score(s),
+                    "liveness": s.analysis.as_ref().and_then(|a| a.liveness.clone()),
+                    "faces": s.analysis.as_ref().map(|a| a.faces.len())});
+                lines.push_str(&v.to_string());
+                lines.push('\n');
+            }
+        }
+        std::fs::write(path, lines)?;
+    }
     let mut summary = json!({
         "dir": args.dir.display().to_string(),
         "live": ls.len(),

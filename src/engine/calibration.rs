@@ -66,15 +66,15 @@ impl Default for Calibrations {
     fn default() -> Self {
         Self {
             soft: Profile {
-                offset: -3.0,
+                offset: -1.7,
                 temperature: 1.5,
             },
             regular: Profile {
-                offset: -1.6,
+                offset: -0.6,
                 temperature: 1.5,
             },
             hardened: Profile {
-                offset: 0.0,
+                offset: 0.9,
                 temperature: 1.5,
             },
         }

@@ -155,10 +155,14 @@ pub struct QualityReport {
     pub face_height_ratio: f32,
 }
 
+/// `2 d / IOD` for a nose tip `d = 0.55 IOD` in front of the eye plane.
+const NOSE_DEPTH_FACTOR: f32 = 1.1;
+
 /// Estimates yaw, pitch and roll from five landmarks.
 ///
 /// Yaw: the nose's offset from the midline of eyes and mouth, over half the eye distance,
-/// mapped through asin. Pitch: where the nose sits between the eye line and the mouth line;
+/// equals `(2 d / IOD) tan(yaw)` for a nose tip `d` in front of the eye plane; with the
+/// anthropometric `d = 0.55 IOD` that gives `yaw = atan(ratio / 1.1)`. Pitch: where the nose sits between the eye line and the mouth line;
 /// 0.55 is frontal for this detector's landmarks. Roll: the eye line's angle.
 pub fn estimate_pose(lm: &[[f32; 2]; 5]) -> Pose {
     let [le, re, nose, lm_, rm] = *lm;
@@ -174,7 +178,7 @@ pub fn estimate_pose(lm: &[[f32; 2]; 5]) -> Pose {
     let (le_r, re_r, n, m) = (rot(le), rot(re), rot(nose), rot(mouth_mid));
     let half_iod = ((re_r[0] - le_r[0]) / 2.0).abs().max(1e-3);
     let mid_x = m[0] / 2.0;
-    let yaw = ((n[0] - mid_x) / half_iod).clamp(-1.0, 1.0).asin().to_degrees();
+    let yaw = ((n[0] - mid_x) / half_iod / NOSE_DEPTH_FACTOR).atan().to_degrees();
     let span = m[1].abs().max(1e-3);
     let ratio = n[1] / span;
     let pitch = ((ratio - 0.55) / 0.45).clamp(-1.0, 1.0).asin().to_degrees();
@@ -336,7 +340,7 @@ mod tests {
     #[test]
     fn turned_and_rolled_faces_are_measured() {
         let mut lm = frontal();
-        lm[2][0] = 75.0; // nose far toward the right eye
+        lm[2][0] = 80.0; // nose under the right eye
         assert!(estimate_pose(&lm).yaw > 30.0);
         // Rotate the frontal face by 20 degrees: roll follows, yaw stays small.
         let a = 20f32.to_radians();

@@ -15,7 +15,7 @@ pub const TEMPLATE_VERSION: &str = "facegate-dlib-resnet-v1";
 
 /// Distance at or below which two templates are the same person, calibrated on the live crops
 /// of `nuaa-dev` for a false-accept rate near 0.1 % (see `docs/calibration.md`).
-pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.42;
+pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.41;
 
 /// A face template.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -51,6 +51,17 @@ pub fn crop_rgb(img: &RgbImage, bbox_xywh: [f32; 4], scale: f32, size: usize) ->
     resize_bilinear_cv(img, region, size, size)
 }
 
+/// Mirrors an interleaved RGB8 `size x size` crop left-right.
+pub fn mirror_rgb(crop: &[u8], size: usize) -> Vec<u8> {
+    let mut out = vec![0u8; crop.len()];
+    for (dst, src) in out.chunks_exact_mut(size * 3).zip(crop.chunks_exact(size * 3)) {
+        for x in 0..size {
+            dst[x * 3..x * 3 + 3].copy_from_slice(&src[(size - 1 - x) * 3..(size - x) * 3]);
+        }
+    }
+    out
+}
+
 /// Packs interleaved RGB8 crops of `size x size` into an `(N, 3, size, size)` BGR f32 tensor
 /// with values 0..255 (the MiniFASNet input convention).
 pub fn pack_bgr(crops: &[Vec<u8>], size: usize, device: &Device) -> candle_core::Result<Tensor> {
@@ -86,6 +97,12 @@ mod tests {
         let (x1, _, x2, _) = context_box(640, 480, [600.0, 200.0, 39.0, 50.0], 2.0);
         assert_eq!(x2, 639);
         assert_eq!(x1, 639 - 78);
+    }
+
+    #[test]
+    fn mirror_reverses_columns() {
+        let crop = vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        assert_eq!(mirror_rgb(&crop, 2), vec![4, 5, 6, 1, 2, 3, 10, 11, 12, 7, 8, 9]);
     }
 
     #[test]

@@ -1,0 +1,78 @@
+//! The `facegate` binary: JSON lines, verdicts and exit codes.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn facegate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    c.env("FACEGATE_MODELS_DIR", models_dir());
+    c
+}
+
+#[test]
+fn check_prints_verdicts_per_image() {
+    let out = facegate()
+        .args(["check", "--no-descriptor"])
+        .arg(fixture("image_T1.jpg"))
+        .arg(fixture("image_F1.jpg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["verdict"], "LIVE");
+    assert_eq!(lines[1]["verdict"], "SPOOF");
+    assert!(lines[0]["liveness"]["probability"].as_f64().unwrap() > 0.5);
+    assert!(lines[0]["faces"][0]["landmarks"].as_array().unwrap().len() == 5);
+    assert!(lines[0]["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn corrupt_and_empty_files_fail_cleanly() {
+    let dir = std::env::temp_dir().join(format!("facegate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let corrupt = dir.join("corrupt.jpg");
+    let mut bytes = std::fs::read(fixture("image_T1.jpg")).unwrap();
+    bytes.truncate(1500);
+    std::fs::write(&corrupt, bytes).unwrap();
+    let out = facegate().args(["check", "--no-descriptor"]).arg(&empty).arg(&corrupt).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let kinds: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["error"]["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["empty_image", "corrupt_image"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_models_name_the_fix() {
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .env("FACEGATE_MODELS_DIR", "/nonexistent/models")
+        .arg("check")
+        .arg(fixture("image_T1.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("models fetch"), "{stderr}");
+}
+
+#[test]
+fn unknown_calibration_is_refused() {
+    let out = facegate().args(["check", "--calibration", "EXTREME"]).arg(fixture("image_T1.jpg")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("SOFT, REGULAR or HARDENED"));
+}
