@@ -120,6 +120,14 @@ mod tests {
     }
 
     #[test]
+    fn deploy_example_parses_and_validates() {
+        let cfg = parse_config(include_str!("../deploy/facegate.toml")).unwrap();
+        assert_eq!(cfg.detection.max_side, 320);
+        assert_eq!(cfg.calibrations.regular.offset, -0.6);
+        validate(&cfg).unwrap();
+    }
+
+    #[test]
     fn validation_names_the_bad_setting() {
         let mut cfg = EngineConfig::default();
         cfg.detection.max_side = 8;
