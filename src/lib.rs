@@ -5,3 +5,5 @@ pub mod error;
 pub mod nn;
 
 pub use error::{Error, Result};
+pub mod models;
+pub mod preprocess;

@@ -1,1 +1,274 @@
-//! MiniFASNet placeholder (being written).
+//! MiniFASNetV2 and MiniFASNetV1SE: the passive presentation-attack detectors of
+//! Silent-Face-Anti-Spoofing (Apache-2.0).
+//!
+//! Input `(N, 3, 80, 80)`, BGR, float 0..255, no normalisation. Output `(N, 3)` logits;
+//! class 1 is live, classes 0 and 2 are attacks. The graph is the MobileFaceNet-like stack
+//! below, read from the checkpoint's tensor names; V1SE adds a squeeze-excitation module to the
+//! last block of every residual stage.
+//!
+//! ```text
+//! conv1 (3x3 s2) -> conv2_dw (dw 3x3) -> conv_23 (s2) -> conv_3 (residual x4)
+//!   -> conv_34 (s2) -> conv_4 (residual x6) -> conv_45 (s2) -> conv_5 (residual x2)
+//!   -> conv_6_sep (1x1) -> conv_6_dw (dw 5x5, linear) -> linear -> bn -> prob
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::layers::{prelu, sigmoid, BatchNorm, Conv2d, ConvGeom, Linear};
+use crate::{Error, Result};
+
+/// Side of the square input crop.
+pub const INPUT_SIZE: usize = 80;
+/// Number of output classes (0: print attack, 1: live, 2: replay attack).
+pub const NUM_CLASSES: usize = 3;
+/// Index of the live class.
+pub const LIVE_CLASS: usize = 1;
+
+/// PyTorch's default BatchNorm epsilon, used by the checkpoints.
+const BN_EPS: f64 = 1e-5;
+
+/// Which of the two published variants a checkpoint holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Variant {
+    /// MiniFASNetV2, used with crop scale 2.7.
+    V2,
+    /// MiniFASNetV1SE (squeeze-excitation), used with crop scale 4.0.
+    V1SE,
+}
+
+/// Named tensors of one checkpoint, with helpful errors for missing names.
+struct Weights {
+    map: HashMap<String, Tensor>,
+    path: String,
+}
+
+impl Weights {
+    fn get(&self, name: &str) -> Result<Tensor> {
+        self.map.get(name).cloned().ok_or_else(|| Error::Model {
+            name: "minifasnet".into(),
+            path: self.path.clone().into(),
+            reason: format!("tensor {name} missing"),
+        })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    fn bn(&self, prefix: &str) -> Result<BatchNorm> {
+        Ok(BatchNorm {
+            gamma: self.get(&format!("{prefix}.weight"))?,
+            beta: self.get(&format!("{prefix}.bias"))?,
+            mean: self.get(&format!("{prefix}.running_mean"))?,
+            var: self.get(&format!("{prefix}.running_var"))?,
+            eps: BN_EPS,
+        })
+    }
+}
+
+/// Convolution + BatchNorm (folded) + optional PReLU: the checkpoint's `Conv_block` (with
+/// PReLU) and `Linear_block` (without).
+#[derive(Debug, Clone)]
+struct ConvBlock {
+    conv: Conv2d,
+    prelu: Option<Tensor>,
+}
+
+impl ConvBlock {
+    fn load(w: &Weights, prefix: &str, stride: usize, pad: usize) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.conv.weight"))?;
+        let (out, in_per_group) = (weight.dim(0)?, weight.dim(1)?);
+        let groups = if in_per_group == 1 && out > 1 { out } else { 1 };
+        let conv = Conv2d::new(weight, None, ConvGeom::new(stride, pad).grouped(groups))?
+            .fold_bn(&w.bn(&format!("{prefix}.bn"))?)?;
+        let prelu_name = format!("{prefix}.prelu.weight");
+        let prelu = if w.has(&prelu_name) {
+            Some(w.get(&prelu_name)?)
+        } else {
+            None
+        };
+        Ok(Self { conv, prelu })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.conv.forward(x)?;
+        match &self.prelu {
+            Some(a) => prelu(&y, a),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Squeeze-excitation: global pool, 1x1 reduce + BN + ReLU, 1x1 expand + BN, sigmoid gate.
+#[derive(Debug, Clone)]
+struct SeModule {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl SeModule {
+    fn load(w: &Weights, prefix: &str) -> Result<Self> {
+        let fc = |i: usize| -> Result<Linear> {
+            let k = w.get(&format!("{prefix}.fc{i}.weight"))?;
+            let (o, c) = (k.dim(0)?, k.dim(1)?);
+            let folded = Conv2d::new(k, None, ConvGeom::new(1, 0))?
+                .fold_bn(&w.bn(&format!("{prefix}.bn{i}"))?)?;
+            Ok(Linear {
+                weight: folded.weight.reshape((o, c))?,
+                bias: Some(folded.bias),
+            })
+        };
+        Ok(Self {
+            fc1: fc(1)?,
+            fc2: fc(2)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, _, _) = x.dims4()?;
+        let pooled = x.mean(3)?.mean(2)?;
+        let h = self.fc1.forward(&pooled)?.relu()?;
+        let gate = sigmoid(&self.fc2.forward(&h)?)?.reshape((n, c, 1, 1))?;
+        x.broadcast_mul(&gate)
+    }
+}
+
+/// Inverted-residual block (`Depth_Wise`): 1x1 expand, depthwise 3x3, 1x1 linear projection,
+/// optional squeeze-excitation, optional identity shortcut.
+#[derive(Debug, Clone)]
+struct DepthWise {
+    expand: ConvBlock,
+    dw: ConvBlock,
+    project: ConvBlock,
+    se: Option<SeModule>,
+    residual: bool,
+}
+
+impl DepthWise {
+    fn load(w: &Weights, prefix: &str, stride: usize, residual: bool) -> Result<Self> {
+        let se_prefix = format!("{prefix}.se_module");
+        let se = if w.has(&format!("{se_prefix}.fc1.weight")) {
+            Some(SeModule::load(w, &se_prefix)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            expand: ConvBlock::load(w, &format!("{prefix}.conv"), 1, 0)?,
+            dw: ConvBlock::load(w, &format!("{prefix}.conv_dw"), stride, 1)?,
+            project: ConvBlock::load(w, &format!("{prefix}.project"), 1, 0)?,
+            se,
+            residual,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut y = self.project.forward(&self.dw.forward(&self.expand.forward(x)?)?)?;
+        if let Some(se) = &self.se {
+            y = se.forward(&y)?;
+        }
+        if self.residual {
+            y = (y + x)?;
+        }
+        Ok(y)
+    }
+}
+
+/// A MiniFASNet network with BatchNorm folded into every convolution.
+#[derive(Debug, Clone)]
+pub struct MiniFasNet {
+    variant: Variant,
+    stem: Vec<ConvBlock>,
+    blocks: Vec<DepthWise>,
+    conv_6_sep: ConvBlock,
+    conv_6_dw: ConvBlock,
+    linear: Linear,
+    bn: BatchNorm,
+    prob: Linear,
+}
+
+impl MiniFasNet {
+    /// Loads a checkpoint (safetensors with the upstream tensor names) onto `device`.
+    pub fn load(path: &Path, variant: Variant, device: &Device) -> Result<Self> {
+        let map = candle_core::safetensors::load(path, device).map_err(|e| Error::Model {
+            name: "minifasnet".into(),
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let map = map
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+            .collect::<candle_core::Result<HashMap<_, _>>>()?;
+        let w = Weights {
+            map,
+            path: path.display().to_string(),
+        };
+        let stem = vec![
+            ConvBlock::load(&w, "conv1", 2, 1)?,
+            ConvBlock::load(&w, "conv2_dw", 1, 1)?,
+        ];
+        let mut blocks = Vec::new();
+        for (down, stage) in [("conv_23", "conv_3"), ("conv_34", "conv_4"), ("conv_45", "conv_5")] {
+            blocks.push(DepthWise::load(&w, down, 2, false)?);
+            let mut i = 0;
+            while w.has(&format!("{stage}.model.{i}.conv.conv.weight")) {
+                blocks.push(DepthWise::load(&w, &format!("{stage}.model.{i}"), 1, true)?);
+                i += 1;
+            }
+            if i == 0 {
+                return Err(Error::Model {
+                    name: "minifasnet".into(),
+                    path: path.to_path_buf(),
+                    reason: format!("stage {stage} has no blocks"),
+                });
+            }
+        }
+        let has_se = blocks.iter().any(|b| b.se.is_some());
+        if has_se != (variant == Variant::V1SE) {
+            return Err(Error::Model {
+                name: "minifasnet".into(),
+                path: path.to_path_buf(),
+                reason: format!("checkpoint does not look like {variant:?} (SE modules: {has_se})"),
+            });
+        }
+        let conv_6_dw = ConvBlock::load(&w, "conv_6_dw", 1, 0)?;
+        Ok(Self {
+            variant,
+            stem,
+            blocks,
+            conv_6_sep: ConvBlock::load(&w, "conv_6_sep", 1, 0)?,
+            conv_6_dw,
+            linear: Linear {
+                weight: w.get("linear.weight")?,
+                bias: None,
+            },
+            bn: w.bn("bn")?,
+            prob: Linear {
+                weight: w.get("prob.weight")?,
+                bias: None,
+            },
+        })
+    }
+
+    /// Which variant this is.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// Runs the network on `(N, 3, 80, 80)` BGR 0..255 crops and returns `(N, 3)` logits.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut y = x.clone();
+        for s in &self.stem {
+            y = s.forward(&y)?;
+        }
+        for b in &self.blocks {
+            y = b.forward(&y)?;
+        }
+        y = self.conv_6_dw.forward(&self.conv_6_sep.forward(&y)?)?;
+        let y = y.flatten_from(1)?;
+        let y = self.bn.forward(&self.linear.forward(&y)?)?;
+        self.prob.forward(&y)
+    }
+}

@@ -1,0 +1,99 @@
+//! The MiniFASNet crop rule and packing of crops into `(N, 3, 80, 80)` BGR tensors.
+//!
+//! The face box `(x, y, w, h)` is scaled about its centre by
+//! `min(scale, (H-1)/h, (W-1)/w)`, shifted back inside the image when it crosses a border,
+//! truncated to integer corners, cut (corners inclusive) and resized to 80x80 bilinearly.
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+
+use super::resize::resize_bilinear_cv;
+
+/// Inclusive integer corners `(x1, y1, x2, y2)` of the context crop for one network.
+pub fn context_box(src_w: u32, src_h: u32, bbox_xywh: [f32; 4], scale: f32) -> (i64, i64, i64, i64) {
+    let [x, y, bw, bh] = bbox_xywh;
+    let (sw, sh) = (src_w as f32, src_h as f32);
+    let bw = bw.max(1.0);
+    let bh = bh.max(1.0);
+    let scale = scale.min((sh - 1.0) / bh).min((sw - 1.0) / bw);
+    let (nw, nh) = (bw * scale, bh * scale);
+    let (cx, cy) = (x + bw / 2.0, y + bh / 2.0);
+    let (mut x1, mut y1) = (cx - nw / 2.0, cy - nh / 2.0);
+    let (mut x2, mut y2) = (cx + nw / 2.0, cy + nh / 2.0);
+    if x1 < 0.0 {
+        x2 -= x1;
+        x1 = 0.0;
+    }
+    if y1 < 0.0 {
+        y2 -= y1;
+        y1 = 0.0;
+    }
+    if x2 > sw - 1.0 {
+        x1 -= x2 - sw + 1.0;
+        x2 = sw - 1.0;
+    }
+    if y2 > sh - 1.0 {
+        y1 -= y2 - sh + 1.0;
+        y2 = sh - 1.0;
+    }
+    (x1 as i64, y1 as i64, x2 as i64, y2 as i64)
+}
+
+/// Cuts the context crop for `bbox_xywh` at `scale` and resizes it to `size x size` RGB8.
+pub fn crop_rgb(img: &RgbImage, bbox_xywh: [f32; 4], scale: f32, size: usize) -> Vec<u8> {
+    let (w, h) = img.dimensions();
+    let (x1, y1, x2, y2) = context_box(w, h, bbox_xywh, scale);
+    let clamp_x = |v: i64| v.clamp(0, i64::from(w) - 1) as u32;
+    let clamp_y = |v: i64| v.clamp(0, i64::from(h) - 1) as u32;
+    let (x1, x2) = (clamp_x(x1), clamp_x(x2));
+    let (y1, y2) = (clamp_y(y1), clamp_y(y2));
+    let region = (x1, y1, x2.saturating_sub(x1) + 1, y2.saturating_sub(y1) + 1);
+    resize_bilinear_cv(img, region, size, size)
+}
+
+/// Packs interleaved RGB8 crops of `size x size` into an `(N, 3, size, size)` BGR f32 tensor
+/// with values 0..255 (the MiniFASNet input convention).
+pub fn pack_bgr(crops: &[Vec<u8>], size: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let plane = size * size;
+    let mut data = vec![0f32; crops.len() * 3 * plane];
+    for (n, crop) in crops.iter().enumerate() {
+        let base = n * 3 * plane;
+        for (i, px) in crop.chunks_exact(3).take(plane).enumerate() {
+            data[base + i] = f32::from(px[2]);
+            data[base + plane + i] = f32::from(px[1]);
+            data[base + 2 * plane + i] = f32::from(px[0]);
+        }
+    }
+    Tensor::from_vec(data, (crops.len(), 3, size, size), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_is_capped_by_the_image() {
+        // A 100x100 face in a 200x200 image cannot be scaled by 4: the cap is 199/100.
+        let (x1, y1, x2, y2) = context_box(200, 200, [50.0, 50.0, 100.0, 100.0], 4.0);
+        assert_eq!((x1, y1, x2, y2), (0, 0, 199, 199));
+    }
+
+    #[test]
+    fn box_is_shifted_inside() {
+        let (x1, y1, x2, y2) = context_box(640, 480, [0.0, 0.0, 50.0, 50.0], 2.0);
+        assert_eq!((x1, y1), (0, 0));
+        assert_eq!((x2, y2), (100, 100));
+        let (x1, _, x2, _) = context_box(640, 480, [600.0, 200.0, 39.0, 50.0], 2.0);
+        assert_eq!(x2, 639);
+        assert_eq!(x1, 639 - 78);
+    }
+
+    #[test]
+    fn pack_swaps_to_bgr_planes() {
+        let crop = vec![10u8, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120];
+        let t = pack_bgr(&[crop], 2, &Device::Cpu).unwrap();
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(&v[0..4], &[30.0, 60.0, 90.0, 120.0]);
+        assert_eq!(&v[8..12], &[10.0, 40.0, 70.0, 100.0]);
+    }
+}

@@ -1,0 +1,120 @@
+//! Bounded JPEG/PNG decoding that honours EXIF orientation.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::{Error, Result};
+
+/// Size bounds applied before any large allocation.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct DecodeLimits {
+    /// Largest accepted encoded size, bytes.
+    pub max_bytes: usize,
+    /// Largest accepted width * height of the decoded image.
+    pub max_pixels: u64,
+    /// Smallest accepted side, pixels.
+    pub min_side: u32,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 15 << 20,
+            max_pixels: 40_000_000,
+            min_side: 32,
+        }
+    }
+}
+
+/// Sniffs JPEG or PNG from the first bytes.
+pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(ImageFormat::Jpeg)
+    } else if bytes.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]) {
+        Some(ImageFormat::Png)
+    } else {
+        None
+    }
+}
+
+/// Decodes a JPEG or PNG into upright RGB8, checking the byte and pixel bounds first.
+pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(Error::EmptyImage);
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(Error::ImageTooLarge {
+            size: bytes.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let format = sniff_format(bytes).ok_or(Error::UnsupportedFormat)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    reader.set_format(format);
+    let mut lim = image::Limits::default();
+    // Decoder buffers: RGBA8 at the pixel bound plus slack for the codec's own tables.
+    lim.max_alloc = Some(limits.max_pixels.saturating_mul(4) + (64 << 20));
+    reader.limits(lim);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::CorruptImage(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > limits.max_pixels {
+        return Err(Error::TooManyPixels {
+            width: w,
+            height: h,
+            limit: limits.max_pixels,
+        });
+    }
+    if w.min(h) < limits.min_side {
+        return Err(Error::ImageTooSmall {
+            width: w,
+            height: h,
+            min: limits.min_side,
+        });
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| Error::CorruptImage(e.to_string()))?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn rejects_bad_input_with_bounds_in_the_message() {
+        let l = DecodeLimits::default();
+        assert!(matches!(decode_rgb(&[], &l), Err(Error::EmptyImage)));
+        assert!(matches!(decode_rgb(b"GIF89a....", &l), Err(Error::UnsupportedFormat)));
+        let mut truncated = png(64, 64);
+        truncated.truncate(60);
+        assert!(matches!(decode_rgb(&truncated, &l), Err(Error::CorruptImage(_))));
+        let small = DecodeLimits { max_bytes: 10, ..l };
+        let e = decode_rgb(&png(64, 64), &small).unwrap_err();
+        assert!(e.to_string().contains("limit is 10 bytes"), "{e}");
+        let few = DecodeLimits { max_pixels: 100, ..l };
+        let e = decode_rgb(&png(64, 64), &few).unwrap_err();
+        assert!(matches!(e, Error::TooManyPixels { .. }) && e.to_string().contains("100"));
+        assert!(matches!(decode_rgb(&png(16, 64), &l), Err(Error::ImageTooSmall { .. })));
+    }
+
+    #[test]
+    fn decodes_png_pixels() {
+        let img = decode_rgb(&png(40, 33), &DecodeLimits::default()).unwrap();
+        assert_eq!(img.dimensions(), (40, 33));
+        assert_eq!(img.get_pixel(5, 9).0, [5, 9, 7]);
+    }
+}

@@ -1,0 +1,164 @@
+//! Bilinear resizing of RGB8 images.
+//!
+//! [`resize_bilinear_cv`] reproduces OpenCV's `cv::resize(INTER_LINEAR)` on 8-bit images
+//! (half-pixel centres, 11-bit fixed-point weights, no anti-aliasing), which is what the
+//! upstream MiniFASNet pipeline used to make its 80x80 crops. [`downscale_area`] is a box
+//! filter used to shrink photos for detection without aliasing.
+
+use image::RgbImage;
+
+/// Fixed-point scale of OpenCV's resize coefficients (`INTER_RESIZE_COEF_BITS = 11`).
+const COEF_ONE: i32 = 1 << 11;
+
+/// Per-output-sample source index and fixed-point weights along one axis.
+fn linear_taps(src_len: usize, dst_len: usize) -> Vec<(usize, usize, i32, i32)> {
+    let scale = src_len as f64 / dst_len as f64;
+    (0..dst_len)
+        .map(|d| {
+            let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+            let mut s = f.floor() as i64;
+            let mut frac = f - s as f32;
+            if s < 0 {
+                s = 0;
+                frac = 0.0;
+            }
+            if s >= src_len as i64 - 1 {
+                s = src_len as i64 - 1;
+                frac = 0.0;
+            }
+            let s = s as usize;
+            let w0 = ((1.0 - frac) * COEF_ONE as f32).round() as i32;
+            let w1 = (frac * COEF_ONE as f32).round() as i32;
+            (s, (s + 1).min(src_len - 1), w0, w1)
+        })
+        .collect()
+}
+
+/// Resizes the `(x0, y0, w, h)` region of `src` to `dst_w x dst_h` like OpenCV's
+/// `INTER_LINEAR`, returning interleaved RGB8.
+pub fn resize_bilinear_cv(
+    src: &RgbImage,
+    region: (u32, u32, u32, u32),
+    dst_w: usize,
+    dst_h: usize,
+) -> Vec<u8> {
+    let (x0, y0, w, h) = region;
+    let (x0, y0) = (x0 as usize, y0 as usize);
+    let (w, h) = (w.max(1) as usize, h.max(1) as usize);
+    let stride = src.width() as usize * 3;
+    let raw = src.as_raw();
+    let xt = linear_taps(w, dst_w);
+    let yt = linear_taps(h, dst_h);
+    // Horizontal pass for every source row that the vertical pass needs.
+    let hrow = |sy: usize| -> Vec<i32> {
+        let row = &raw[(y0 + sy) * stride..];
+        let mut out = vec![0i32; dst_w * 3];
+        for (dx, &(s0, s1, a0, a1)) in xt.iter().enumerate() {
+            for c in 0..3 {
+                let p0 = i32::from(row[(x0 + s0) * 3 + c]);
+                let p1 = i32::from(row[(x0 + s1) * 3 + c]);
+                out[dx * 3 + c] = p0 * a0 + p1 * a1;
+            }
+        }
+        out
+    };
+    let mut dst = vec![0u8; dst_w * dst_h * 3];
+    for (dy, &(s0, s1, b0, b1)) in yt.iter().enumerate() {
+        let r0 = hrow(s0);
+        let r1 = hrow(s1);
+        for (i, (&v0, &v1)) in r0.iter().zip(&r1).enumerate() {
+            // OpenCV's vectorised 32s->8u cast, which the x86 build uses for these widths.
+            let v = (((b0 * (v0 >> 4)) >> 16) + ((b1 * (v1 >> 4)) >> 16) + 2) >> 2;
+            dst[dy * dst_w * 3 + i] = v.clamp(0, 255) as u8;
+        }
+    }
+    dst
+}
+
+/// Shrinks `src` so that its longer side is at most `max_side`, averaging every source pixel
+/// into the output pixel it falls in (area filter). Returns the image and the factor by which
+/// coordinates in the result must be multiplied to map back to `src`.
+pub fn downscale_area(src: &RgbImage, max_side: u32) -> (RgbImage, f32) {
+    let (w, h) = src.dimensions();
+    let long = w.max(h);
+    if long <= max_side || max_side == 0 {
+        return (src.clone(), 1.0);
+    }
+    let scale = long as f64 / max_side as f64;
+    let nw = ((w as f64 / scale).round() as u32).max(1);
+    let nh = ((h as f64 / scale).round() as u32).max(1);
+    let sx = w as f64 / nw as f64;
+    let sy = h as f64 / nh as f64;
+    let raw = src.as_raw();
+    let mut out = vec![0u8; (nw * nh * 3) as usize];
+    for oy in 0..nh as usize {
+        let ya = oy as f64 * sy;
+        let yb = ((oy + 1) as f64 * sy).min(h as f64);
+        for ox in 0..nw as usize {
+            let xa = ox as f64 * sx;
+            let xb = ((ox + 1) as f64 * sx).min(w as f64);
+            let mut acc = [0f64; 3];
+            let mut total = 0f64;
+            let mut y = ya.floor() as usize;
+            while (y as f64) < yb {
+                let wy = (yb.min(y as f64 + 1.0) - ya.max(y as f64)).max(0.0);
+                let mut x = xa.floor() as usize;
+                while (x as f64) < xb {
+                    let wx = (xb.min(x as f64 + 1.0) - xa.max(x as f64)).max(0.0);
+                    let wgt = wx * wy;
+                    let p = (y * w as usize + x) * 3;
+                    for c in 0..3 {
+                        acc[c] += wgt * f64::from(raw[p + c]);
+                    }
+                    total += wgt;
+                    x += 1;
+                }
+                y += 1;
+            }
+            let o = (oy * nw as usize + ox) * 3;
+            for c in 0..3 {
+                out[o + c] = (acc[c] / total.max(1e-12)).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    let img = RgbImage::from_raw(nw, nh, out).unwrap_or_else(|| RgbImage::new(nw, nh));
+    (img, w as f32 / nw as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_resize_is_exact() {
+        let img = RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8 * 20, y as u8 * 30, 3]));
+        let out = resize_bilinear_cv(&img, (0, 0, 9, 7), 9, 7);
+        assert_eq!(out, img.as_raw().clone());
+    }
+
+    #[test]
+    fn halving_averages_neighbours() {
+        // 4x1 row 0,100,200,255 -> 2 samples at source x = 0.5 and 2.5.
+        let img = RgbImage::from_fn(4, 2, |x, _| {
+            let v = [0u8, 100, 200, 255][x as usize];
+            image::Rgb([v, v, v])
+        });
+        let out = resize_bilinear_cv(&img, (0, 0, 4, 2), 2, 1);
+        assert_eq!(out[0], 50);
+        assert_eq!(out[3], 228);
+    }
+
+    #[test]
+    fn area_downscale_keeps_mean_and_reports_factor() {
+        let img = RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 2 * 255) as u8, (y % 256) as u8, 9]));
+        let (small, f) = downscale_area(&img, 320);
+        assert_eq!(small.dimensions(), (320, 240));
+        assert!((f - 2.0).abs() < 1e-6);
+        // Alternating 0/255 columns average to ~128 instead of aliasing.
+        let v = small.get_pixel(10, 10).0[0];
+        assert!((127..=128).contains(&v), "{v}");
+        let (same, f1) = downscale_area(&img, 1000);
+        assert_eq!(same.dimensions(), (640, 480));
+        assert_eq!(f1, 1.0);
+    }
+}

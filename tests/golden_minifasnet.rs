@@ -1,0 +1,131 @@
+//! MiniFASNet logits against the upstream PyTorch outputs in `../shared/models/reference`.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use facegate::nn::minifasnet::{MiniFasNet, Variant};
+
+const NETS: [(&str, Variant); 2] = [
+    ("minifasnet_minifasnetv2_scale2p7", Variant::V2),
+    ("minifasnet_minifasnetv1se_scale4p0", Variant::V1SE),
+];
+
+/// Tolerance on logits: the brief asks for 1e-3; upstream reports agreement near 1e-4.
+const TOL: f32 = 1e-3;
+
+fn load(name: &str, v: Variant) -> MiniFasNet {
+    let p = model_file(&format!("{name}.safetensors"));
+    MiniFasNet::load(&p, v, &Device::Cpu).expect("load")
+}
+
+fn synthetic() -> Tensor {
+    let mut data = vec![0f32; 3 * 80 * 80];
+    for y in 0..80usize {
+        for x in 0..80usize {
+            let i = y * 80 + x;
+            data[i] = ((3 * x + 5 * y) % 256) as f32;
+            data[6400 + i] = ((7 * x + 2 * y + 40) % 256) as f32;
+            data[12800 + i] = ((x * y) % 256) as f32;
+        }
+    }
+    Tensor::from_vec(data, (1, 3, 80, 80), &Device::Cpu).unwrap()
+}
+
+/// Reads an RGB PNG crop into a (1,3,80,80) BGR tensor.
+fn crop_png(name: &str) -> Tensor {
+    let p = shared_dir().join("models/reference").join(name);
+    let img = image::open(&p).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (80, 80));
+    let mut data = vec![0f32; 3 * 6400];
+    for (x, y, px) in img.enumerate_pixels() {
+        let i = (y * 80 + x) as usize;
+        data[i] = px[2] as f32;
+        data[6400 + i] = px[1] as f32;
+        data[12800 + i] = px[0] as f32;
+    }
+    Tensor::from_vec(data, (1, 3, 80, 80), &Device::Cpu).unwrap()
+}
+
+fn logits_of(v: &serde_json::Value) -> Vec<f32> {
+    v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn synthetic_input_matches_upstream() {
+    let r = read_json(&shared_dir().join("models/reference/minifasnet_reference.json"));
+    for (name, v) in NETS {
+        let net = load(name, v);
+        let got: Vec<f32> = net.forward(&synthetic()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let want = logits_of(&r["synthetic"][name]);
+        let d = max_abs_diff(&got, &want);
+        println!("{name} synthetic: max |diff| = {d:e}");
+        assert!(d < TOL, "{name}: got {got:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn reference_crops_match_upstream_and_batch_equals_singles() {
+    let r = read_json(&shared_dir().join("models/reference/minifasnet_reference.json"));
+    let images = r["images"].as_object().unwrap();
+    assert_eq!(images.len(), 3);
+    for (name, v) in NETS {
+        let net = load(name, v);
+        let mut crops = Vec::new();
+        let mut wants = Vec::new();
+        for (_, img) in images {
+            let m = &img["models"][name];
+            crops.push(crop_png(m["crop_png"].as_str().unwrap()));
+            wants.push(logits_of(m));
+        }
+        // One batch of three must equal the references (and hence the singles).
+        let batch = Tensor::cat(&crops, 0).unwrap();
+        let out: Vec<Vec<f32>> = net.forward(&batch).unwrap().to_vec2().unwrap();
+        for (i, (got, want)) in out.iter().zip(&wants).enumerate() {
+            let d = max_abs_diff(got, want);
+            println!("{name} crop {i}: max |diff| = {d:e}");
+            assert!(d < TOL, "{name} crop {i}: got {got:?}, want {want:?}");
+            let single: Vec<f32> = net.forward(&crops[i]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert!(max_abs_diff(&single, got) < 1e-4, "batch and single differ");
+        }
+    }
+}
+
+/// Our crop rule + OpenCV-compatible resize reproduce upstream's 80x80 crops from the photo and
+/// upstream's detector box. Tolerance: at most 4 grey levels per channel (libjpeg and zune-jpeg
+/// IDCTs differ by a few levels), mean under 0.25.
+#[test]
+fn crop_rule_reproduces_upstream_crops() {
+    use facegate::preprocess::{crop::crop_rgb, decode::{decode_rgb, DecodeLimits}};
+    let r = read_json(&shared_dir().join("models/reference/minifasnet_reference.json"));
+    for (file, img) in r["images"].as_object().unwrap() {
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        let photo = decode_rgb(&bytes, &DecodeLimits::default()).unwrap();
+        let b: Vec<f32> = img["bbox_xywh_from_upstream_detector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        for (name, scale) in [
+            ("minifasnet_minifasnetv2_scale2p7", 2.7f32),
+            ("minifasnet_minifasnetv1se_scale4p0", 4.0),
+        ] {
+            let got = crop_rgb(&photo, [b[0], b[1], b[2], b[3]], scale, 80);
+            let png = shared_dir()
+                .join("models/reference")
+                .join(img["models"][name]["crop_png"].as_str().unwrap());
+            let want = image::open(&png).unwrap().to_rgb8().into_raw();
+            let diffs: Vec<i32> = got.iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+            let max = diffs.iter().copied().max().unwrap();
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            println!("{file} {name}: crop max diff {max}, mean {mean:.4}");
+            assert!(max <= 4 && mean < 0.25, "{file} {name}: max {max}, mean {mean}");
+        }
+    }
+}
