@@ -254,16 +254,25 @@ impl Engine {
                 path: cfg.models_dir.clone(),
                 reason: format!(
                     "{}; run `facegate models fetch` to set the models folder up",
-                    needed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+                    needed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             });
         }
-        let path = |name: &str| -> Result<PathBuf> { Ok(cfg.models_dir.join(&manifest.entry(name)?.file)) };
+        let path = |name: &str| -> Result<PathBuf> {
+            Ok(cfg.models_dir.join(&manifest.entry(name)?.file))
+        };
         let detector = RetinaFace::load(&path("retinaface")?, &device)?;
         let v2 = MiniFasNet::load(&path("minifasnet-v2")?, Variant::V2, &device)?;
         let v1se = MiniFasNet::load(&path("minifasnet-v1se")?, Variant::V1SE, &device)?;
         let descriptor = if cfg.load_descriptor {
-            Some(FaceDescriptor::load(&path("face-descriptor-manifest")?, &device)?)
+            Some(FaceDescriptor::load(
+                &path("face-descriptor-manifest")?,
+                &device,
+            )?)
         } else {
             None
         };
@@ -317,7 +326,11 @@ impl Engine {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let h = items.iter().map(|p| p.det_image.height()).max().unwrap_or(1) as usize;
+        let h = items
+            .iter()
+            .map(|p| p.det_image.height())
+            .max()
+            .unwrap_or(1) as usize;
         let w = items.iter().map(|p| p.det_image.width()).max().unwrap_or(1) as usize;
         let plane = h * w;
         let mut data = vec![0f32; items.len() * 3 * plane];
@@ -368,7 +381,9 @@ impl Engine {
                 .iter()
                 .map(|(img, f)| crop_rgb(img, xywh(f), *scale, 80))
                 .collect();
-            let logits: Vec<Vec<f32>> = net.forward(&pack_bgr(&crops, 80, &self.device)?)?.to_vec2()?;
+            let logits: Vec<Vec<f32>> = net
+                .forward(&pack_bgr(&crops, 80, &self.device)?)?
+                .to_vec2()?;
             per_net.push(
                 logits
                     .iter()
@@ -507,7 +522,9 @@ impl Engine {
         let liveness_ms = ms(tl);
         let tt = Instant::now();
         let templates = if opts.template && stage_err.is_none() {
-            self.describe(&selected).map_err(|e| stage_err = Some(e)).ok()
+            self.describe(&selected)
+                .map_err(|e| stage_err = Some(e))
+                .ok()
         } else {
             None
         };
@@ -564,7 +581,12 @@ fn to_face(d: &Detection, s: f32) -> Face {
 fn xywh(f: &Face) -> [f32; 4] {
     let x1 = f.bbox[0].round();
     let y1 = f.bbox[1].round();
-    [x1, y1, (f.bbox[2] - f.bbox[0]).round(), (f.bbox[3] - f.bbox[1]).round()]
+    [
+        x1,
+        y1,
+        (f.bbox[2] - f.bbox[0]).round(),
+        (f.bbox[3] - f.bbox[1]).round(),
+    ]
 }
 
 fn softmax3(l: [f32; 3]) -> [f32; 3] {

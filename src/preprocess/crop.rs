@@ -10,7 +10,12 @@ use image::RgbImage;
 use super::resize::resize_bilinear_cv;
 
 /// Inclusive integer corners `(x1, y1, x2, y2)` of the context crop for one network.
-pub fn context_box(src_w: u32, src_h: u32, bbox_xywh: [f32; 4], scale: f32) -> (i64, i64, i64, i64) {
+pub fn context_box(
+    src_w: u32,
+    src_h: u32,
+    bbox_xywh: [f32; 4],
+    scale: f32,
+) -> (i64, i64, i64, i64) {
     let [x, y, bw, bh] = bbox_xywh;
     let (sw, sh) = (src_w as f32, src_h as f32);
     let bw = bw.max(1.0);
