@@ -26,7 +26,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::layers::{Activation, Conv2d, ConvGeom, Linear};
+use super::layers::{add_act, Activation, Conv2d, ConvGeom, Linear};
 use super::tfjs;
 use crate::{Error, Result};
 
@@ -74,7 +74,7 @@ impl Residual {
         } else {
             x.clone()
         };
-        (y + shortcut)?.relu()
+        add_act(&y, &shortcut, &Activation::Relu)
     }
 }
 

@@ -5,10 +5,15 @@
 //! is very slow for depthwise layers (groups = channels). [`DepthwiseConv`] is a CPU custom op
 //! that does the same arithmetic in one pass over each plane; on other devices the grouped path
 //! is used so results stay identical.
+//!
+//! Its ordinary convolutions are also slow on CPU for these small shapes, so on CPU with f32
+//! [`Conv2d`] runs them as a matrix product (directly on the input for 1x1 stride-1 convs, on an
+//! [`Im2Col`] copy otherwise) and adds the bias and the [`Activation`] in one in-place pass;
+//! [`add_act`] does the same for residual joins.
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Device, InplaceOp1, Layout, Module, Result, Shape,
-    Tensor, TensorId, D,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, InplaceOp1, Layout, Module, Result,
+    Shape, Tensor, TensorId, D,
 };
 use rayon::prelude::*;
 
@@ -693,6 +698,66 @@ impl InplaceOp1 for BiasAct<'_> {
     }
 }
 
+/// `act(a + b)` for two tensors of the same shape `(N,C,...)`, e.g. a residual join: one pass
+/// on CPU with f32, separate tensor operations elsewhere.
+pub fn add_act(a: &Tensor, b: &Tensor, act: &Activation) -> Result<Tensor> {
+    let cpu_f32 = a.device().is_cpu()
+        && b.device().is_cpu()
+        && a.dtype() == DType::F32
+        && b.dtype() == DType::F32;
+    if cpu_f32 && a.dims() == b.dims() && a.rank() >= 2 {
+        a.contiguous()?
+            .apply_op2_no_bwd(&b.contiguous()?, &AddAct { act })
+    } else {
+        act.apply(&(a + b)?)
+    }
+}
+
+/// CPU kernel of [`add_act`].
+#[derive(Debug, Clone, Copy)]
+struct AddAct<'a> {
+    /// Activation after the sum.
+    act: &'a Activation,
+}
+
+impl CustomOp2 for AddAct<'_> {
+    fn name(&self) -> &'static str {
+        "add-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = cpu_f32(s1, l1, "add-act: lhs")?;
+        let b = cpu_f32(s2, l2, "add-act: rhs")?;
+        let dims = l1.shape().dims();
+        if dims != l2.shape().dims() || dims.len() < 2 {
+            candle_core::bail!("add-act: shapes {:?} and {:?}", l1.shape(), l2.shape());
+        }
+        let c = dims[1];
+        self.act.check_channels(c)?;
+        let plane: usize = dims[2..].iter().product();
+        let mut out = vec![0f32; a.len()];
+        if plane > 0 && !out.is_empty() {
+            out.par_chunks_mut(plane)
+                .zip(a.par_chunks(plane).zip(b.par_chunks(plane)))
+                .enumerate()
+                .with_min_len(min_planes_per_task(plane))
+                .for_each(|(i, (dst, (pa, pb)))| {
+                    for ((d, &x), &y) in dst.iter_mut().zip(pa).zip(pb) {
+                        *d = x + y;
+                    }
+                    self.act.apply_plane(i % c, 0.0, dst);
+                });
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
 /// Global average pool: `(N,C,H,W) -> (N,C)`.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.mean(D::Minus1)?.mean(D::Minus1)
@@ -876,6 +941,18 @@ mod tests {
         assert!(conv
             .forward_act(&x, &Activation::Prelu(vec![0.1; 4]))
             .is_ok());
+    }
+
+    #[test]
+    fn add_act_matches_separate_ops() {
+        let dev = Device::Cpu;
+        let a = Tensor::randn(0f32, 1.0, (2, 5, 7, 6), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (2, 5, 7, 6), &dev).unwrap();
+        for act in activations(5) {
+            let got = add_act(&a, &b, &act).unwrap();
+            let want = act.apply(&(&a + &b).unwrap()).unwrap();
+            assert!(max_diff(&got, &want) < 1e-6, "{act:?}");
+        }
     }
 
     #[test]
