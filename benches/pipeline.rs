@@ -20,23 +20,33 @@ fn bench(c: &mut Criterion) {
         ..EngineConfig::default()
     };
     let engine = Engine::load(cfg, Device::Cpu).expect("engine (run `facegate models fetch`)");
-    let jpeg = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/faces/image_T1.jpg"))
-        .expect("fixture image_T1.jpg in ../shared");
+    let jpeg = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/faces/image_T1.jpg"),
+    )
+    .expect("fixture image_T1.jpg in ../shared");
     let opts = AnalyzeOptions::default();
     let mut g = c.benchmark_group("pipeline");
-    g.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
     for n in [1usize, 8, 32] {
         let batch: Vec<&[u8]> = (0..n).map(|_| jpeg.as_slice()).collect();
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("analyze_640x480_jpeg", n), &batch, |b, batch| {
-            b.iter(|| {
-                for r in engine.analyze_batch(batch, &opts) {
-                    r.expect("analysis");
-                }
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("analyze_640x480_jpeg", n),
+            &batch,
+            |b, batch| {
+                b.iter(|| {
+                    for r in engine.analyze_batch(batch, &opts) {
+                        r.expect("analysis");
+                    }
+                })
+            },
+        );
     }
-    g.bench_function("decode_only_640x480_jpeg", |b| b.iter(|| engine.prepare(&jpeg).expect("decode")));
+    g.bench_function("decode_only_640x480_jpeg", |b| {
+        b.iter(|| engine.prepare(&jpeg).expect("decode"))
+    });
     g.finish();
 }
 

@@ -45,8 +45,9 @@ impl EngineArgs {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     Error::InvalidArgument(format!("config file {}: {e}", p.display()))
                 })?;
-                parse_config(&text)
-                    .map_err(|e| Error::InvalidArgument(format!("config file {}: {e}", p.display())))?
+                parse_config(&text).map_err(|e| {
+                    Error::InvalidArgument(format!("config file {}: {e}", p.display()))
+                })?
             }
             None => EngineConfig::default(),
         };
@@ -76,7 +77,9 @@ impl EngineArgs {
     pub fn apply_threads(&self) {
         if let Some(n) = self.threads {
             // Fails only if the pool was already built, in which case it keeps its size.
-            let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build_global();
         }
     }
 }
@@ -98,8 +101,12 @@ pub fn validate(cfg: &EngineConfig) -> Result<()> {
     if cfg.decode.max_bytes == 0 || cfg.decode.max_pixels == 0 {
         return bad("decode limits must be positive");
     }
-    for p in [cfg.calibrations.soft, cfg.calibrations.regular, cfg.calibrations.hardened] {
-        if !(p.temperature > 0.0) || !p.offset.is_finite() {
+    for p in [
+        cfg.calibrations.soft,
+        cfg.calibrations.regular,
+        cfg.calibrations.hardened,
+    ] {
+        if p.temperature.is_nan() || p.temperature <= 0.0 || !p.offset.is_finite() {
             return bad("calibration temperatures must be positive and offsets finite");
         }
     }
@@ -112,10 +119,14 @@ mod tests {
 
     #[test]
     fn file_overrides_defaults_and_keeps_the_rest() {
-        let cfg = parse_config("[detection]\nmax_side = 480\n[quality]\nmin_iod_px = 30.0\n").unwrap();
+        let cfg =
+            parse_config("[detection]\nmax_side = 480\n[quality]\nmin_iod_px = 30.0\n").unwrap();
         assert_eq!(cfg.detection.max_side, 480);
         assert_eq!(cfg.quality.min_iod_px, 30.0);
-        assert_eq!(cfg.detection.nms_iou, EngineConfig::default().detection.nms_iou);
+        assert_eq!(
+            cfg.detection.nms_iou,
+            EngineConfig::default().detection.nms_iou
+        );
         assert!(parse_config("[detection]\nmax_side = \"big\"\n").is_err());
     }
 

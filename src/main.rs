@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use facegate::{cli, models};
 
 #[derive(Parser)]
-#[command(name = "facegate", version, about = "Face liveness and face matching on candle")]
+#[command(
+    name = "facegate",
+    version,
+    about = "Face liveness and face matching on candle"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +104,11 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
             for line in models::fetch(&manifest, &opts)? {
                 println!("{line}");
             }
-            println!("all {} model files verified in {}", manifest.model.len(), opts.models_dir.display());
+            println!(
+                "all {} model files verified in {}",
+                manifest.model.len(),
+                opts.models_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         ModelsAction::Verify { models_dir } => {
@@ -109,7 +117,11 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
                 eprintln!("{p}");
             }
             if problems.is_empty() {
-                println!("all {} model files verified in {}", manifest.model.len(), models_dir.display());
+                println!(
+                    "all {} model files verified in {}",
+                    manifest.model.len(),
+                    models_dir.display()
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("run `facegate models fetch` to repair the models folder");
@@ -118,4 +130,3 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
         }
     }
 }
-

@@ -302,16 +302,25 @@ impl Engine {
                 path: cfg.models_dir.clone(),
                 reason: format!(
                     "{}; run `facegate models fetch` to set the models folder up",
-                    needed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+                    needed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             });
         }
-        let path = |name: &str| -> Result<PathBuf> { Ok(cfg.models_dir.join(&manifest.entry(name)?.file)) };
+        let path = |name: &str| -> Result<PathBuf> {
+            Ok(cfg.models_dir.join(&manifest.entry(name)?.file))
+        };
         let detector = RetinaFace::load(&path("retinaface")?, &device)?;
         let v2 = MiniFasNet::load(&path("minifasnet-v2")?, Variant::V2, &device)?;
         let v1se = MiniFasNet::load(&path("minifasnet-v1se")?, Variant::V1SE, &device)?;
         let descriptor = if cfg.load_descriptor {
-            Some(FaceDescriptor::load(&path("face-descriptor-manifest")?, &device)?)
+            Some(FaceDescriptor::load(
+                &path("face-descriptor-manifest")?,
+                &device,
+            )?)
         } else {
             None
         };
@@ -365,7 +374,11 @@ impl Engine {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let h = items.iter().map(|p| p.det_image.height()).max().unwrap_or(1) as usize;
+        let h = items
+            .iter()
+            .map(|p| p.det_image.height())
+            .max()
+            .unwrap_or(1) as usize;
         let w = items.iter().map(|p| p.det_image.width()).max().unwrap_or(1) as usize;
         let plane = h * w;
         let mut data = vec![0f32; items.len() * 3 * plane];
@@ -421,7 +434,9 @@ impl Engine {
                 let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, 80)).collect();
                 crops.extend(mirrored);
             }
-            let logits: Vec<Vec<f32>> = net.forward(&pack_bgr(&crops, 80, &self.device)?)?.to_vec2()?;
+            let logits: Vec<Vec<f32>> = net
+                .forward(&pack_bgr(&crops, 80, &self.device)?)?
+                .to_vec2()?;
             per_net.push(
                 (0..n)
                     .map(|i| {
@@ -567,7 +582,9 @@ impl Engine {
         let liveness_ms = ms(tl);
         let tt = Instant::now();
         let templates = if opts.template && stage_err.is_none() {
-            self.describe(&selected).map_err(|e| stage_err = Some(e)).ok()
+            self.describe(&selected)
+                .map_err(|e| stage_err = Some(e))
+                .ok()
         } else {
             None
         };

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::layers::{Conv2d, ConvGeom, Linear};
+use super::layers::{add_act, Activation, Conv2d, ConvGeom, Linear};
 use super::tfjs;
 use crate::{Error, Result};
 
@@ -55,7 +55,7 @@ struct Residual {
 
 impl Residual {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.conv1.forward(x)?.relu()?;
+        let y = self.conv1.forward_act(x, &Activation::Relu)?;
         let mut y = self.conv2.forward(&y)?;
         let shortcut = if self.down {
             let mut pooled = x.avg_pool2d_with_stride(2, 2)?;
@@ -74,7 +74,7 @@ impl Residual {
         } else {
             x.clone()
         };
-        (y + shortcut)?.relu()
+        add_act(&y, &shortcut, &Activation::Relu)
     }
 }
 
@@ -176,8 +176,7 @@ impl FaceDescriptor {
         let x = (x.broadcast_sub(&self.mean)? / INPUT_DIVISOR as f64)?;
         let mut x = self
             .stem
-            .forward(&x)?
-            .relu()?
+            .forward_act(&x, &Activation::Relu)?
             .max_pool2d_with_stride(3, 2)?;
         for b in &self.blocks {
             x = b.forward(&x)?;

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::layers::{prelu, sigmoid, BatchNorm, Conv2d, ConvGeom, Linear};
+use super::layers::{sigmoid, Activation, BatchNorm, Conv2d, ConvGeom, Linear};
 use crate::{Error, Result};
 
 /// Side of the square input crop.
@@ -47,11 +47,18 @@ struct Weights {
 
 impl Weights {
     fn get(&self, name: &str) -> Result<Tensor> {
-        self.map.get(name).cloned().ok_or_else(|| Error::Model {
+        self.map
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.err(format!("tensor {name} missing")))
+    }
+
+    fn err(&self, reason: String) -> Error {
+        Error::Model {
             name: "minifasnet".into(),
             path: self.path.clone().into(),
-            reason: format!("tensor {name} missing"),
-        })
+            reason,
+        }
     }
 
     fn has(&self, name: &str) -> bool {
@@ -70,11 +77,12 @@ impl Weights {
 }
 
 /// Convolution + BatchNorm (folded) + optional PReLU: the checkpoint's `Conv_block` (with
-/// PReLU) and `Linear_block` (without).
+/// PReLU) and `Linear_block` (without). The PReLU is fused into the convolution's last pass on
+/// CPU ([`Conv2d::forward_act`]).
 #[derive(Debug, Clone)]
 struct ConvBlock {
     conv: Conv2d,
-    prelu: Option<Tensor>,
+    act: Activation,
 }
 
 impl ConvBlock {
@@ -85,20 +93,23 @@ impl ConvBlock {
         let conv = Conv2d::new(weight, None, ConvGeom::new(stride, pad).grouped(groups))?
             .fold_bn(&w.bn(&format!("{prefix}.bn"))?)?;
         let prelu_name = format!("{prefix}.prelu.weight");
-        let prelu = if w.has(&prelu_name) {
-            Some(w.get(&prelu_name)?)
+        let act = if w.has(&prelu_name) {
+            let alpha = w.get(&prelu_name)?.flatten_all()?.to_vec1::<f32>()?;
+            if alpha.len() != out {
+                return Err(w.err(format!(
+                    "{prelu_name} has {} slopes for {out} channels",
+                    alpha.len()
+                )));
+            }
+            Activation::Prelu(alpha)
         } else {
-            None
+            Activation::Identity
         };
-        Ok(Self { conv, prelu })
+        Ok(Self { conv, act })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        match &self.prelu {
-            Some(a) => prelu(&y, a),
-            None => Ok(y),
-        }
+        self.conv.forward_act(x, &self.act)
     }
 }
 
@@ -165,7 +176,9 @@ impl DepthWise {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut y = self.project.forward(&self.dw.forward(&self.expand.forward(x)?)?)?;
+        let mut y = self
+            .project
+            .forward(&self.dw.forward(&self.expand.forward(x)?)?)?;
         if let Some(se) = &self.se {
             y = se.forward(&y)?;
         }
@@ -210,7 +223,11 @@ impl MiniFasNet {
             ConvBlock::load(&w, "conv2_dw", 1, 1)?,
         ];
         let mut blocks = Vec::new();
-        for (down, stage) in [("conv_23", "conv_3"), ("conv_34", "conv_4"), ("conv_45", "conv_5")] {
+        for (down, stage) in [
+            ("conv_23", "conv_3"),
+            ("conv_34", "conv_4"),
+            ("conv_45", "conv_5"),
+        ] {
             blocks.push(DepthWise::load(&w, down, 2, false)?);
             let mut i = 0;
             while w.has(&format!("{stage}.model.{i}.conv.conv.weight")) {

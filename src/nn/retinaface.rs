@@ -12,11 +12,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
-use rayon::prelude::*;
+use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::layers::{leaky_relu, softmax_last, Conv2d, ConvGeom};
+use crate::nn::layers::{softmax_last, Activation, Conv2d, ConvAct, ConvGeom};
 use crate::nn::onnx::OnnxModel;
 use crate::{Error, Result};
 
@@ -61,98 +60,22 @@ const CONV_NODES: usize = 59;
 /// Values per anchor in the fused head output: 2 class logits, 4 box, 10 landmark.
 const HEAD_PER_ANCHOR: usize = 16;
 
-/// A convolution, optionally followed by LeakyReLU.
-///
-/// On CPU with f32, ordinary (`groups == 1`) convolutions run as one matrix product per image:
-/// 1x1 stride-1 convs directly on the input, others on an im2col copy; the bias and the
-/// activation are then applied in one pass ([`BiasLeaky`]). Depthwise convs go through
-/// [`Conv2d::forward`] (its dedicated depthwise op). Other devices use [`Conv2d::forward`] and
-/// [`leaky_relu`] throughout.
-#[derive(Debug, Clone)]
-struct ConvAct {
-    /// The convolution (BatchNorm folded in).
-    conv: Conv2d,
-    /// LeakyReLU slope, `None` for no activation.
-    leaky: Option<f64>,
-    /// Kernel as an `(out, in * k * k)` matrix, for the CPU matrix-product path (`groups == 1`).
-    kernel_2d: Option<Tensor>,
-    /// Bias values on the host, for the fused bias + activation pass.
-    bias_host: Vec<f32>,
-}
-
-impl ConvAct {
-    /// Wraps a convolution and precomputes what the CPU path needs.
-    fn new(conv: Conv2d, leaky: Option<f64>) -> candle_core::Result<Self> {
-        let kernel_2d = if conv.geom.groups == 1 {
-            let out = conv.weight.dim(0)?;
-            Some(conv.weight.reshape((out, ()))?.contiguous()?)
-        } else {
-            None
-        };
-        let bias_host = conv.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        Ok(Self {
-            conv,
-            leaky,
-            kernel_2d,
-            bias_host,
-        })
-    }
-}
-
-impl Module for ConvAct {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let cpu_f32 = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
-        let slope = self.leaky.map(|s| s as f32);
-        match &self.kernel_2d {
-            Some(kernel) if cpu_f32 => {
-                let (n, c, h, w) = x.dims4()?;
-                let (k, g) = (self.conv.weight.dim(2)?, self.conv.geom);
-                let oh = (h + 2 * g.pad).saturating_sub(k) / g.stride + 1;
-                let ow = (w + 2 * g.pad).saturating_sub(k) / g.stride + 1;
-                let cols = if k == 1 && g.stride == 1 && g.pad == 0 {
-                    x.reshape((n, c, h * w))?
-                } else {
-                    x.contiguous()?.apply_op1_no_bwd(&Im2Col {
-                        k,
-                        stride: g.stride,
-                        pad: g.pad,
-                    })?
-                };
-                let y = kernel.broadcast_left(n)?.matmul(&cols)?;
-                let y = y.apply_op1_no_bwd(&BiasLeaky {
-                    bias: Some(&self.bias_host),
-                    slope,
-                })?;
-                y.reshape((n, kernel.dim(0)?, oh, ow))
-            }
-            _ => {
-                let y = self.conv.forward(x)?;
-                match slope {
-                    Some(slope) if cpu_f32 => y.apply_op1_no_bwd(&BiasLeaky {
-                        bias: None,
-                        slope: Some(slope),
-                    }),
-                    Some(slope) => leaky_relu(&y, f64::from(slope)),
-                    None => Ok(y),
-                }
-            }
-        }
-    }
-}
-
 /// SSH context module: a 3x3 branch (32 ch) and 5x5 / 7x7 branches built from stacked 3x3s
 /// (16 ch each), concatenated and ReLU'd.
+///
+/// The final ReLU is applied per branch (fused into each branch's last conv): ReLU of a
+/// concatenation is the concatenation of the ReLUs.
 #[derive(Debug, Clone)]
 struct Ssh {
-    /// 3x3 branch, no activation.
+    /// 3x3 branch, ReLU (the module's output activation).
     conv3x3: ConvAct,
     /// Shared first 3x3 of the 5x5 and 7x7 branches, LeakyReLU.
     conv5x5_1: ConvAct,
-    /// Second 3x3 of the 5x5 branch, no activation.
+    /// Second 3x3 of the 5x5 branch, ReLU (the module's output activation).
     conv5x5_2: ConvAct,
     /// Second 3x3 of the 7x7 branch, LeakyReLU.
     conv7x7_2: ConvAct,
-    /// Third 3x3 of the 7x7 branch, no activation.
+    /// Third 3x3 of the 7x7 branch, ReLU (the module's output activation).
     conv7x7_3: ConvAct,
 }
 
@@ -163,7 +86,7 @@ impl Module for Ssh {
         let t = self.conv5x5_1.forward(x)?;
         let b = self.conv5x5_2.forward(&t)?;
         let c = self.conv7x7_3.forward(&self.conv7x7_2.forward(&t)?)?;
-        Tensor::cat(&[&a, &b, &c], 1)?.relu()
+        Tensor::cat(&[&a, &b, &c], 1)
     }
 }
 
@@ -305,13 +228,20 @@ impl<'a> Loader<'a> {
         if (alpha - LEAKY_SLOPE).abs() > 1e-6 {
             return Err(self.err(format!("LeakyRelu after {output} has slope {alpha}")));
         }
-        Ok(ConvAct::new(conv, Some(f64::from(alpha)))?)
+        Ok(ConvAct {
+            conv,
+            act: Activation::LeakyRelu(alpha),
+        })
     }
 
-    /// A 3x3 stride-1 conv of an SSH branch, without activation.
-    fn conv_plain(&mut self, prefix: &str, inp: usize, out: usize) -> Result<ConvAct> {
+    /// The last 3x3 stride-1 conv of an SSH branch; in the graph it has no activation of its
+    /// own, the module's ReLU after the concatenation is fused into it.
+    fn conv_relu(&mut self, prefix: &str, inp: usize, out: usize) -> Result<ConvAct> {
         let conv = self.conv(prefix, inp, out, 3, 1, 1)?;
-        Ok(ConvAct::new(conv, None)?)
+        Ok(ConvAct {
+            conv,
+            act: Activation::Relu,
+        })
     }
 
     /// A float initializer with exactly the shape `dims`, on the device.
@@ -350,11 +280,11 @@ impl<'a> Loader<'a> {
             return Err(self.err(format!("{p}: the two conv5X5_1 copies differ")));
         }
         Ok(Ssh {
-            conv3x3: self.conv_plain(&format!("{p}/conv3X3/conv3X3.0"), 64, 32)?,
+            conv3x3: self.conv_relu(&format!("{p}/conv3X3/conv3X3.0"), 64, 32)?,
             conv5x5_1,
-            conv5x5_2: self.conv_plain(&format!("{p}/conv5X5_2/conv5X5_2.0"), 16, 16)?,
+            conv5x5_2: self.conv_relu(&format!("{p}/conv5X5_2/conv5X5_2.0"), 16, 16)?,
             conv7x7_2: self.conv_leaky(&format!("{p}/conv7X7_2/conv7X7_2.0"), 16, 16, 3, 1, 1)?,
-            conv7x7_3: self.conv_plain(&format!("{p}/conv7x7_3/conv7x7_3.0"), 16, 16)?,
+            conv7x7_3: self.conv_relu(&format!("{p}/conv7x7_3/conv7x7_3.0"), 16, 16)?,
         })
     }
 
@@ -383,7 +313,10 @@ impl<'a> Loader<'a> {
             Some(Tensor::cat(&biases, 0)?.contiguous()?),
             ConvGeom::new(1, 0),
         )?;
-        Ok(ConvAct::new(conv, None)?)
+        Ok(ConvAct {
+            conv,
+            act: Activation::Identity,
+        })
     }
 
     /// Graph-level checks: input/output names, upsampling mode, softmax axis, no unused conv.
@@ -560,111 +493,6 @@ impl RetinaFace {
                 )
             })
             .collect())
-    }
-}
-
-/// im2col for a square kernel: `(N,C,H,W)` to `(N, C*k*k, OH*OW)`, rows ordered `(c, ky, kx)`
-/// like a flattened `(out, in, k, k)` kernel, zeros where the window leaves the padded input.
-#[derive(Debug, Clone, Copy)]
-struct Im2Col {
-    /// Kernel side.
-    k: usize,
-    /// Stride in both directions.
-    stride: usize,
-    /// Zero padding on every side.
-    pad: usize,
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "retinaface-im2col"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("im2col: input must be contiguous f32"),
-        };
-        let (n, c, h, w) = l.shape().dims4()?;
-        let (k, st, p) = (self.k, self.stride, self.pad);
-        let oh = (h + 2 * p).saturating_sub(k) / st + 1;
-        let ow = (w + 2 * p).saturating_sub(k) / st + 1;
-        let mut out = vec![0f32; n * c * k * k * oh * ow];
-        out.par_chunks_mut(k * k * oh * ow)
-            .enumerate()
-            .for_each(|(plane, dst)| {
-                let src = &x[plane * h * w..(plane + 1) * h * w];
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let rows = &mut dst[(ky * k + kx) * oh * ow..(ky * k + kx + 1) * oh * ow];
-                        // Output columns whose input column 0 <= ox*st + kx - p < w.
-                        let lo = p.saturating_sub(kx).div_ceil(st).min(ow);
-                        let hi = (w + p).saturating_sub(kx).div_ceil(st).min(ow);
-                        for oy in 0..oh {
-                            let iy = oy * st + ky;
-                            if iy < p || iy - p >= h || lo >= hi {
-                                continue;
-                            }
-                            let srow = &src[(iy - p) * w..(iy - p + 1) * w];
-                            let drow = &mut rows[oy * ow..(oy + 1) * ow];
-                            if st == 1 {
-                                let start = lo + kx - p;
-                                drow[lo..hi].copy_from_slice(&srow[start..start + hi - lo]);
-                            } else {
-                                for (ox, d) in drow.iter_mut().enumerate().take(hi).skip(lo) {
-                                    *d = srow[ox * st + kx - p];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, c * k * k, oh * ow))))
-    }
-}
-
-/// Adds a per-channel bias (dimension 1) and applies LeakyReLU, in one pass over `(N,C,...)`.
-#[derive(Debug, Clone, Copy)]
-struct BiasLeaky<'a> {
-    /// Per-channel bias, `None` for none.
-    bias: Option<&'a [f32]>,
-    /// LeakyReLU slope, `None` for no activation.
-    slope: Option<f32>,
-}
-
-impl CustomOp1 for BiasLeaky<'_> {
-    fn name(&self) -> &'static str {
-        "retinaface-bias-leaky"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("bias-leaky: input must be contiguous f32"),
-        };
-        let dims = l.shape().dims();
-        if dims.len() < 2 || self.bias.is_some_and(|b| b.len() != dims[1]) {
-            candle_core::bail!("bias-leaky: bias does not fit shape {dims:?}");
-        }
-        let c = dims[1];
-        let plane: usize = dims[2..].iter().product();
-        let mut out = vec![0f32; x.len()];
-        if plane > 0 {
-            out.par_chunks_mut(plane)
-                .zip(x.par_chunks(plane))
-                .enumerate()
-                .for_each(|(i, (dst, src))| {
-                    let b = self.bias.map_or(0.0, |b| b[i % c]);
-                    match self.slope {
-                        Some(a) => dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                            let v = v + b;
-                            *d = if v >= 0.0 { v } else { v * a };
-                        }),
-                        None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + b),
-                    }
-                });
-        }
-        Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
