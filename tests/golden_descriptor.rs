@@ -2,28 +2,19 @@
 //! the upstream JavaScript (@vladmandic/face-api 1.7.15 on tfjs 4.22, CPU backend), stored in
 //! tests/data/faceapi_descriptor_reference.json by tools/faceapi_reference.mjs.
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use common::{fixture, model_file};
 use facegate::nn::face_descriptor::{distance, FaceDescriptor, DESCRIPTOR_LEN, INPUT_SIZE};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-3;
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("FACEGATE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
-}
-
 fn load_net() -> FaceDescriptor {
-    let manifest = models_dir().join("face-api/face_recognition_model-weights_manifest.json");
-    assert!(
-        manifest.is_file(),
-        "model file {} is missing: run `cargo run --release -- models fetch` (or set \
-         FACEGATE_MODELS_DIR)",
-        manifest.display()
-    );
+    let manifest = model_file("face-api/face_recognition_model-weights_manifest.json");
     FaceDescriptor::load(&manifest, &Device::Cpu).expect("load face descriptor model")
 }
 
@@ -116,18 +107,17 @@ fn batch_of_two_equals_two_singles() {
 }
 
 /// End to end on a real photo: face-api's landmarks (recorded in the reference JSON), our
-/// alignment, our network, against face-api's descriptor of the JS-warped chip. Needs
-/// face-api's demo/sample1.jpg (MIT-licensed npm package, not vendored here).
+/// alignment, our network, against face-api's descriptor of the JS-warped chip, on the shared
+/// fixture photo person-linda.jpg.
 ///
 /// The JS side decodes the JPEG with jpeg-js, we decode with the `image` crate; the two differ by
 /// up to 34 levels on some pixels (chroma upsampling), which moves the descriptor by about 0.013
 /// in distance. Fed jpeg-js's own pixels, alignment plus network agree to within 1e-6.
 #[test]
-#[ignore = "needs face-api's demo/sample1.jpg: set FACEGATE_FACEAPI_SAMPLE to its path"]
 fn real_chip_matches_faceapi() {
-    let path = std::env::var("FACEGATE_FACEAPI_SAMPLE")
-        .expect("set FACEGATE_FACEAPI_SAMPLE to face-api's demo/sample1.jpg");
-    let img = image::open(&path).expect("decode sample").to_rgb8();
+    let img = image::open(fixture("person-linda.jpg"))
+        .expect("decode fixture")
+        .to_rgb8();
     let reference = reference();
     let real = &reference["real"];
     let lm: Vec<[f32; 2]> = real["landmarks5"]

@@ -8,7 +8,7 @@
 //       @tensorflow/tfjs-backend-wasm@4.22.0 jpeg-js@0.4.4
 //   cd /path/to/facegate
 //   NODE_PATH=/tmp/faceapi-ref/node_modules node tools/faceapi_reference.mjs \
-//       models/face-api /tmp/faceapi-ref/node_modules/@vladmandic/face-api/demo/sample1.jpg \
+//       models/face-api ../shared/fixtures/faces/person-linda.jpg \
 //       > tests/data/faceapi_descriptor_reference.json
 //
 // face-api.node-wasm.js runs on @tensorflow/tfjs 4.22 (the version face-api 1.7.15 was built
@@ -19,7 +19,7 @@
 //   * "synthetic": a 150x150 RGB pattern R=(3x+5y)%256, G=(7x+2y+40)%256, B=(x*y)%256;
 //   * "synthetic2": a second pattern R=(x+2y)%256, G=(5x*y+7)%256, B=(255-x+y)%256, run in one
 //     batch of 2 together with "synthetic" (checks upstream batching too);
-//   * "real": a 150x150 chip cut from a demo photo: face-api's SSD detector and 68-point
+//   * "real": a 150x150 chip cut from a photo (the shared fixture person-linda.jpg): face-api's SSD detector and 68-point
 //     landmarks give five points (eye centres = mean of points 36-41 / 42-47, nose tip 30,
 //     mouth corners 48 / 54), mapped onto facegate's template by a least-squares similarity
 //     and sampled bilinearly (pixel centres at integer coordinates, zero outside), the same
