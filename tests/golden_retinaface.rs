@@ -17,11 +17,15 @@
 //!   Decoded faces: same count, box corners, sizes and landmarks within 2 px (the reference
 //!   truncates to ints), scores within 1e-3.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
+use common::*;
 use facegate::nn::retinaface::{self, input_from_rgb, DecodeParams, RetinaFace};
+use facegate::preprocess::decode::{decode_rgb, DecodeLimits};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -36,28 +40,10 @@ const ORT_SUM_REL_TOL: f64 = 1e-4;
 const PX_TOL: f32 = 2.0;
 const SCORE_TOL: f32 = 1e-3;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("FACEGATE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let path = dir.join("retinaface_mnet025.onnx");
-    assert!(
-        path.is_file(),
-        "detector model missing at {}: run `cargo run --release -- models fetch` \
-         (or point FACEGATE_MODELS_DIR at a directory holding retinaface_mnet025.onnx)",
-        path.display()
-    );
-    path
-}
-
 fn model() -> &'static RetinaFace {
     static MODEL: OnceLock<RetinaFace> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = model_path();
+        let path = model_file("retinaface_mnet025.onnx");
         let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
         assert_eq!(
             digest,
@@ -70,24 +56,13 @@ fn model() -> &'static RetinaFace {
 }
 
 fn reference() -> Value {
-    let p = shared().join("models/reference/retinaface_reference.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    read_json(&shared_dir().join("models/reference/retinaface_reference.json"))
 }
 
 /// Decodes a fixture like the reference: EXIF orientation applied, RGB8.
 fn load_input(name: &str) -> (Tensor, usize, usize) {
-    let p = shared().join("fixtures/faces").join(name);
-    let mut decoder = image::ImageReader::open(&p)
-        .unwrap()
-        .with_guessed_format()
-        .unwrap()
-        .into_decoder()
-        .unwrap();
-    use image::ImageDecoder;
-    let orientation = decoder.orientation().unwrap();
-    let mut img = image::DynamicImage::from_decoder(decoder).unwrap();
-    img.apply_orientation(orientation);
-    let rgb = img.to_rgb8();
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    let rgb = decode_rgb(&bytes, &DecodeLimits::default()).unwrap();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     (
         input_from_rgb(rgb.as_raw(), w, h, &Device::Cpu).unwrap(),

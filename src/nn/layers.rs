@@ -767,48 +767,6 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    fn grouped_reference(x: &Tensor, w: &Tensor, b: &Tensor, s: usize, p: usize) -> Tensor {
-        let c = x.dim(1).unwrap();
-        x.conv2d(w, p, s, 1, c)
-            .unwrap()
-            .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
-            .unwrap()
-    }
-
-    #[test]
-    fn depthwise_matches_grouped_conv() {
-        let dev = Device::Cpu;
-        for &(n, c, h, w, k, s, p) in &[
-            (2, 5, 9, 7, 3, 1, 1),
-            (1, 4, 10, 10, 3, 2, 1),
-            (3, 3, 8, 11, 5, 1, 0),
-            (1, 2, 7, 7, 3, 2, 0),
-            (1, 6, 5, 5, 5, 1, 2),
-        ] {
-            let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap();
-            let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
-            let b = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
-            let got = depthwise_conv2d(&x, &wt, &b, s, p).unwrap();
-            let want = grouped_reference(&x, &wt, &b, s, p);
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(
-                diff < 1e-4,
-                "max diff {diff} for {:?}",
-                (n, c, h, w, k, s, p)
-            );
-        }
-    }
-
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
         (a - b)
@@ -970,16 +928,7 @@ mod tests {
         let conv = Conv2d::new(w, None, ConvGeom::new(1, 1)).unwrap();
         let want = bn.forward(&conv.forward(&x).unwrap()).unwrap();
         let got = conv.fold_bn(&bn).unwrap().forward(&x).unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&got, &want);
         assert!(diff < 1e-4, "max diff {diff}");
     }
 }
