@@ -7,6 +7,7 @@
 //! separately; [`Engine::analyze_batch`] chains them for a batch of images.
 
 pub mod calibration;
+pub mod pipeline;
 pub mod quality;
 pub mod template;
 
