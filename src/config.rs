@@ -99,7 +99,7 @@ pub fn validate(cfg: &EngineConfig) -> Result<()> {
         return bad("decode limits must be positive");
     }
     for p in [cfg.calibrations.soft, cfg.calibrations.regular, cfg.calibrations.hardened] {
-        if !(p.temperature > 0.0) || !p.offset.is_finite() {
+        if p.temperature.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !p.offset.is_finite() {
             return bad("calibration temperatures must be positive and offsets finite");
         }
     }
