@@ -1,6 +1,7 @@
 //! facegate: face detection, passive liveness and face templates on candle, served in the
 //! REST dialects of five commercial servers.
 
+pub mod bi;
 pub mod cli;
 pub mod config;
 pub mod engine;
