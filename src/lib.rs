@@ -2,6 +2,7 @@
 //! REST dialects of five commercial servers.
 
 pub mod bi;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod engine;
