@@ -4,6 +4,7 @@
 pub mod bi;
 pub mod capture;
 pub mod cli;
+pub mod cli_capture;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use facegate::{cli, models};
+use facegate::{cli, cli_capture, models};
 
 #[derive(Parser)]
 #[command(name = "facegate", version, about = "Face liveness and face matching on candle")]
@@ -26,6 +26,16 @@ enum Command {
     Eval(cli::EvalArgs),
     /// Compare the faces of two images (1:1 match).
     Compare(cli::CompareArgs),
+    /// Capture-bundle keys (ID R&D IAD dialect).
+    Keys {
+        #[command(subcommand)]
+        action: cli_capture::KeysAction,
+    },
+    /// Capture bundles: the client side of the FGCB format (ID R&D IAD dialect).
+    Bundle {
+        #[command(subcommand)]
+        action: cli_capture::BundleAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,6 +80,8 @@ fn main() -> ExitCode {
         Command::Check(a) => cli::check(&a),
         Command::Eval(a) => cli::eval(&a),
         Command::Compare(a) => cli::compare(&a),
+        Command::Keys { action } => cli_capture::keys(&action),
+        Command::Bundle { action } => cli_capture::bundle(&action),
     };
     match result {
         Ok(code) => code,
@@ -100,7 +112,11 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
             for line in models::fetch(&manifest, &opts)? {
                 println!("{line}");
             }
-            println!("all {} model files verified in {}", manifest.model.len(), opts.models_dir.display());
+            println!(
+                "all {} model files verified in {}",
+                manifest.model.len(),
+                opts.models_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         ModelsAction::Verify { models_dir } => {
@@ -109,7 +125,11 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
                 eprintln!("{p}");
             }
             if problems.is_empty() {
-                println!("all {} model files verified in {}", manifest.model.len(), models_dir.display());
+                println!(
+                    "all {} model files verified in {}",
+                    manifest.model.len(),
+                    models_dir.display()
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("run `facegate models fetch` to repair the models folder");
@@ -118,4 +138,3 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
         }
     }
 }
-
