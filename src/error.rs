@@ -72,6 +72,15 @@ pub enum Error {
     /// An I/O failure outside a request (model files, datasets).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A capture bundle could not be opened (IAD's "Failed to parse file", "Failed to read a
+    /// meta data", "Failed to decrypt message"; HTTP 400 with error_code UNKNOWN).
+    #[error("{}: {detail}", failure.message())]
+    Bundle {
+        /// Which of the IAD reference's three bundle errors this is.
+        failure: crate::capture::BundleFailure,
+        /// What exactly was wrong (for logs; clients get `failure.message()`).
+        detail: String,
+    },
 }
 
 impl Error {
@@ -90,6 +99,7 @@ impl Error {
             Error::Unavailable(_) => "unavailable",
             Error::Inference(_) => "inference",
             Error::Io(_) => "io",
+            Error::Bundle { .. } => "bundle",
         }
     }
 
@@ -104,6 +114,7 @@ impl Error {
                 | Error::UnsupportedFormat
                 | Error::CorruptImage(_)
                 | Error::InvalidArgument(_)
+                | Error::Bundle { .. }
         )
     }
 }

@@ -1,7 +1,10 @@
 //! facegate: face detection, passive liveness and face templates on candle, served in the
 //! REST dialects of five commercial servers.
 
+pub mod bi;
+pub mod capture;
 pub mod cli;
+pub mod cli_capture;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use facegate::{cli, models};
+use facegate::{cli, cli_capture, models};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,16 @@ enum Command {
     Eval(cli::EvalArgs),
     /// Compare the faces of two images (1:1 match).
     Compare(cli::CompareArgs),
+    /// Capture-bundle keys (ID R&D IAD dialect).
+    Keys {
+        #[command(subcommand)]
+        action: cli_capture::KeysAction,
+    },
+    /// Capture bundles: the client side of the FGCB format (ID R&D IAD dialect).
+    Bundle {
+        #[command(subcommand)]
+        action: cli_capture::BundleAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +84,8 @@ fn main() -> ExitCode {
         Command::Check(a) => cli::check(&a),
         Command::Eval(a) => cli::eval(&a),
         Command::Compare(a) => cli::compare(&a),
+        Command::Keys { action } => cli_capture::keys(&action),
+        Command::Bundle { action } => cli_capture::bundle(&action),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,153 @@
+//! The default [`BiStore`]: embedded SQLite (bundled, no system library needed).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection};
+
+use super::{BiRecord, BiStore, Date};
+use crate::{Error, Result};
+
+/// Schema of the one table; `time_ms` is indexed for range queries and purges.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bi_records (
+    id          INTEGER PRIMARY KEY,
+    time_ms     INTEGER NOT NULL,
+    route       TEXT NOT NULL,
+    dialect     TEXT NOT NULL,
+    pipeline    TEXT NOT NULL,
+    calibration TEXT,
+    domain      TEXT,
+    os          TEXT NOT NULL,
+    probability REAL,
+    quality     REAL,
+    error_code  TEXT,
+    latency_ms  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bi_records_time ON bi_records(time_ms);
+";
+
+/// BI records in one SQLite database (a file, or memory for tests).
+pub struct SqliteStore {
+    /// The connection; SQLite serialises writers anyway, the mutex makes it `Sync`.
+    conn: Mutex<Connection>,
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::Unavailable(format!("BI database: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`; `:memory:` opens an in-memory one.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = if path.as_os_str() == ":memory:" {
+            Connection::open_in_memory()
+        } else {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            Connection::open(path)
+        }
+        .map_err(db_err)?;
+        if path.as_os_str() != ":memory:" {
+            // WAL lets /bi_records read while the writer thread inserts.
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(db_err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(db_err)?;
+        }
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// An empty in-memory store.
+    pub fn in_memory() -> Result<SqliteStore> {
+        SqliteStore::open(Path::new(":memory:"))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::Unavailable("BI database: lock poisoned".into()))
+    }
+}
+
+const INSERT: &str = "INSERT INTO bi_records
+    (time_ms, route, dialect, pipeline, calibration, domain, os, probability, quality, error_code, latency_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+fn insert(conn: &Connection, r: &BiRecord) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(INSERT)?;
+    stmt.execute(params![
+        r.time_ms,
+        r.route,
+        r.dialect,
+        r.pipeline,
+        r.calibration,
+        r.domain,
+        r.os,
+        r.probability.map(f64::from),
+        r.quality.map(f64::from),
+        r.error_code,
+        r.latency_ms,
+    ])?;
+    Ok(())
+}
+
+impl BiStore for SqliteStore {
+    fn record(&self, r: &BiRecord) -> Result<()> {
+        insert(&*self.lock()?, r).map_err(db_err)
+    }
+
+    fn record_batch(&self, rs: &[BiRecord]) -> Result<()> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        for r in rs {
+            insert(&tx, r).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn records(&self, from: Option<Date>, to: Option<Date>) -> Result<Vec<BiRecord>> {
+        super::check_range(from, to)?;
+        let lo = from.map_or(i64::MIN, Date::start_ms);
+        let hi = to.map_or(i64::MAX, Date::end_ms);
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT time_ms, route, dialect, pipeline, calibration, domain, os, probability,
+                        quality, error_code, latency_ms
+                 FROM bi_records WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, id",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![lo, hi], |row| {
+                Ok(BiRecord {
+                    time_ms: row.get(0)?,
+                    route: row.get(1)?,
+                    dialect: row.get(2)?,
+                    pipeline: row.get(3)?,
+                    calibration: row.get(4)?,
+                    domain: row.get(5)?,
+                    os: row.get(6)?,
+                    probability: row.get::<_, Option<f64>>(7)?.map(|v| v as f32),
+                    quality: row.get::<_, Option<f64>>(8)?.map(|v| v as f32),
+                    error_code: row.get(9)?,
+                    latency_ms: row.get(10)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn purge_older_than(&self, cutoff_ms: i64) -> Result<usize> {
+        self.lock()?
+            .execute(
+                "DELETE FROM bi_records WHERE time_ms < ?1",
+                params![cutoff_ms],
+            )
+            .map_err(db_err)
+    }
+}
