@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::config::EngineArgs;
-use crate::engine::{AnalyzeOptions, Analysis, Calibration, Engine};
+use crate::engine::{Analysis, AnalyzeOptions, Calibration, Engine};
 use crate::eval::{det_points, det_svg, eer, pad_rates, tar_at_far};
 use crate::{Error, Result};
 
@@ -84,7 +84,9 @@ fn load_engine(args: &EngineArgs, descriptor: bool) -> Result<Engine> {
 
 fn parse_calibration(s: &str) -> Result<Calibration> {
     Calibration::parse(s).ok_or_else(|| {
-        Error::InvalidArgument(format!("unknown calibration {s}: use SOFT, REGULAR or HARDENED"))
+        Error::InvalidArgument(format!(
+            "unknown calibration {s}: use SOFT, REGULAR or HARDENED"
+        ))
     })
 }
 
@@ -127,7 +129,8 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
             .and_then(|bytes| engine.analyze(&bytes, &opts));
         let line = match result {
             Ok(a) => {
-                let mut v = serde_json::to_value(&a).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let mut v =
+                    serde_json::to_value(&a).map_err(|e| Error::InvalidArgument(e.to_string()))?;
                 v["file"] = json!(file);
                 v["verdict"] = json!(verdict(&a));
                 v
@@ -141,7 +144,11 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
         let mut out = stdout.lock();
         writeln!(out, "{line}")?;
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -150,7 +157,10 @@ fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             matches!(
-                p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase)
+                    .as_deref(),
                 Some("jpg" | "jpeg" | "png")
             )
         })
@@ -164,7 +174,13 @@ struct Scored {
     analysis: Option<Analysis>,
 }
 
-fn run_all(engine: &Engine, files: &[PathBuf], opts: &AnalyzeOptions, batch: usize, bar: &ProgressBar) -> Vec<Scored> {
+fn run_all(
+    engine: &Engine,
+    files: &[PathBuf],
+    opts: &AnalyzeOptions,
+    batch: usize,
+    bar: &ProgressBar,
+) -> Vec<Scored> {
     let mut out = Vec::with_capacity(files.len());
     for chunk in files.chunks(batch.max(1)) {
         let bytes: Vec<Result<Vec<u8>>> = chunk
@@ -229,12 +245,20 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         &det_points(&ls, &ss),
         &op,
         eer_v,
-        &format!("facegate DET on {} ({} live, {} attacks)", args.dir.display(), ls.len(), ss.len()),
+        &format!(
+            "facegate DET on {} ({} live, {} attacks)",
+            args.dir.display(),
+            ls.len(),
+            ss.len()
+        ),
     );
     std::fs::write(&args.det, svg)?;
     if let Some(path) = &args.dump {
         let mut lines = String::new();
-        for (label, files, scored) in [("live", &live_files, &live), ("spoof", &spoof_files, &spoof)] {
+        for (label, files, scored) in [
+            ("live", &live_files, &live),
+            ("spoof", &spoof_files, &spoof),
+        ] {
             for (f, s) in files.iter().zip(scored.iter()) {
                 let v = json!({"file": f.display().to_string(), "label": label, "score": score(s),
                     "liveness": s.analysis.as_ref().and_then(|a| a.liveness.clone()),
@@ -261,7 +285,11 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     if args.matching {
         summary["matching"] = match_eval(&engine, &live_files, args.batch)?;
     }
-    println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?
+    );
     eprintln!(
         "APCER {:.1} %  BPCER {:.1} %  ACER {:.1} % at {} (score >= {:.2});  EER {:.1} %;  DET -> {}",
         op.apcer * 100.0,
@@ -276,7 +304,10 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
 }
 
 /// Genuine/impostor distances over every pair of images with a template.
-pub fn pair_distances(ids: &[String], templates: &[Option<crate::engine::FaceTemplate>]) -> (Vec<f32>, Vec<f32>) {
+pub fn pair_distances(
+    ids: &[String],
+    templates: &[Option<crate::engine::FaceTemplate>],
+) -> (Vec<f32>, Vec<f32>) {
     let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
     for i in 0..ids.len() {
         for j in i + 1..ids.len() {
@@ -306,9 +337,19 @@ fn match_eval(engine: &Engine, files: &[PathBuf], batch: usize) -> Result<serde_
     bar.finish_and_clear();
     let ids: Vec<String> = files
         .iter()
-        .map(|p| p.file_name().and_then(|n| n.to_str()).unwrap_or("").chars().take(4).collect())
+        .map(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .chars()
+                .take(4)
+                .collect()
+        })
         .collect();
-    let templates: Vec<_> = scored.iter().map(|s| s.analysis.as_ref().and_then(|a| a.template.clone())).collect();
+    let templates: Vec<_> = scored
+        .iter()
+        .map(|s| s.analysis.as_ref().and_then(|a| a.template.clone()))
+        .collect();
     let (genuine, impostor) = pair_distances(&ids, &templates);
     let at = |far: f64| {
         let (tar, thr, got) = tar_at_far(&genuine, &impostor, far);
@@ -341,13 +382,20 @@ pub fn compare(args: &CompareArgs) -> Result<ExitCode> {
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "no face found in {}",
-                if a.template.is_none() { args.a.display() } else { args.b.display() }
+                if a.template.is_none() {
+                    args.a.display()
+                } else {
+                    args.b.display()
+                }
             )))
         }
     };
     let m = ta
         .compare(tb, args.threshold)
         .ok_or_else(|| Error::InvalidArgument("templates of different versions".into()))?;
-    println!("{}", json!({"a": args.a.display().to_string(), "b": args.b.display().to_string(), "match": m}));
+    println!(
+        "{}",
+        json!({"a": args.a.display().to_string(), "b": args.b.display().to_string(), "match": m})
+    );
     Ok(ExitCode::SUCCESS)
 }

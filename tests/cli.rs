@@ -20,7 +20,11 @@ fn check_prints_verdicts_per_image() {
         .arg(fixture("image_F1.jpg"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -44,12 +48,22 @@ fn corrupt_and_empty_files_fail_cleanly() {
     let mut bytes = std::fs::read(fixture("image_T1.jpg")).unwrap();
     bytes.truncate(1500);
     std::fs::write(&corrupt, bytes).unwrap();
-    let out = facegate().args(["check", "--no-descriptor"]).arg(&empty).arg(&corrupt).output().unwrap();
+    let out = facegate()
+        .args(["check", "--no-descriptor"])
+        .arg(&empty)
+        .arg(&corrupt)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let kinds: Vec<String> = stdout
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["error"]["kind"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["error"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(kinds, ["empty_image", "corrupt_image"]);
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -72,7 +86,13 @@ fn missing_models_name_the_fix() {
 
 #[test]
 fn unknown_calibration_is_refused() {
-    let out = facegate().args(["check", "--calibration", "EXTREME"]).arg(fixture("image_T1.jpg")).output().unwrap();
+    let out = facegate()
+        .args(["check", "--calibration", "EXTREME"])
+        .arg(fixture("image_T1.jpg"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("SOFT, REGULAR or HARDENED"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("SOFT, REGULAR or HARDENED"));
 }

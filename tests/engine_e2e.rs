@@ -24,13 +24,19 @@ fn engine() -> &'static Engine {
 
 fn analyze(name: &str) -> facegate::engine::Analysis {
     let bytes = std::fs::read(fixture(name)).unwrap();
-    engine().analyze(&bytes, &AnalyzeOptions::default()).unwrap()
+    engine()
+        .analyze(&bytes, &AnalyzeOptions::default())
+        .unwrap()
 }
 
 #[test]
 fn live_photo_is_live() {
     let a = analyze("image_T1.jpg");
-    assert_eq!((a.width, a.height), (480, 640), "EXIF orientation must be applied");
+    assert_eq!(
+        (a.width, a.height),
+        (480, 640),
+        "EXIF orientation must be applied"
+    );
     assert!(a.rejection.is_none(), "{:?}", a.rejection);
     let l = a.liveness.expect("liveness");
     assert!(l.is_live && l.probability > 0.9, "{l:?}");
@@ -62,7 +68,10 @@ fn bad_input_gives_clear_errors() {
     let e = engine();
     let o = AnalyzeOptions::default();
     assert!(matches!(e.analyze(&[], &o), Err(Error::EmptyImage)));
-    assert!(matches!(e.analyze(b"hello world", &o), Err(Error::UnsupportedFormat)));
+    assert!(matches!(
+        e.analyze(b"hello world", &o),
+        Err(Error::UnsupportedFormat)
+    ));
     let mut truncated = std::fs::read(fixture("image_T1.jpg")).unwrap();
     truncated.truncate(2000);
     match e.analyze(&truncated, &o) {
@@ -82,7 +91,10 @@ fn batch_results_equal_single_results() {
     for (bytes, got) in [(&a, &batch[0]), (&b, &batch[1])] {
         let single = e.analyze(bytes, &o).unwrap();
         let got = got.as_ref().unwrap();
-        let (s1, s2) = (single.liveness.unwrap().score, got.liveness.clone().unwrap().score);
+        let (s1, s2) = (
+            single.liveness.unwrap().score,
+            got.liveness.clone().unwrap().score,
+        );
         assert!((s1 - s2).abs() < 1e-3, "{s1} vs {s2}");
     }
 }
@@ -97,15 +109,24 @@ fn templates_match_the_same_face_and_not_others() {
         ..AnalyzeOptions::default()
     };
     let dir = shared_dir().join("datasets/nuaa-dev/live");
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     let t = |n: &std::ffi::OsString| {
         let bytes = std::fs::read(dir.join(n)).unwrap();
         e.analyze(&bytes, &o).unwrap().template.expect("template")
     };
     let a0 = &names[0];
-    let same = names.iter().find(|n| *n != a0 && n.to_str().unwrap()[..4] == a0.to_str().unwrap()[..4]).unwrap();
-    let other = names.iter().find(|n| n.to_str().unwrap()[..4] != a0.to_str().unwrap()[..4]).unwrap();
+    let same = names
+        .iter()
+        .find(|n| *n != a0 && n.to_str().unwrap()[..4] == a0.to_str().unwrap()[..4])
+        .unwrap();
+    let other = names
+        .iter()
+        .find(|n| n.to_str().unwrap()[..4] != a0.to_str().unwrap()[..4])
+        .unwrap();
     let (ta, ts, to) = (t(a0), t(same), t(other));
     assert_eq!(ta.descriptor.len(), 128);
     let thr = facegate::engine::template::DEFAULT_MATCH_THRESHOLD;
@@ -117,7 +138,10 @@ fn templates_match_the_same_face_and_not_others() {
 
 fn nuaa_files(sub: &str) -> Vec<std::path::PathBuf> {
     let dir = shared_dir().join("datasets/nuaa-dev").join(sub);
-    let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
@@ -139,7 +163,11 @@ fn nuaa_dev_pad_accuracy_guard() {
                 let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
                 e.analyze_batch(&refs, &o)
                     .into_iter()
-                    .map(|r| r.ok().and_then(|a| a.liveness).map_or(f32::NEG_INFINITY, |l| l.score))
+                    .map(|r| {
+                        r.ok()
+                            .and_then(|a| a.liveness)
+                            .map_or(f32::NEG_INFINITY, |l| l.score)
+                    })
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -150,7 +178,10 @@ fn nuaa_dev_pad_accuracy_guard() {
     let offset = e.config().calibrations.regular.offset;
     let r = pad_rates(&live, &spoof, offset);
     let (eer_v, _) = eer(&live, &spoof);
-    println!("nuaa-dev: APCER {:.3} BPCER {:.3} ACER {:.3} EER {:.3}", r.apcer, r.bpcer, r.acer, eer_v);
+    println!(
+        "nuaa-dev: APCER {:.3} BPCER {:.3} ACER {:.3} EER {:.3}",
+        r.apcer, r.bpcer, r.acer, eer_v
+    );
     assert!(r.acer < 0.15, "ACER {}", r.acer);
     assert!(eer_v < 0.12, "EER {eer_v}");
 }
@@ -167,19 +198,27 @@ fn nuaa_dev_matching_guard() {
         ..AnalyzeOptions::default()
     };
     let files = nuaa_files("live");
-    let ids: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_str().unwrap()[..4].to_string()).collect();
+    let ids: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap()[..4].to_string())
+        .collect();
     let templates: Vec<_> = files
         .chunks(16)
         .flat_map(|c| {
             let bytes: Vec<Vec<u8>> = c.iter().map(|p| std::fs::read(p).unwrap()).collect();
             let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
-            e.analyze_batch(&refs, &o).into_iter().map(|r| r.ok().and_then(|a| a.template)).collect::<Vec<_>>()
+            e.analyze_batch(&refs, &o)
+                .into_iter()
+                .map(|r| r.ok().and_then(|a| a.template))
+                .collect::<Vec<_>>()
         })
         .collect();
     let (genuine, impostor) = facegate::cli::pair_distances(&ids, &templates);
     assert_eq!((genuine.len(), impostor.len()), (3705, 16195));
     let (tar1, thr1, _) = tar_at_far(&genuine, &impostor, 0.01);
     let (tar01, thr01, _) = tar_at_far(&genuine, &impostor, 0.001);
-    println!("TAR {tar1:.3} at FAR 1 % (d <= {thr1:.3}), TAR {tar01:.3} at FAR 0.1 % (d <= {thr01:.3})");
+    println!(
+        "TAR {tar1:.3} at FAR 1 % (d <= {thr1:.3}), TAR {tar01:.3} at FAR 0.1 % (d <= {thr01:.3})"
+    );
     assert!(tar1 >= 0.80, "TAR@FAR1% {tar1}");
 }

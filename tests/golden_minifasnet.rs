@@ -61,7 +61,13 @@ fn synthetic_input_matches_upstream() {
     let r = read_json(&shared_dir().join("models/reference/minifasnet_reference.json"));
     for (name, v) in NETS {
         let net = load(name, v);
-        let got: Vec<f32> = net.forward(&synthetic()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = net
+            .forward(&synthetic())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let want = logits_of(&r["synthetic"][name]);
         let d = max_abs_diff(&got, &want);
         println!("{name} synthetic: max |diff| = {d:e}");
@@ -90,7 +96,13 @@ fn reference_crops_match_upstream_and_batch_equals_singles() {
             let d = max_abs_diff(got, want);
             println!("{name} crop {i}: max |diff| = {d:e}");
             assert!(d < TOL, "{name} crop {i}: got {got:?}, want {want:?}");
-            let single: Vec<f32> = net.forward(&crops[i]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let single: Vec<f32> = net
+                .forward(&crops[i])
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             assert!(max_abs_diff(&single, got) < 1e-4, "batch and single differ");
         }
     }
@@ -101,7 +113,10 @@ fn reference_crops_match_upstream_and_batch_equals_singles() {
 /// IDCTs differ by a few levels), mean under 0.25.
 #[test]
 fn crop_rule_reproduces_upstream_crops() {
-    use facegate::preprocess::{crop::crop_rgb, decode::{decode_rgb, DecodeLimits}};
+    use facegate::preprocess::{
+        crop::crop_rgb,
+        decode::{decode_rgb, DecodeLimits},
+    };
     let r = read_json(&shared_dir().join("models/reference/minifasnet_reference.json"));
     for (file, img) in r["images"].as_object().unwrap() {
         let bytes = std::fs::read(fixture(file)).unwrap();
@@ -121,11 +136,18 @@ fn crop_rule_reproduces_upstream_crops() {
                 .join("models/reference")
                 .join(img["models"][name]["crop_png"].as_str().unwrap());
             let want = image::open(&png).unwrap().to_rgb8().into_raw();
-            let diffs: Vec<i32> = got.iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+            let diffs: Vec<i32> = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as i32 - *b as i32).abs())
+                .collect();
             let max = diffs.iter().copied().max().unwrap();
             let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
             println!("{file} {name}: crop max diff {max}, mean {mean:.4}");
-            assert!(max <= 4 && mean < 0.25, "{file} {name}: max {max}, mean {mean}");
+            assert!(
+                max <= 4 && mean < 0.25,
+                "{file} {name}: max {max}, mean {mean}"
+            );
         }
     }
 }

@@ -24,7 +24,11 @@ pub enum Calibration {
 
 impl Calibration {
     /// Every profile, in order of strictness.
-    pub const ALL: [Calibration; 3] = [Calibration::Soft, Calibration::Regular, Calibration::Hardened];
+    pub const ALL: [Calibration; 3] = [
+        Calibration::Soft,
+        Calibration::Regular,
+        Calibration::Hardened,
+    ];
 
     /// Upper-case name as the dialects spell it.
     pub fn name(self) -> &'static str {
@@ -37,7 +41,9 @@ impl Calibration {
 
     /// Parses a name case-insensitively.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
     }
 }
 

@@ -277,6 +277,18 @@ pub struct Analysis {
     pub timings: Timings,
 }
 
+impl Analysis {
+    /// The face the networks judge under `opts`: the selected face, unless the quality gate
+    /// rejected the image and `opts.ignore_quality` is off.
+    pub fn network_face(&self, opts: &AnalyzeOptions) -> Option<&Face> {
+        let f = self.selected_face?;
+        if self.rejection.is_some() && !opts.ignore_quality {
+            return None;
+        }
+        self.faces.get(f)
+    }
+}
+
 /// Loaded networks plus configuration. Cheap to share behind an `Arc`.
 pub struct Engine {
     cfg: EngineConfig,
@@ -302,16 +314,25 @@ impl Engine {
                 path: cfg.models_dir.clone(),
                 reason: format!(
                     "{}; run `facegate models fetch` to set the models folder up",
-                    needed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+                    needed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             });
         }
-        let path = |name: &str| -> Result<PathBuf> { Ok(cfg.models_dir.join(&manifest.entry(name)?.file)) };
+        let path = |name: &str| -> Result<PathBuf> {
+            Ok(cfg.models_dir.join(&manifest.entry(name)?.file))
+        };
         let detector = RetinaFace::load(&path("retinaface")?, &device)?;
         let v2 = MiniFasNet::load(&path("minifasnet-v2")?, Variant::V2, &device)?;
         let v1se = MiniFasNet::load(&path("minifasnet-v1se")?, Variant::V1SE, &device)?;
         let descriptor = if cfg.load_descriptor {
-            Some(FaceDescriptor::load(&path("face-descriptor-manifest")?, &device)?)
+            Some(FaceDescriptor::load(
+                &path("face-descriptor-manifest")?,
+                &device,
+            )?)
         } else {
             None
         };
@@ -365,7 +386,11 @@ impl Engine {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let h = items.iter().map(|p| p.det_image.height()).max().unwrap_or(1) as usize;
+        let h = items
+            .iter()
+            .map(|p| p.det_image.height())
+            .max()
+            .unwrap_or(1) as usize;
         let w = items.iter().map(|p| p.det_image.width()).max().unwrap_or(1) as usize;
         let plane = h * w;
         let mut data = vec![0f32; items.len() * 3 * plane];
@@ -421,7 +446,9 @@ impl Engine {
                 let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, 80)).collect();
                 crops.extend(mirrored);
             }
-            let logits: Vec<Vec<f32>> = net.forward(&pack_bgr(&crops, 80, &self.device)?)?.to_vec2()?;
+            let logits: Vec<Vec<f32>> = net
+                .forward(&pack_bgr(&crops, 80, &self.device)?)?
+                .to_vec2()?;
             per_net.push(
                 (0..n)
                     .map(|i| {
@@ -477,6 +504,38 @@ impl Engine {
         template::describe(net, faces, &self.device)
     }
 
+    /// Quality gate for one image after detection: the analysis without liveness or template
+    /// (timings carry only `decode_ms`). [`Analysis::network_face`] then says whether the image
+    /// goes on to the networks. A batcher calls this between the detector and the networks.
+    pub fn assess(&self, p: &Prepared, faces: Vec<Face>) -> Analysis {
+        let dets: Vec<Detection> = faces
+            .iter()
+            .map(|f| Detection {
+                score: f.score,
+                bbox: f.bbox,
+                landmarks: f.landmarks,
+            })
+            .collect();
+        let (selected, quality, rejection) = quality::assess(&p.image, &dets, &self.cfg.quality);
+        Analysis {
+            width: p.image.width(),
+            height: p.image.height(),
+            faces,
+            selected_face: selected,
+            quality,
+            rejection: rejection.map(|r| RejectionInfo {
+                code: r,
+                message: r.message().to_string(),
+            }),
+            liveness: None,
+            template: None,
+            timings: Timings {
+                decode_ms: p.prepare_ms,
+                ..Timings::default()
+            },
+        }
+    }
+
     /// Full analysis of a batch of encoded images; each image gets its own result.
     pub fn analyze_batch(&self, images: &[&[u8]], opts: &AnalyzeOptions) -> Vec<Result<Analysis>> {
         let t0 = Instant::now();
@@ -508,34 +567,9 @@ impl Engine {
             .iter()
             .zip(detections)
             .map(|(p, faces)| {
-                let dets: Vec<Detection> = faces
-                    .iter()
-                    .map(|f| Detection {
-                        score: f.score,
-                        bbox: f.bbox,
-                        landmarks: f.landmarks,
-                    })
-                    .collect();
-                let (selected, quality, rejection) =
-                    quality::assess(&p.image, &dets, &self.cfg.quality);
-                Analysis {
-                    width: p.image.width(),
-                    height: p.image.height(),
-                    faces,
-                    selected_face: selected,
-                    quality,
-                    rejection: rejection.map(|r| RejectionInfo {
-                        code: r,
-                        message: r.message().to_string(),
-                    }),
-                    liveness: None,
-                    template: None,
-                    timings: Timings {
-                        decode_ms: p.prepare_ms,
-                        detect_ms,
-                        ..Timings::default()
-                    },
-                }
+                let mut a = self.assess(p, faces);
+                a.timings.detect_ms = detect_ms;
+                a
             })
             .collect();
         let quality_ms = ms(tq) / ok.len().max(1) as f64;
@@ -543,17 +577,12 @@ impl Engine {
         let eligible: Vec<usize> = partial
             .iter()
             .enumerate()
-            .filter(|(_, a)| {
-                a.selected_face.is_some() && (a.rejection.is_none() || opts.ignore_quality)
-            })
+            .filter(|(_, a)| a.network_face(opts).is_some())
             .map(|(i, _)| i)
             .collect();
         let selected: Vec<(&RgbImage, &Face)> = eligible
             .iter()
-            .filter_map(|&i| {
-                let f = partial[i].selected_face?;
-                Some((&ok[i].image, &partial[i].faces[f]))
-            })
+            .filter_map(|&i| Some((&ok[i].image, partial[i].network_face(opts)?)))
             .collect();
         let mut stage_err: Option<Error> = None;
         let tl = Instant::now();
@@ -567,7 +596,9 @@ impl Engine {
         let liveness_ms = ms(tl);
         let tt = Instant::now();
         let templates = if opts.template && stage_err.is_none() {
-            self.describe(&selected).map_err(|e| stage_err = Some(e)).ok()
+            self.describe(&selected)
+                .map_err(|e| stage_err = Some(e))
+                .ok()
         } else {
             None
         };

@@ -178,7 +178,9 @@ pub fn estimate_pose(lm: &[[f32; 2]; 5]) -> Pose {
     let (le_r, re_r, n, m) = (rot(le), rot(re), rot(nose), rot(mouth_mid));
     let half_iod = ((re_r[0] - le_r[0]) / 2.0).abs().max(1e-3);
     let mid_x = m[0] / 2.0;
-    let yaw = ((n[0] - mid_x) / half_iod / NOSE_DEPTH_FACTOR).atan().to_degrees();
+    let yaw = ((n[0] - mid_x) / half_iod / NOSE_DEPTH_FACTOR)
+        .atan()
+        .to_degrees();
     let span = m[1].abs().max(1e-3);
     let ratio = n[1] / span;
     let pitch = ((ratio - 0.55) / 0.45).clamp(-1.0, 1.0).asin().to_degrees();
@@ -224,7 +226,9 @@ fn pixel_stats(img: &RgbImage, bbox: [f32; 4]) -> (f32, f32, f32) {
     for y in 1..oh - 1 {
         for x in 1..ow - 1 {
             let c = luma[y * ow + x];
-            let v = luma[(y - 1) * ow + x] + luma[(y + 1) * ow + x] + luma[y * ow + x - 1]
+            let v = luma[(y - 1) * ow + x]
+                + luma[(y + 1) * ow + x]
+                + luma[y * ow + x - 1]
                 + luma[y * ow + x + 1]
                 - 4.0 * c;
             lap.push(f64::from(v));
@@ -281,7 +285,11 @@ pub fn assess(
 
     let score = ramp(iod, t.min_iod_px * 0.5, t.min_iod_px * 3.0)
         * ramp(pose.yaw.abs(), t.max_yaw_deg * 1.3, t.max_yaw_deg * 0.3)
-        * ramp(pose.pitch.abs(), t.max_pitch_deg * 1.3, t.max_pitch_deg * 0.3)
+        * ramp(
+            pose.pitch.abs(),
+            t.max_pitch_deg * 1.3,
+            t.max_pitch_deg * 0.3,
+        )
         * ramp(sharpness, t.min_sharpness * 0.5, t.min_sharpness * 4.0).max(0.05)
         * ramp(brightness, t.min_brightness * 0.5, t.min_brightness * 2.0)
         * ramp(brightness, t.max_brightness + 20.0, t.max_brightness - 40.0)
@@ -328,13 +336,22 @@ mod tests {
     use super::*;
 
     fn frontal() -> [[f32; 2]; 5] {
-        [[40.0, 50.0], [80.0, 50.0], [60.0, 72.0], [45.0, 90.0], [75.0, 90.0]]
+        [
+            [40.0, 50.0],
+            [80.0, 50.0],
+            [60.0, 72.0],
+            [45.0, 90.0],
+            [75.0, 90.0],
+        ]
     }
 
     #[test]
     fn frontal_pose_is_near_zero() {
         let p = estimate_pose(&frontal());
-        assert!(p.yaw.abs() < 1.0 && p.roll.abs() < 1e-3 && p.pitch.abs() < 5.0, "{p:?}");
+        assert!(
+            p.yaw.abs() < 1.0 && p.roll.abs() < 1e-3 && p.pitch.abs() < 5.0,
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -351,7 +368,12 @@ mod tests {
 
     fn det(bbox: [f32; 4]) -> Detection {
         let (w, h) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
-        let lm = frontal().map(|[x, y]| [bbox[0] + (x - 20.0) / 80.0 * w, bbox[1] + (y - 20.0) / 100.0 * h]);
+        let lm = frontal().map(|[x, y]| {
+            [
+                bbox[0] + (x - 20.0) / 80.0 * w,
+                bbox[1] + (y - 20.0) / 100.0 * h,
+            ]
+        });
         Detection {
             score: 0.99,
             bbox,
@@ -379,14 +401,35 @@ mod tests {
         assert_eq!(assess(&img, &two, &t).2, Some(Rejection::TooManyFaces));
         let tiny_second = [ok.clone(), det([300.0, 10.0, 330.0, 40.0])];
         assert_eq!(assess(&img, &tiny_second, &t).2, None);
-        assert_eq!(assess(&img, &[det([10.0, 10.0, 40.0, 40.0])], &t).2, Some(Rejection::FaceTooSmall));
-        assert_eq!(assess(&img, &[det([-80.0, 100.0, 120.0, 300.0])], &t).2, Some(Rejection::FaceCropped));
-        let strict = QualityThresholds { min_border_margin: 0.5, ..t.clone() };
-        assert_eq!(assess(&img, &[det([20.0, 100.0, 180.0, 300.0])], &strict).2, Some(Rejection::FaceCloseToBorder));
-        assert_eq!(assess(&img, &[det([100.0, 2.0, 300.0, 398.0])], &t).2, Some(Rejection::FaceTooClose));
+        assert_eq!(
+            assess(&img, &[det([10.0, 10.0, 40.0, 40.0])], &t).2,
+            Some(Rejection::FaceTooSmall)
+        );
+        assert_eq!(
+            assess(&img, &[det([-80.0, 100.0, 120.0, 300.0])], &t).2,
+            Some(Rejection::FaceCropped)
+        );
+        let strict = QualityThresholds {
+            min_border_margin: 0.5,
+            ..t.clone()
+        };
+        assert_eq!(
+            assess(&img, &[det([20.0, 100.0, 180.0, 300.0])], &strict).2,
+            Some(Rejection::FaceCloseToBorder)
+        );
+        assert_eq!(
+            assess(&img, &[det([100.0, 2.0, 300.0, 398.0])], &t).2,
+            Some(Rejection::FaceTooClose)
+        );
         let flat = RgbImage::from_pixel(400, 400, image::Rgb([120, 120, 120]));
-        assert_eq!(assess(&flat, std::slice::from_ref(&ok), &t).2, Some(Rejection::FaceTooBlurry));
+        assert_eq!(
+            assess(&flat, std::slice::from_ref(&ok), &t).2,
+            Some(Rejection::FaceTooBlurry)
+        );
         let dark = RgbImage::from_fn(400, 400, |x, _| image::Rgb([(x % 2 * 40) as u8; 3]));
-        assert_eq!(assess(&dark, std::slice::from_ref(&ok), &t).2, Some(Rejection::FaceBadExposure));
+        assert_eq!(
+            assess(&dark, std::slice::from_ref(&ok), &t).2,
+            Some(Rejection::FaceBadExposure)
+        );
     }
 }

@@ -100,7 +100,12 @@ mod tests {
     fn compare_uses_euclidean_distance_and_threshold() {
         let m = t(&[0.0, 0.0]).compare(&t(&[0.3, 0.4]), 0.6).unwrap();
         assert!((m.distance - 0.5).abs() < 1e-6 && m.is_match);
-        assert!(!t(&[0.0, 0.0]).compare(&t(&[0.6, 0.8]), 0.6).unwrap().is_match);
+        assert!(
+            !t(&[0.0, 0.0])
+                .compare(&t(&[0.6, 0.8]), 0.6)
+                .unwrap()
+                .is_match
+        );
         let mut other = t(&[0.0, 0.0]);
         other.version = "other".into();
         assert!(t(&[0.0, 0.0]).compare(&other, 0.6).is_none());

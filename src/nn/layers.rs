@@ -240,7 +240,10 @@ impl CustomOp3 for DepthwiseConv {
         let (n, c, h, wd) = l1.shape().dims4()?;
         let (kc, one, kh, kw) = l2.shape().dims4()?;
         if kc != c || one != 1 || b.len() != c {
-            candle_core::bail!("depthwise conv: kernel {:?} does not fit {c} channels", l2.shape());
+            candle_core::bail!(
+                "depthwise conv: kernel {:?} does not fit {c} channels",
+                l2.shape()
+            );
         }
         let (oh, ow) = (self.out_len(h, kh), self.out_len(wd, kw));
         let (s, p) = (self.stride as isize, self.pad as isize);
@@ -332,7 +335,11 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap();
-            assert!(diff < 1e-4, "max diff {diff} for {:?}", (n, c, h, w, k, s, p));
+            assert!(
+                diff < 1e-4,
+                "max diff {diff} for {:?}",
+                (n, c, h, w, k, s, p)
+            );
         }
     }
 

@@ -165,7 +165,9 @@ impl DepthWise {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut y = self.project.forward(&self.dw.forward(&self.expand.forward(x)?)?)?;
+        let mut y = self
+            .project
+            .forward(&self.dw.forward(&self.expand.forward(x)?)?)?;
         if let Some(se) = &self.se {
             y = se.forward(&y)?;
         }
@@ -210,7 +212,11 @@ impl MiniFasNet {
             ConvBlock::load(&w, "conv2_dw", 1, 1)?,
         ];
         let mut blocks = Vec::new();
-        for (down, stage) in [("conv_23", "conv_3"), ("conv_34", "conv_4"), ("conv_45", "conv_5")] {
+        for (down, stage) in [
+            ("conv_23", "conv_3"),
+            ("conv_34", "conv_4"),
+            ("conv_45", "conv_5"),
+        ] {
             blocks.push(DepthWise::load(&w, down, 2, false)?);
             let mut i = 0;
             while w.has(&format!("{stage}.model.{i}.conv.conv.weight")) {

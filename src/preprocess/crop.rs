@@ -10,7 +10,12 @@ use image::RgbImage;
 use super::resize::resize_bilinear_cv;
 
 /// Inclusive integer corners `(x1, y1, x2, y2)` of the context crop for one network.
-pub fn context_box(src_w: u32, src_h: u32, bbox_xywh: [f32; 4], scale: f32) -> (i64, i64, i64, i64) {
+pub fn context_box(
+    src_w: u32,
+    src_h: u32,
+    bbox_xywh: [f32; 4],
+    scale: f32,
+) -> (i64, i64, i64, i64) {
     let [x, y, bw, bh] = bbox_xywh;
     let (sw, sh) = (src_w as f32, src_h as f32);
     let bw = bw.max(1.0);
@@ -54,7 +59,10 @@ pub fn crop_rgb(img: &RgbImage, bbox_xywh: [f32; 4], scale: f32, size: usize) ->
 /// Mirrors an interleaved RGB8 `size x size` crop left-right.
 pub fn mirror_rgb(crop: &[u8], size: usize) -> Vec<u8> {
     let mut out = vec![0u8; crop.len()];
-    for (dst, src) in out.chunks_exact_mut(size * 3).zip(crop.chunks_exact(size * 3)) {
+    for (dst, src) in out
+        .chunks_exact_mut(size * 3)
+        .zip(crop.chunks_exact(size * 3))
+    {
         for x in 0..size {
             dst[x * 3..x * 3 + 3].copy_from_slice(&src[(size - 1 - x) * 3..(size - x) * 3]);
         }
@@ -102,7 +110,10 @@ mod tests {
     #[test]
     fn mirror_reverses_columns() {
         let crop = vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
-        assert_eq!(mirror_rgb(&crop, 2), vec![4, 5, 6, 1, 2, 3, 10, 11, 12, 7, 8, 9]);
+        assert_eq!(
+            mirror_rgb(&crop, 2),
+            vec![4, 5, 6, 1, 2, 3, 10, 11, 12, 7, 8, 9]
+        );
     }
 
     #[test]

@@ -98,17 +98,29 @@ mod tests {
     fn rejects_bad_input_with_bounds_in_the_message() {
         let l = DecodeLimits::default();
         assert!(matches!(decode_rgb(&[], &l), Err(Error::EmptyImage)));
-        assert!(matches!(decode_rgb(b"GIF89a....", &l), Err(Error::UnsupportedFormat)));
+        assert!(matches!(
+            decode_rgb(b"GIF89a....", &l),
+            Err(Error::UnsupportedFormat)
+        ));
         let mut truncated = png(64, 64);
         truncated.truncate(60);
-        assert!(matches!(decode_rgb(&truncated, &l), Err(Error::CorruptImage(_))));
+        assert!(matches!(
+            decode_rgb(&truncated, &l),
+            Err(Error::CorruptImage(_))
+        ));
         let small = DecodeLimits { max_bytes: 10, ..l };
         let e = decode_rgb(&png(64, 64), &small).unwrap_err();
         assert!(e.to_string().contains("limit is 10 bytes"), "{e}");
-        let few = DecodeLimits { max_pixels: 100, ..l };
+        let few = DecodeLimits {
+            max_pixels: 100,
+            ..l
+        };
         let e = decode_rgb(&png(64, 64), &few).unwrap_err();
         assert!(matches!(e, Error::TooManyPixels { .. }) && e.to_string().contains("100"));
-        assert!(matches!(decode_rgb(&png(16, 64), &l), Err(Error::ImageTooSmall { .. })));
+        assert!(matches!(
+            decode_rgb(&png(16, 64), &l),
+            Err(Error::ImageTooSmall { .. })
+        ));
     }
 
     #[test]

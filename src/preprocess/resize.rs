@@ -150,7 +150,9 @@ mod tests {
 
     #[test]
     fn area_downscale_keeps_mean_and_reports_factor() {
-        let img = RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 2 * 255) as u8, (y % 256) as u8, 9]));
+        let img = RgbImage::from_fn(640, 480, |x, y| {
+            image::Rgb([(x % 2 * 255) as u8, (y % 256) as u8, 9])
+        });
         let (small, f) = downscale_area(&img, 320);
         assert_eq!(small.dimensions(), (320, 240));
         assert!((f - 2.0).abs() < 1e-6);
