@@ -159,7 +159,10 @@ pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
             "--duration must be within 0..={MAX_DURATION_S} s"
         )));
     }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r <= 10_000.0)) {
+    if args
+        .rate
+        .is_some_and(|r| !(r.is_finite() && r > 0.0 && r <= 10_000.0))
+    {
         return Err(Error::InvalidArgument(
             "--rate must be within 0..=10000 requests/s".into(),
         ));

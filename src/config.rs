@@ -251,7 +251,7 @@ pub fn validate(cfg: &EngineConfig) -> Result<()> {
         cfg.calibrations.regular,
         cfg.calibrations.hardened,
     ] {
-        if !(p.temperature > 0.0) || !p.offset.is_finite() {
+        if p.temperature.is_nan() || p.temperature <= 0.0 || !p.offset.is_finite() {
             return bad("calibration temperatures must be positive and offsets finite");
         }
     }
@@ -285,6 +285,14 @@ mod tests {
         assert_eq!(cfg.listen, "127.0.0.1:9000");
         assert_eq!(cfg.max_body_bytes, ServerConfig::default().max_body_bytes);
         assert_eq!(parse_server_config("").unwrap(), ServerConfig::default());
+        // The engine parser ignores the [server] section of the same file.
+        assert_eq!(
+            parse_config("[server]\nmax_batch = 4\n")
+                .unwrap()
+                .detection
+                .max_side,
+            320
+        );
         let args = ServerArgs {
             max_batch: Some(1),
             ..ServerArgs::default()

@@ -308,7 +308,7 @@ mod tests {
         let genuine = [0.1, 0.2, 0.305, 0.31, 0.5];
         let (tar, thr, far) = tar_at_far(&genuine, &impostor, 0.01);
         assert!(far <= 0.01 + 1e-12, "{far}");
-        assert!(thr < 0.3101 && thr >= 0.309, "{thr}");
+        assert!((0.309..0.3101).contains(&thr), "{thr}");
         assert!((tar - 0.6).abs() < 1e-9, "{tar}");
     }
 

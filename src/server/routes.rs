@@ -246,3 +246,73 @@ impl Router {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn ok() -> Handler {
+        handler(|_req, _ctx| async { Response::new(Full::new(Bytes::new())) })
+    }
+
+    fn row(method: Method, path: &'static str, dialect: &'static str, mount: Mount) -> RouteSpec {
+        RouteSpec::new(method, path, dialect, "r", mount, ok())
+    }
+
+    fn found(r: &Router, m: Method, p: &str) -> Option<&'static str> {
+        match r.resolve(&m, p) {
+            Resolved::Found(e) => Some(e.info.dialect),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn dialects_get_prefixes_and_contested_bare_paths_need_an_owner() {
+        let mut reg = Registry::new();
+        reg.extend([
+            row(Method::GET, "/health", "server", Mount::Exact),
+            row(Method::GET, "/version", "knomi", Mount::Dialect),
+            row(Method::POST, "/analyze", "knomi", Mount::Dialect),
+            row(Method::GET, "/version", "oz", Mount::Dialect),
+        ]);
+        let err = reg.build(&BTreeMap::new()).err().unwrap();
+        assert!(
+            err.contains("/version") && err.contains("knomi") && err.contains("oz"),
+            "{err}"
+        );
+
+        let owners = BTreeMap::from([("/version".to_string(), "oz".to_string())]);
+        let r = reg.build(&owners).unwrap();
+        assert_eq!(found(&r, Method::GET, "/version"), Some("oz"));
+        assert_eq!(found(&r, Method::GET, "/knomi/version"), Some("knomi"));
+        assert_eq!(found(&r, Method::GET, "/oz/version"), Some("oz"));
+        assert_eq!(
+            found(&r, Method::POST, "/analyze"),
+            Some("knomi"),
+            "uncontested bare path"
+        );
+        assert_eq!(found(&r, Method::GET, "/health"), Some("server"));
+        assert!(
+            found(&r, Method::GET, "/server/health").is_none(),
+            "exact rows get no prefix"
+        );
+        assert!(
+            matches!(r.resolve(&Method::GET, "/analyze"), Resolved::MethodNotAllowed(m) if m == [Method::POST])
+        );
+        assert!(matches!(
+            r.resolve(&Method::GET, "/nope"),
+            Resolved::NotFound
+        ));
+    }
+
+    #[test]
+    fn duplicate_rows_are_refused() {
+        let mut reg = Registry::new();
+        reg.extend([
+            row(Method::GET, "/health", "server", Mount::Exact),
+            row(Method::GET, "/health", "server", Mount::Exact),
+        ]);
+        assert!(reg.build(&BTreeMap::new()).err().unwrap().contains("twice"));
+    }
+}
