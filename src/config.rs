@@ -49,7 +49,7 @@ pub struct ServerArgs {
     /// Listen address HOST:PORT [default: 0.0.0.0:8080].
     #[arg(long, env = "FACEGATE_LISTEN")]
     pub listen: Option<String>,
-    /// Most images per network batch; 1 disables batching [default: 16].
+    /// Most images per network batch; 1 disables batching [default: 4].
     #[arg(long, env = "FACEGATE_MAX_BATCH")]
     pub max_batch: Option<usize>,
     /// Longest a short detector batch waits for more images, ms [default: 3].

@@ -76,14 +76,19 @@ enum ModelsAction {
 }
 
 fn main() -> ExitCode {
+    let args = Cli::parse();
+    // The server logs one line per request; the other subcommands only warnings.
+    let default_filter = match args.command {
+        Command::Serve(_) => "warn,facegate=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,facegate=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Cli::parse();
     let result = match args.command {
         Command::Models { action } => run_models(action),
         Command::Check(a) => cli::check(&a),

@@ -45,7 +45,7 @@ pub struct BatcherConfig {
 impl Default for BatcherConfig {
     fn default() -> Self {
         Self {
-            max_batch: 16,
+            max_batch: 4,
             max_queue_delay_ms: 3,
             queue_bound: 256,
             prepare_threads: std::thread::available_parallelism()
