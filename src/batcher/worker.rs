@@ -150,10 +150,18 @@ impl Worker {
                 continue;
             }
             self.record(stage, &batch);
-            match stage {
+            // A panic outside the network calls (which answer with an error themselves) drops
+            // this batch's jobs, whose clients then get 503; the worker keeps serving.
+            let run = catch_unwind(AssertUnwindSafe(|| match stage {
                 Stage::Detect => self.detect(batch),
                 Stage::Liveness => self.liveness(batch),
                 Stage::Describe => self.describe(batch),
+            }));
+            if run.is_err() {
+                tracing::error!(
+                    stage = stage.name(),
+                    "batch post-processing panicked; its images were dropped"
+                );
             }
             self.gauges();
         }
