@@ -583,3 +583,37 @@ async fn bad_input_gets_clean_json_errors() {
     h.shutdown();
     h.stopped().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_of_a_departed_client_is_dropped_before_it_runs() {
+    // The image waits 1.5 s for a batch that never fills; its client leaves meanwhile.
+    let h = start(
+        config(|c| {
+            c.batcher.max_batch = 4;
+            c.batcher.max_queue_delay_ms = 1_500;
+        }),
+        &server::registry(),
+    )
+    .await;
+    let jpeg = t1();
+    let mut s = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /facegate/v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+        jpeg.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&jpeg).await.unwrap();
+    wait_until("request admitted", || h.batcher().depth() == 1).await;
+    drop(s);
+    wait_until("cancelled", || h.batcher().stats().cancelled[0] == 1).await;
+    wait_until("slot released", || h.batcher().depth() == 0).await;
+    assert_eq!(h.batcher().stats().batches, [0, 0, 0], "nothing ran");
+    assert_eq!(
+        post_jpeg(&h, "/facegate/v1/analyze", t1()).await.status,
+        StatusCode::OK
+    );
+    h.shutdown();
+    h.stopped().await;
+}

@@ -117,6 +117,8 @@ pub struct BatchStats {
     pub largest: [usize; 3],
     /// Batches holding images from more than one route, per stage.
     pub mixed_routes: [u64; 3],
+    /// Images dropped before running because their client had gone, per stage.
+    pub cancelled: [u64; 3],
 }
 
 /// State shared between the handle and the worker thread (status and statistics only; the
@@ -136,6 +138,8 @@ struct Shared {
     largest: [AtomicUsize; 3],
     /// Mixed-route batches per stage.
     mixed: [AtomicU64; 3],
+    /// Cancelled images per stage.
+    cancelled: [AtomicU64; 3],
 }
 
 impl Shared {
@@ -227,6 +231,7 @@ impl Batcher {
             batches: Default::default(),
             largest: Default::default(),
             mixed: Default::default(),
+            cancelled: Default::default(),
         });
         let (tx, rx) = mpsc::channel();
         let worker_shared = shared.clone();
@@ -292,6 +297,7 @@ impl Batcher {
             batches: [0, 1, 2].map(|i| s.batches[i].load(Ordering::Relaxed)),
             largest: [0, 1, 2].map(|i| s.largest[i].load(Ordering::Relaxed)),
             mixed_routes: [0, 1, 2].map(|i| s.mixed[i].load(Ordering::Relaxed)),
+            cancelled: [0, 1, 2].map(|i| s.cancelled[i].load(Ordering::Relaxed)),
         }
     }
 

@@ -211,6 +211,7 @@ impl Worker {
         q.retain(|j| !j.reply.is_closed());
         let cancelled = before - q.len();
         if cancelled > 0 {
+            self.shared.cancelled[stage.index()].fetch_add(cancelled as u64, Ordering::Relaxed);
             metrics::counter!(tm::CANCELLED, "stage" => stage.name()).increment(cancelled as u64);
         }
         let mut batch = Vec::new();
