@@ -282,7 +282,12 @@ async fn run(args: &BenchArgs, payloads: Vec<Payload>) -> Result<std::process::E
         report["errors"],
     );
     println!("{report}");
-    Ok(std::process::ExitCode::SUCCESS)
+    // Exit 1 when nothing succeeded (e.g. no server on the port).
+    Ok(if report["ok"].as_u64().unwrap_or(0) == 0 {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 /// Polls the batcher until it is ready (or failed).
