@@ -284,7 +284,7 @@ async fn full_queue_answers_429_while_admitted_requests_complete() {
         config(|c| {
             c.batcher.queue_bound = 2;
             c.batcher.max_batch = 4;
-            c.batcher.max_queue_delay_ms = 3_000;
+            c.batcher.max_queue_delay_ms = 5_000;
         }),
         &server::registry(),
     )
