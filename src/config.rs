@@ -5,8 +5,153 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use serde::{Deserialize, Serialize};
+
+use crate::batcher::BatcherConfig;
 use crate::engine::EngineConfig;
 use crate::{Error, Result};
+
+/// Server settings: the `[server]` section of the TOML file (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address the listener binds, `HOST:PORT`.
+    pub listen: String,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Longest wait for a request's headers, ms (slow clients are disconnected).
+    pub header_timeout_ms: u64,
+    /// Most open client connections; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Longest wait for in-flight requests after a shutdown signal, ms.
+    pub drain_timeout_ms: u64,
+    /// Batching settings (same section: `max_batch`, `max_queue_delay_ms`, ...).
+    #[serde(flatten)]
+    pub batcher: BatcherConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            max_body_bytes: 32 << 20,
+            header_timeout_ms: 10_000,
+            max_connections: 1024,
+            drain_timeout_ms: 30_000,
+            batcher: BatcherConfig::default(),
+        }
+    }
+}
+
+/// Server options of `facegate serve` (flags and environment override the `[server]` section).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerArgs {
+    /// Listen address HOST:PORT [default: 0.0.0.0:8080].
+    #[arg(long, env = "FACEGATE_LISTEN")]
+    pub listen: Option<String>,
+    /// Most images per network batch; 1 disables batching [default: 4].
+    #[arg(long, env = "FACEGATE_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Longest a short detector batch waits for more images, ms [default: 3].
+    #[arg(long, env = "FACEGATE_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: Option<u64>,
+    /// Most images inside the batcher at once; more get 429 [default: 256].
+    #[arg(long, env = "FACEGATE_QUEUE_BOUND")]
+    pub queue_bound: Option<usize>,
+    /// Most images decoded at the same time [default: number of cores].
+    #[arg(long, env = "FACEGATE_PREPARE_THREADS")]
+    pub prepare_threads: Option<usize>,
+    /// Largest accepted request body, bytes [default: 33554432].
+    #[arg(long, env = "FACEGATE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Longest wait for request headers, ms [default: 10000].
+    #[arg(long, env = "FACEGATE_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Most open client connections [default: 1024].
+    #[arg(long, env = "FACEGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest wait for in-flight requests on shutdown, ms [default: 30000].
+    #[arg(long, env = "FACEGATE_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+impl ServerArgs {
+    /// Resolves the server configuration: defaults < `[server]` of `file` < flags/env.
+    pub fn resolve(&self, file: Option<&std::path::Path>) -> Result<ServerConfig> {
+        let mut cfg = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    Error::InvalidArgument(format!("config file {}: {e}", p.display()))
+                })?;
+                parse_server_config(&text).map_err(|e| {
+                    Error::InvalidArgument(format!("config file {}: {e}", p.display()))
+                })?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(v) = &self.listen {
+            cfg.listen = v.clone();
+        }
+        if let Some(v) = self.max_batch {
+            cfg.batcher.max_batch = v;
+        }
+        if let Some(v) = self.max_queue_delay_ms {
+            cfg.batcher.max_queue_delay_ms = v;
+        }
+        if let Some(v) = self.queue_bound {
+            cfg.batcher.queue_bound = v;
+        }
+        if let Some(v) = self.prepare_threads {
+            cfg.batcher.prepare_threads = v;
+        }
+        if let Some(v) = self.max_body_bytes {
+            cfg.max_body_bytes = v;
+        }
+        if let Some(v) = self.header_timeout_ms {
+            cfg.header_timeout_ms = v;
+        }
+        if let Some(v) = self.max_connections {
+            cfg.max_connections = v;
+        }
+        if let Some(v) = self.drain_timeout_ms {
+            cfg.drain_timeout_ms = v;
+        }
+        validate_server(&cfg)?;
+        Ok(cfg)
+    }
+}
+
+/// Parses the `[server]` section of a configuration file; missing keys keep their defaults.
+pub fn parse_server_config(text: &str) -> std::result::Result<ServerConfig, String> {
+    /// The file's sections this parser cares about.
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct File {
+        /// `[server]`.
+        server: ServerConfig,
+    }
+    toml::from_str::<File>(text)
+        .map(|f| f.server)
+        .map_err(|e| e.to_string())
+}
+
+/// Rejects server settings that cannot work.
+pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
+    let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+    if cfg.listen.parse::<std::net::SocketAddr>().is_err() {
+        return bad("server.listen must be HOST:PORT with a numeric host, e.g. 0.0.0.0:8080");
+    }
+    if cfg.batcher.max_batch == 0 || cfg.batcher.max_batch > 256 {
+        return bad("server.max_batch must be within 1..=256");
+    }
+    if cfg.batcher.queue_bound == 0 || cfg.batcher.prepare_threads == 0 {
+        return bad("server.queue_bound and server.prepare_threads must be positive");
+    }
+    if cfg.max_body_bytes == 0 || cfg.max_connections == 0 || cfg.header_timeout_ms == 0 {
+        return bad("server.max_body_bytes, server.max_connections and server.header_timeout_ms must be positive");
+    }
+    Ok(())
+}
 
 /// Engine options shared by every subcommand that loads the networks.
 #[derive(Debug, Clone, Args)]
@@ -136,6 +281,40 @@ mod tests {
         assert_eq!(cfg.detection.max_side, 320);
         assert_eq!(cfg.calibrations.regular.offset, -0.6);
         validate(&cfg).unwrap();
+    }
+
+    #[test]
+    fn server_section_overrides_defaults_and_flags_override_it() {
+        let cfg = parse_server_config(
+            "[detection]\nmax_side = 480\n[server]\nmax_batch = 4\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.batcher.max_batch, 4);
+        assert_eq!(cfg.listen, "127.0.0.1:9000");
+        assert_eq!(cfg.max_body_bytes, ServerConfig::default().max_body_bytes);
+        assert_eq!(parse_server_config("").unwrap(), ServerConfig::default());
+        // The engine parser ignores the [server] section of the same file.
+        assert_eq!(
+            parse_config("[server]\nmax_batch = 4\n")
+                .unwrap()
+                .detection
+                .max_side,
+            320
+        );
+        let args = ServerArgs {
+            max_batch: Some(1),
+            ..ServerArgs::default()
+        };
+        assert_eq!(args.resolve(None).unwrap().batcher.max_batch, 1);
+        let bad = ServerArgs {
+            listen: Some("localhost".into()),
+            ..ServerArgs::default()
+        };
+        assert!(bad
+            .resolve(None)
+            .unwrap_err()
+            .to_string()
+            .contains("listen"));
     }
 
     #[test]

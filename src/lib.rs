@@ -1,6 +1,9 @@
 //! facegate: face detection, passive liveness and face templates on candle, served in the
 //! REST dialects of five commercial servers.
 
+pub mod api;
+pub mod batcher;
+pub mod bench;
 pub mod bi;
 pub mod capture;
 pub mod cli;
@@ -12,5 +15,7 @@ pub mod eval;
 pub mod models;
 pub mod nn;
 pub mod preprocess;
+pub mod server;
+pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use facegate::{cli, cli_capture, models};
+use facegate::{bench, cli, cli_capture, config, models};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,21 @@ enum Command {
         #[command(subcommand)]
         action: cli_capture::BundleAction,
     },
+    /// Serve the REST API (native dialect) with dynamic batching.
+    Serve(ServeArgs),
+    /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
+    Bench(bench::BenchArgs),
+}
+
+/// `facegate serve`
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Server options.
+    #[command(flatten)]
+    server: config::ServerArgs,
+    /// Engine options.
+    #[command(flatten)]
+    engine: config::EngineArgs,
 }
 
 #[derive(Subcommand)]
@@ -71,14 +86,19 @@ enum ModelsAction {
 }
 
 fn main() -> ExitCode {
+    let args = Cli::parse();
+    // The server logs one line per request; the other subcommands only warnings.
+    let default_filter = match args.command {
+        Command::Serve(_) => "warn,facegate=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Cli::parse();
     let result = match args.command {
         Command::Models { action } => run_models(action),
         Command::Check(a) => cli::check(&a),
@@ -86,6 +106,8 @@ fn main() -> ExitCode {
         Command::Compare(a) => cli::compare(&a),
         Command::Keys { action } => cli_capture::keys(&action),
         Command::Bundle { action } => cli_capture::bundle(&action),
+        Command::Serve(a) => serve(&a),
+        Command::Bench(a) => bench::bench(&a),
     };
     match result {
         Ok(code) => code,
@@ -94,6 +116,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn serve(args: &ServeArgs) -> facegate::Result<ExitCode> {
+    args.engine.apply_threads();
+    let engine_cfg = args.engine.resolve()?;
+    let cfg = args.server.resolve(args.engine.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(facegate::server::serve(cfg, engine_cfg))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_models(action: ModelsAction) -> facegate::Result<ExitCode> {

@@ -278,6 +278,18 @@ pub struct Analysis {
     pub timings: Timings,
 }
 
+impl Analysis {
+    /// The face the networks judge under `opts`: the selected face, unless the quality gate
+    /// rejected the image and `opts.ignore_quality` is off.
+    pub fn network_face(&self, opts: &AnalyzeOptions) -> Option<&Face> {
+        let f = self.selected_face?;
+        if self.rejection.is_some() && !opts.ignore_quality {
+            return None;
+        }
+        self.faces.get(f)
+    }
+}
+
 /// Loaded networks plus configuration. Cheap to share behind an `Arc`.
 pub struct Engine {
     cfg: EngineConfig,
@@ -493,6 +505,38 @@ impl Engine {
         template::describe(net, faces, &self.device)
     }
 
+    /// Quality gate for one image after detection: the analysis without liveness or template
+    /// (timings carry only `decode_ms`). [`Analysis::network_face`] then says whether the image
+    /// goes on to the networks. A batcher calls this between the detector and the networks.
+    pub fn assess(&self, p: &Prepared, faces: Vec<Face>) -> Analysis {
+        let dets: Vec<Detection> = faces
+            .iter()
+            .map(|f| Detection {
+                score: f.score,
+                bbox: f.bbox,
+                landmarks: f.landmarks,
+            })
+            .collect();
+        let (selected, quality, rejection) = quality::assess(&p.image, &dets, &self.cfg.quality);
+        Analysis {
+            width: p.image.width(),
+            height: p.image.height(),
+            faces,
+            selected_face: selected,
+            quality,
+            rejection: rejection.map(|r| RejectionInfo {
+                code: r,
+                message: r.message().to_string(),
+            }),
+            liveness: None,
+            template: None,
+            timings: Timings {
+                decode_ms: p.prepare_ms,
+                ..Timings::default()
+            },
+        }
+    }
+
     /// Full analysis of a batch of encoded images; each image gets its own result.
     pub fn analyze_batch(&self, images: &[&[u8]], opts: &AnalyzeOptions) -> Vec<Result<Analysis>> {
         let t0 = Instant::now();
@@ -524,34 +568,9 @@ impl Engine {
             .iter()
             .zip(detections)
             .map(|(p, faces)| {
-                let dets: Vec<Detection> = faces
-                    .iter()
-                    .map(|f| Detection {
-                        score: f.score,
-                        bbox: f.bbox,
-                        landmarks: f.landmarks,
-                    })
-                    .collect();
-                let (selected, quality, rejection) =
-                    quality::assess(&p.image, &dets, &self.cfg.quality);
-                Analysis {
-                    width: p.image.width(),
-                    height: p.image.height(),
-                    faces,
-                    selected_face: selected,
-                    quality,
-                    rejection: rejection.map(|r| RejectionInfo {
-                        code: r,
-                        message: r.message().to_string(),
-                    }),
-                    liveness: None,
-                    template: None,
-                    timings: Timings {
-                        decode_ms: p.prepare_ms,
-                        detect_ms,
-                        ..Timings::default()
-                    },
-                }
+                let mut a = self.assess(p, faces);
+                a.timings.detect_ms = detect_ms;
+                a
             })
             .collect();
         let quality_ms = ms(tq) / ok.len().max(1) as f64;
@@ -559,17 +578,12 @@ impl Engine {
         let eligible: Vec<usize> = partial
             .iter()
             .enumerate()
-            .filter(|(_, a)| {
-                a.selected_face.is_some() && (a.rejection.is_none() || opts.ignore_quality)
-            })
+            .filter(|(_, a)| a.network_face(opts).is_some())
             .map(|(i, _)| i)
             .collect();
         let selected: Vec<(&RgbImage, &Face)> = eligible
             .iter()
-            .filter_map(|&i| {
-                let f = partial[i].selected_face?;
-                Some((&ok[i].image, &partial[i].faces[f]))
-            })
+            .filter_map(|&i| Some((&ok[i].image, partial[i].network_face(opts)?)))
             .collect();
         let mut stage_err: Option<Error> = None;
         let tl = Instant::now();

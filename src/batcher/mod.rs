@@ -1,0 +1,464 @@
+//! Dynamic micro-batching in front of the engine. Every endpoint of every dialect submits its
+//! images here.
+//!
+//! - Admission: at most `queue_bound` images are inside the batcher at once (decoding, queued
+//!   or running); one more fails at once with [`Error::Overloaded`] (HTTP 429).
+//! - Decoding and downscaling ([`Engine::prepare`]) run on tokio's blocking pool, at most
+//!   `prepare_threads` at a time, never on the async reactor.
+//! - One worker thread per device owns the three stage queues (detect, liveness, describe) and
+//!   the engine's networks; callers talk to it over a channel and get their answer on a oneshot
+//!   channel. See [`worker`] for the scheduling rules.
+//!
+//! Results are those of [`Engine::analyze`]: the stages are the same engine calls, detector
+//! batches only hold images of equal size (no padding), and liveness runs under one
+//! calibration and is re-expressed under each request's own.
+
+mod worker;
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::engine::{Analysis, AnalyzeOptions, Engine, Prepared};
+use crate::telemetry as tm;
+use crate::{Error, Result};
+
+/// Batching settings (TOML section `[server]`, see docs/operations.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatcherConfig {
+    /// Most images per network batch (1 disables batching).
+    pub max_batch: usize,
+    /// Longest a detector batch shorter than `max_batch` waits for more images, ms.
+    pub max_queue_delay_ms: u64,
+    /// Most images inside the batcher at once (decoding, queued or running).
+    pub queue_bound: usize,
+    /// Most images decoded at the same time.
+    pub prepare_threads: usize,
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 4,
+            max_queue_delay_ms: 3,
+            queue_bound: 256,
+            prepare_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// A network stage with its own queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Face detector.
+    Detect,
+    /// The two liveness networks.
+    Liveness,
+    /// Face descriptor (templates).
+    Describe,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 3] = [Stage::Detect, Stage::Liveness, Stage::Describe];
+
+    /// Metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Detect => "detect",
+            Stage::Liveness => "liveness",
+            Stage::Describe => "describe",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Life cycle of the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Models are loading or warming up.
+    Loading,
+    /// Serving.
+    Ready,
+    /// Loading failed or the worker thread died; see [`Batcher::failure`].
+    Failed,
+    /// Shut down on request.
+    Stopped,
+}
+
+/// One analysed image and where its time went.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// The engine's answer.
+    pub analysis: Analysis,
+    /// Time spent waiting in stage queues, ms.
+    pub queue_ms: f64,
+    /// Time of the network batches this image was part of, ms.
+    pub inference_ms: f64,
+}
+
+/// Counters about batch composition, for tests and diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches run, per stage (detect, liveness, describe).
+    pub batches: [u64; 3],
+    /// Largest batch seen, per stage.
+    pub largest: [usize; 3],
+    /// Batches holding images from more than one route, per stage.
+    pub mixed_routes: [u64; 3],
+    /// Images dropped before running because their client had gone, per stage.
+    pub cancelled: [u64; 3],
+}
+
+/// State shared between the handle and the worker thread (status and statistics only; the
+/// queues belong to the worker).
+struct Shared {
+    /// A [`Status`] as u8.
+    status: AtomicU8,
+    /// Why the worker failed.
+    failure: Mutex<Option<String>>,
+    /// The engine, once loaded (used by the decode pool).
+    engine: OnceLock<Arc<Engine>>,
+    /// Model names and device, once loaded.
+    info: OnceLock<EngineInfo>,
+    /// Batches per stage.
+    batches: [AtomicU64; 3],
+    /// Largest batch per stage.
+    largest: [AtomicUsize; 3],
+    /// Mixed-route batches per stage.
+    mixed: [AtomicU64; 3],
+    /// Cancelled images per stage.
+    cancelled: [AtomicU64; 3],
+}
+
+impl Shared {
+    fn set_status(&self, s: Status) {
+        self.status.store(s as u8, Ordering::SeqCst);
+    }
+
+    fn fail(&self, why: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert(why);
+        }
+        self.set_status(Status::Failed);
+    }
+}
+
+/// What is loaded, for `/health` and the info metric.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineInfo {
+    /// Manifest names of the loaded networks.
+    pub models: Vec<&'static str>,
+    /// Device the networks run on.
+    pub device: &'static str,
+}
+
+/// A queued image: everything the worker needs, plus the reply channel.
+struct Job {
+    /// Decoded image.
+    prepared: Prepared,
+    /// What the caller asked for.
+    opts: AnalyzeOptions,
+    /// Route that submitted it (batch composition metrics).
+    origin: &'static str,
+    /// Where the answer goes; closed when the client has gone.
+    reply: oneshot::Sender<Result<Processed>>,
+    /// Admission slot, released when the job is answered or dropped.
+    _permit: OwnedSemaphorePermit,
+    /// When the job was admitted (for `total_ms`).
+    admitted: Instant,
+    /// When the job entered its current stage queue.
+    enqueued: Instant,
+    /// Accumulated queue wait, ms.
+    queue_ms: f64,
+    /// Accumulated batch time, ms.
+    inference_ms: f64,
+    /// Partial analysis after detection.
+    analysis: Option<Analysis>,
+}
+
+/// Engine loader run on the worker thread.
+pub type Loader = Box<dyn FnOnce() -> Result<Arc<Engine>> + Send>;
+
+/// Handle to the batcher; cheap to clone, shared by every route.
+#[derive(Clone)]
+pub struct Batcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Settings in force.
+    cfg: BatcherConfig,
+    /// Commands to the worker; `None` after shutdown.
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Status and statistics.
+    shared: Arc<Shared>,
+    /// Admission slots (`queue_bound`).
+    admission: Arc<Semaphore>,
+    /// Decode slots (`prepare_threads`).
+    prepare: Arc<Semaphore>,
+    /// The worker thread, joined by [`Batcher::shutdown`].
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Batcher {
+    /// Starts the worker thread, which runs `loader`, warms every network up with a dummy
+    /// batch and then serves. Until then [`Batcher::status`] is [`Status::Loading`] and
+    /// submissions fail with [`Error::Unavailable`].
+    pub fn start(cfg: BatcherConfig, loader: Loader) -> Result<Batcher> {
+        let cfg = BatcherConfig {
+            max_batch: cfg.max_batch.max(1),
+            queue_bound: cfg.queue_bound.max(1),
+            prepare_threads: cfg.prepare_threads.max(1),
+            ..cfg
+        };
+        let shared = Arc::new(Shared {
+            status: AtomicU8::new(Status::Loading as u8),
+            failure: Mutex::new(None),
+            engine: OnceLock::new(),
+            info: OnceLock::new(),
+            batches: Default::default(),
+            largest: Default::default(),
+            mixed: Default::default(),
+            cancelled: Default::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let worker_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("facegate-engine-cpu".into())
+            .spawn(move || worker::run(cfg, loader, rx, worker_shared))?;
+        Ok(Batcher {
+            inner: Arc::new(Inner {
+                cfg,
+                tx: Mutex::new(Some(tx)),
+                shared,
+                admission: Arc::new(Semaphore::new(cfg.queue_bound)),
+                prepare: Arc::new(Semaphore::new(cfg.prepare_threads)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Settings in force.
+    pub fn config(&self) -> &BatcherConfig {
+        &self.inner.cfg
+    }
+
+    /// Where the worker stands.
+    pub fn status(&self) -> Status {
+        match self.inner.shared.status.load(Ordering::SeqCst) {
+            0 => Status::Loading,
+            1 => Status::Ready,
+            2 => Status::Failed,
+            _ => Status::Stopped,
+        }
+    }
+
+    /// Why the worker failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.inner
+            .shared
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+    }
+
+    /// Loaded models and device, once ready.
+    pub fn info(&self) -> Option<&EngineInfo> {
+        self.inner.shared.info.get()
+    }
+
+    /// The engine, once loaded (for dialects that need its configuration).
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.inner.shared.engine.get()
+    }
+
+    /// Images inside the batcher now (decoding, queued or running).
+    pub fn depth(&self) -> usize {
+        self.inner.cfg.queue_bound - self.inner.admission.available_permits()
+    }
+
+    /// Batch composition counters.
+    pub fn stats(&self) -> BatchStats {
+        let s = &self.inner.shared;
+        BatchStats {
+            batches: [0, 1, 2].map(|i| s.batches[i].load(Ordering::Relaxed)),
+            largest: [0, 1, 2].map(|i| s.largest[i].load(Ordering::Relaxed)),
+            mixed_routes: [0, 1, 2].map(|i| s.mixed[i].load(Ordering::Relaxed)),
+            cancelled: [0, 1, 2].map(|i| s.cancelled[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Analyses one encoded image (origin `"batcher"`).
+    pub async fn analyze(&self, bytes: Bytes, opts: AnalyzeOptions) -> Result<Analysis> {
+        self.submit(bytes, opts, "batcher")
+            .await
+            .map(|p| p.analysis)
+    }
+
+    /// Analyses one encoded image submitted by route `origin`, with its queue and inference
+    /// times.
+    pub async fn submit(
+        &self,
+        bytes: Bytes,
+        opts: AnalyzeOptions,
+        origin: &'static str,
+    ) -> Result<Processed> {
+        let admitted = self.admit()?;
+        self.run(admitted, bytes, opts, origin).await
+    }
+
+    /// Analyses several images of one request; each gets its own result, in order. Admission
+    /// is decided for all of them before any work starts.
+    pub async fn submit_many(
+        &self,
+        images: Vec<Bytes>,
+        opts: AnalyzeOptions,
+        origin: &'static str,
+    ) -> Vec<Result<Processed>> {
+        let runs = images.into_iter().map(|bytes| {
+            let admitted = self.admit();
+            async move {
+                match admitted {
+                    Ok(a) => self.run(a, bytes, opts, origin).await,
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        // Admission happens eagerly above (the iterator is collected before any await).
+        let runs: Vec<_> = runs.collect();
+        futures_util::future::join_all(runs).await
+    }
+
+    /// Stops accepting work, lets the worker finish what it holds and joins it.
+    pub async fn shutdown(&self) {
+        if let Ok(mut tx) = self.inner.tx.lock() {
+            tx.take();
+        }
+        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// Takes an admission slot or fails at once.
+    fn admit(&self) -> Result<Admitted> {
+        match self.status() {
+            Status::Ready => {}
+            Status::Loading => return Err(Error::Unavailable("models are loading".into())),
+            Status::Failed => {
+                return Err(Error::Unavailable(
+                    self.failure()
+                        .unwrap_or_else(|| "the engine worker has stopped".into()),
+                ))
+            }
+            Status::Stopped => return Err(Error::Unavailable("shutting down".into())),
+        }
+        let engine = self
+            .inner
+            .shared
+            .engine
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::Unavailable("models are loading".into()))?;
+        let permit = self
+            .inner
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded {
+                depth: self.inner.cfg.queue_bound,
+            })?;
+        metrics::gauge!(tm::ADMITTED).set(self.depth() as f64);
+        Ok(Admitted {
+            engine,
+            permit,
+            at: Instant::now(),
+        })
+    }
+
+    /// Decodes on the blocking pool, queues for the worker and awaits the answer.
+    async fn run(
+        &self,
+        a: Admitted,
+        bytes: Bytes,
+        opts: AnalyzeOptions,
+        origin: &'static str,
+    ) -> Result<Processed> {
+        if opts.template && !a.engine.config().load_descriptor {
+            return Err(Error::InvalidArgument(
+                "templates need the face descriptor, which this server does not load".into(),
+            ));
+        }
+        let slot = self
+            .inner
+            .prepare
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("decode pool closed".into()))?;
+        let engine = a.engine.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            engine.prepare(&bytes)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("decoder task failed: {e}")))??;
+        metrics::histogram!(tm::PREPARE_SECONDS).record(prepared.prepare_ms / 1e3);
+        let (reply, rx) = oneshot::channel();
+        let now = Instant::now();
+        let job = Job {
+            prepared,
+            opts,
+            origin,
+            reply,
+            _permit: a.permit,
+            admitted: a.at,
+            enqueued: now,
+            queue_ms: 0.0,
+            inference_ms: 0.0,
+            analysis: None,
+        };
+        let tx = self.inner.tx.lock().ok().and_then(|t| t.clone());
+        let tx = tx.ok_or_else(|| Error::Unavailable("shutting down".into()))?;
+        tx.send(job)
+            .map_err(|_| Error::Unavailable("the engine worker has stopped".into()))?;
+        let out = rx
+            .await
+            .map_err(|_| Error::Unavailable("the engine worker dropped the request".into()));
+        metrics::gauge!(tm::ADMITTED).set(self.depth() as f64);
+        out?
+    }
+}
+
+/// An admitted image: its slot and the engine that will decode it.
+struct Admitted {
+    /// The loaded engine.
+    engine: Arc<Engine>,
+    /// Admission slot.
+    permit: OwnedSemaphorePermit,
+    /// Admission time.
+    at: Instant,
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// `max_queue_delay_ms` as a duration.
+fn delay(cfg: &BatcherConfig) -> Duration {
+    Duration::from_millis(cfg.max_queue_delay_ms)
+}

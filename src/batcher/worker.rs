@@ -1,0 +1,432 @@
+//! The worker thread: owns the engine's networks and the three stage queues.
+//!
+//! Scheduling, each time the worker is free:
+//! 1. move every submitted job into the detect queue;
+//! 2. run the latest non-empty stage first (describe, then liveness, then detect), so images
+//!    already in flight finish before new ones are admitted to the detector;
+//! 3. a stage runs up to `max_batch` of its queue at once. Only the detect queue receives new
+//!    work from outside, so only it waits: when it holds fewer than `max_batch` images, the
+//!    worker waits until `max_queue_delay_ms` after the oldest one was queued (Triton's rule)
+//!    or until the batch is full. A detector batch holds images of one size only (the oldest
+//!    image's), so nothing is padded and results match single-image analysis;
+//! 4. jobs whose client has gone (reply receiver dropped) are dropped before they run.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use image::RgbImage;
+
+use super::{delay, ms, BatcherConfig, EngineInfo, Job, Loader, Processed, Shared, Stage, Status};
+use crate::engine::{Calibration, Engine, Face};
+use crate::telemetry as tm;
+use crate::{Error, Result};
+
+/// Marks the worker failed if its thread ends without a clean stop (e.g. a panic).
+struct DeathGuard(Arc<Shared>);
+
+impl Drop for DeathGuard {
+    fn drop(&mut self) {
+        if self.0.status.load(Ordering::SeqCst) != Status::Stopped as u8 {
+            self.0.fail("the engine worker thread has died".into());
+        }
+    }
+}
+
+/// Thread body: load, warm up, serve until every sender is gone and the queues are empty.
+pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared: Arc<Shared>) {
+    let _guard = DeathGuard(shared.clone());
+    let t = Instant::now();
+    let engine = match catch_unwind(AssertUnwindSafe(loader)) {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => return shared.fail(format!("model loading failed: {e}")),
+        Err(_) => return shared.fail("model loading panicked".into()),
+    };
+    if let Err(e) = warm_up(&engine) {
+        return shared.fail(format!("warm-up failed: {e}"));
+    }
+    let info = engine_info(&engine);
+    for m in &info.models {
+        metrics::gauge!(tm::MODEL_INFO, "model" => *m, "device" => info.device).set(1.0);
+    }
+    let _ = shared.info.set(info);
+    let _ = shared.engine.set(engine.clone());
+    tracing::info!(ms = ms(t), "models loaded and warmed up");
+    shared.set_status(Status::Ready);
+    Worker {
+        cfg,
+        engine,
+        rx,
+        shared: shared.clone(),
+        queues: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
+        open: true,
+    }
+    .serve();
+    shared.set_status(Status::Stopped);
+}
+
+/// Names of the loaded networks and the device label.
+fn engine_info(engine: &Engine) -> EngineInfo {
+    let mut models = vec!["retinaface", "minifasnet-v2", "minifasnet-v1se"];
+    if engine.config().load_descriptor {
+        models.push("face-descriptor");
+    }
+    let device = match engine.device() {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    };
+    EngineInfo { models, device }
+}
+
+/// Runs one dummy batch through every loaded network.
+fn warm_up(engine: &Engine) -> Result<()> {
+    let img = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    let p = engine.prepare_image(img);
+    engine.detect(&[&p])?;
+    let face = Face {
+        bbox: [110.0, 60.0, 210.0, 180.0],
+        score: 1.0,
+        landmarks: [
+            [140.0, 100.0],
+            [180.0, 100.0],
+            [160.0, 125.0],
+            [145.0, 150.0],
+            [175.0, 150.0],
+        ],
+    };
+    engine.liveness(&[(&p.image, &face)], Calibration::Regular)?;
+    if engine.config().load_descriptor {
+        engine.describe(&[(&p.image, &face)])?;
+    }
+    Ok(())
+}
+
+/// The worker's state: nobody else touches the queues.
+struct Worker {
+    /// Batching settings.
+    cfg: BatcherConfig,
+    /// The networks.
+    engine: Arc<Engine>,
+    /// Submitted jobs.
+    rx: Receiver<Job>,
+    /// Status and statistics.
+    shared: Arc<Shared>,
+    /// Queues by [`Stage`] index.
+    queues: [VecDeque<Job>; 3],
+    /// False once every sender is gone.
+    open: bool,
+}
+
+impl Worker {
+    fn serve(mut self) {
+        loop {
+            self.drain();
+            let stage = if !self.queues[2].is_empty() {
+                Stage::Describe
+            } else if !self.queues[1].is_empty() {
+                Stage::Liveness
+            } else if !self.queues[0].is_empty() {
+                self.wait_for_batch();
+                Stage::Detect
+            } else if self.open {
+                match self.rx.recv() {
+                    Ok(job) => {
+                        self.push(Stage::Detect, job);
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+            } else {
+                return;
+            };
+            let batch = self.take(stage);
+            self.gauges();
+            if batch.is_empty() {
+                continue;
+            }
+            self.record(stage, &batch);
+            // A panic outside the network calls (which answer with an error themselves) drops
+            // this batch's jobs, whose clients then get 503; the worker keeps serving.
+            let run = catch_unwind(AssertUnwindSafe(|| match stage {
+                Stage::Detect => self.detect(batch),
+                Stage::Liveness => self.liveness(batch),
+                Stage::Describe => self.describe(batch),
+            }));
+            if run.is_err() {
+                tracing::error!(
+                    stage = stage.name(),
+                    "batch post-processing panicked; its images were dropped"
+                );
+            }
+            self.gauges();
+        }
+    }
+
+    /// Moves every submitted job into the detect queue.
+    fn drain(&mut self) {
+        while self.open {
+            match self.rx.try_recv() {
+                Ok(job) => self.push(Stage::Detect, job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+    }
+
+    /// Waits (Triton-style) for the detect queue to fill up to `max_batch`.
+    fn wait_for_batch(&mut self) {
+        let Some(oldest) = self.queues[0].front().map(|j| j.enqueued) else {
+            return;
+        };
+        let deadline = oldest + delay(&self.cfg);
+        while self.open && self.queues[0].len() < self.cfg.max_batch {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.rx.recv_timeout(deadline - now) {
+                Ok(job) => self.push(Stage::Detect, job),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => self.open = false,
+            }
+        }
+    }
+
+    fn push(&mut self, stage: Stage, mut job: Job) {
+        job.enqueued = Instant::now();
+        self.queues[stage.index()].push_back(job);
+        metrics::gauge!(tm::QUEUE_DEPTH, "stage" => stage.name())
+            .set(self.queues[stage.index()].len() as f64);
+    }
+
+    /// Takes up to `max_batch` live jobs from a stage queue (detect: of the oldest's size).
+    fn take(&mut self, stage: Stage) -> Vec<Job> {
+        let q = &mut self.queues[stage.index()];
+        let before = q.len();
+        q.retain(|j| !j.reply.is_closed());
+        let cancelled = before - q.len();
+        if cancelled > 0 {
+            self.shared.cancelled[stage.index()].fetch_add(cancelled as u64, Ordering::Relaxed);
+            metrics::counter!(tm::CANCELLED, "stage" => stage.name()).increment(cancelled as u64);
+        }
+        let mut batch = Vec::new();
+        if stage == Stage::Detect {
+            let Some(size) = q.front().map(|j| j.prepared.det_image.dimensions()) else {
+                return batch;
+            };
+            let mut rest = VecDeque::with_capacity(q.len());
+            while let Some(j) = q.pop_front() {
+                if batch.len() < self.cfg.max_batch && j.prepared.det_image.dimensions() == size {
+                    batch.push(j);
+                } else {
+                    rest.push_back(j);
+                }
+            }
+            *q = rest;
+        } else {
+            let n = q.len().min(self.cfg.max_batch);
+            batch.extend(q.drain(..n));
+        }
+        let now = Instant::now();
+        for j in &mut batch {
+            let waited = now.duration_since(j.enqueued).as_secs_f64();
+            j.queue_ms += waited * 1e3;
+            metrics::histogram!(tm::QUEUE_WAIT_SECONDS, "stage" => stage.name()).record(waited);
+        }
+        batch
+    }
+
+    fn gauges(&self) {
+        for s in Stage::ALL {
+            metrics::gauge!(tm::QUEUE_DEPTH, "stage" => s.name())
+                .set(self.queues[s.index()].len() as f64);
+        }
+    }
+
+    /// Batch size and composition statistics.
+    fn record(&self, stage: Stage, batch: &[Job]) {
+        let i = stage.index();
+        self.shared.batches[i].fetch_add(1, Ordering::Relaxed);
+        self.shared.largest[i].fetch_max(batch.len(), Ordering::Relaxed);
+        metrics::histogram!(tm::BATCH_SIZE, "stage" => stage.name()).record(batch.len() as f64);
+        if batch.iter().any(|j| j.origin != batch[0].origin) {
+            self.shared.mixed[i].fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(tm::BATCH_MIXED, "stage" => stage.name()).increment(1);
+        }
+    }
+
+    /// Runs a stage's network call, turning a panic into an error; returns it with its time.
+    fn timed<T>(&self, stage: Stage, f: impl FnOnce(&Engine) -> Result<T>) -> (Result<T>, f64) {
+        let t = Instant::now();
+        let out = catch_unwind(AssertUnwindSafe(|| f(&self.engine))).unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "internal error in the {} stage",
+                stage.name()
+            )))
+        });
+        let dt = ms(t);
+        metrics::histogram!(tm::INFERENCE_SECONDS, "stage" => stage.name()).record(dt / 1e3);
+        (out, dt)
+    }
+
+    fn detect(&mut self, batch: Vec<Job>) {
+        let (out, dt) = self.timed(Stage::Detect, |e| {
+            let refs: Vec<_> = batch.iter().map(|j| &j.prepared).collect();
+            e.detect(&refs)
+        });
+        let faces = match out {
+            Ok(f) if f.len() == batch.len() => f,
+            Ok(_) => {
+                return fail_all(
+                    batch,
+                    &Error::Unavailable("internal: detector result count".into()),
+                )
+            }
+            Err(e) => return fail_all(batch, &e),
+        };
+        for (mut job, faces) in batch.into_iter().zip(faces) {
+            let tq = Instant::now();
+            let mut a = self.engine.assess(&job.prepared, faces);
+            a.timings.quality_ms = ms(tq);
+            a.timings.detect_ms = dt;
+            job.inference_ms += dt;
+            let eligible = a.network_face(&job.opts).is_some();
+            job.analysis = Some(a);
+            if eligible && job.opts.liveness {
+                self.push(Stage::Liveness, job);
+            } else if eligible && job.opts.template {
+                self.push(Stage::Describe, job);
+            } else {
+                finish(job);
+            }
+        }
+    }
+
+    fn liveness(&mut self, batch: Vec<Job>) {
+        let (out, dt) = self.timed(Stage::Liveness, |e| {
+            let faces = selected(&batch)?;
+            e.liveness(&faces, Calibration::Regular)
+        });
+        let live = match out {
+            Ok(l) if l.len() == batch.len() => l,
+            Ok(_) => {
+                return fail_all(
+                    batch,
+                    &Error::Unavailable("internal: liveness result count".into()),
+                )
+            }
+            Err(e) => return fail_all(batch, &e),
+        };
+        let cals = self.engine.config().calibrations;
+        for (mut job, l) in batch.into_iter().zip(live) {
+            let l = if job.opts.calibration == Calibration::Regular {
+                l
+            } else {
+                l.recalibrated(job.opts.calibration, &cals)
+            };
+            job.inference_ms += dt;
+            if let Some(a) = job.analysis.as_mut() {
+                a.liveness = Some(l);
+                a.timings.liveness_ms = dt;
+            }
+            if job.opts.template {
+                self.push(Stage::Describe, job);
+            } else {
+                finish(job);
+            }
+        }
+    }
+
+    fn describe(&mut self, batch: Vec<Job>) {
+        let (out, dt) = self.timed(Stage::Describe, |e| {
+            let faces = selected(&batch)?;
+            e.describe(&faces)
+        });
+        let templates = match out {
+            Ok(t) if t.len() == batch.len() => t,
+            Ok(_) => {
+                return fail_all(
+                    batch,
+                    &Error::Unavailable("internal: descriptor result count".into()),
+                )
+            }
+            Err(e) => return fail_all(batch, &e),
+        };
+        for (mut job, t) in batch.into_iter().zip(templates) {
+            job.inference_ms += dt;
+            if let Some(a) = job.analysis.as_mut() {
+                a.template = Some(t);
+                a.timings.template_ms = dt;
+            }
+            finish(job);
+        }
+    }
+}
+
+/// The (image, face) pairs the networks judge, one per job.
+fn selected(batch: &[Job]) -> Result<Vec<(&RgbImage, &Face)>> {
+    batch
+        .iter()
+        .map(|j| {
+            let face = j
+                .analysis
+                .as_ref()
+                .and_then(|a| a.network_face(&j.opts))
+                .ok_or_else(|| {
+                    Error::Unavailable("internal: job without a selected face".into())
+                })?;
+            Ok((&j.prepared.image, face))
+        })
+        .collect()
+}
+
+/// Answers a finished job (its admission slot is released first).
+fn finish(job: Job) {
+    let Job {
+        reply,
+        _permit,
+        admitted,
+        queue_ms,
+        inference_ms,
+        analysis,
+        ..
+    } = job;
+    drop(_permit);
+    let out = match analysis {
+        Some(mut analysis) => {
+            analysis.timings.total_ms = ms(admitted);
+            Ok(Processed {
+                analysis,
+                queue_ms,
+                inference_ms,
+            })
+        }
+        None => Err(Error::Unavailable(
+            "internal: job finished without analysis".into(),
+        )),
+    };
+    let _ = reply.send(out);
+}
+
+/// Answers every job of a failed batch with the error.
+fn fail_all(batch: Vec<Job>, e: &Error) {
+    tracing::error!(error = %e, images = batch.len(), "batch failed");
+    for job in batch {
+        let Job { reply, _permit, .. } = job;
+        drop(_permit);
+        let _ = reply.send(Err(copy_err(e)));
+    }
+}
+
+/// Errors of a shared batch are reported on every image of it.
+fn copy_err(e: &Error) -> Error {
+    match e {
+        Error::Overloaded { depth } => Error::Overloaded { depth: *depth },
+        other => Error::Unavailable(other.to_string()),
+    }
+}

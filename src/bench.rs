@@ -1,0 +1,518 @@
+//! `facegate bench`: a loopback load generator for the native analyze endpoint.
+//!
+//! - closed loop: `--concurrency N` connections, each sending its next request when the
+//!   previous one is answered, for `--requests M` requests or `--duration S` seconds;
+//! - open loop: `--rate R` requests per second on a fixed schedule; latency is measured from
+//!   each request's scheduled send time, so queueing in the client counts;
+//! - `--spawn-server` starts the server in-process on 127.0.0.1 (with the engine and server
+//!   flags, e.g. `--max-batch 1`), so one command compares batching on and off.
+//!
+//! Only 127.0.0.1 is ever targeted. Prints one JSON object on stdout and a human line on stderr.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+use crate::batcher::{Batcher, Status};
+use crate::config::{EngineArgs, ServerArgs};
+use crate::engine::Engine;
+use crate::{Error, Result};
+
+/// Most requests one run may send.
+const MAX_REQUESTS: u64 = 1_000_000;
+/// Longest run, seconds.
+const MAX_DURATION_S: f64 = 3600.0;
+/// Most concurrent connections (closed loop) or outstanding requests (open loop).
+const MAX_CONCURRENCY: usize = 1024;
+/// A request unanswered after this long counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `facegate bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// JPEG or PNG file to send (repeatable; requests cycle through them).
+    #[arg(long = "image", required = true)]
+    pub images: Vec<PathBuf>,
+    /// Port of a server already running on 127.0.0.1 (instead of --spawn-server).
+    #[arg(long, required_unless_present = "spawn_server")]
+    pub port: Option<u16>,
+    /// Start the server in-process on 127.0.0.1 (an ephemeral port) for this run.
+    #[arg(long)]
+    pub spawn_server: bool,
+    /// Closed loop: connections, each with one request outstanding.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Requests to send (measured; default 200 when --duration is not given).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Seconds to run.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Open loop: requests per second on a fixed schedule.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Requests sent (sequentially) before measuring.
+    #[arg(long, default_value_t = 4)]
+    pub warmup: u64,
+    /// Path to request.
+    #[arg(long, default_value = "/facegate/v1/analyze")]
+    pub path: String,
+    /// Engine options (with --spawn-server).
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Server options (with --spawn-server; --listen is ignored).
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// One answered (or failed) request.
+struct Sample {
+    /// Latency, ms.
+    ms: f64,
+    /// HTTP status, or `None` for a transport error or timeout.
+    status: Option<u16>,
+}
+
+/// A request payload.
+#[derive(Clone)]
+struct Payload {
+    /// Image bytes.
+    body: Bytes,
+    /// Its content type.
+    content_type: &'static str,
+}
+
+/// Opens an HTTP/1.1 connection to a loopback address.
+pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::InvalidArgument(format!(
+            "{addr} is not a loopback address"
+        )));
+    }
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Error::Unavailable(format!("handshake with {addr}: {e}")))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request on a connection and reads the whole answer.
+pub async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<(StatusCode, HeaderMap, Bytes)> {
+    let io = |e: hyper::Error| Error::Unavailable(format!("http: {e}"));
+    sender.ready().await.map_err(io)?;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, "127.0.0.1");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(body))
+        .map_err(|e| Error::InvalidArgument(format!("request: {e}")))?;
+    let resp = sender.send_request(req).await.map_err(io)?;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map_err(io)?.to_bytes();
+    Ok((parts.status, parts.headers, bytes))
+}
+
+/// Runs the benchmark and prints its report.
+pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
+    if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+        return Err(Error::InvalidArgument(format!(
+            "--concurrency must be within 1..={MAX_CONCURRENCY}"
+        )));
+    }
+    if args.requests.is_some_and(|n| n == 0 || n > MAX_REQUESTS) {
+        return Err(Error::InvalidArgument(format!(
+            "--requests must be within 1..={MAX_REQUESTS}"
+        )));
+    }
+    if args
+        .duration
+        .is_some_and(|d| !(d > 0.0 && d <= MAX_DURATION_S))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "--duration must be within 0..={MAX_DURATION_S} s"
+        )));
+    }
+    if args
+        .rate
+        .is_some_and(|r| !(r.is_finite() && r > 0.0 && r <= 10_000.0))
+    {
+        return Err(Error::InvalidArgument(
+            "--rate must be within 0..=10000 requests/s".into(),
+        ));
+    }
+    let mut payloads = Vec::new();
+    for p in &args.images {
+        let body = std::fs::read(p)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", p.display())))?;
+        let png = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        payloads.push(Payload {
+            body: Bytes::from(body),
+            content_type: if png { "image/png" } else { "image/jpeg" },
+        });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Io)?;
+    rt.block_on(run(args, payloads))
+}
+
+async fn run(args: &BenchArgs, payloads: Vec<Payload>) -> Result<std::process::ExitCode> {
+    let mut spawned = None;
+    let addr = if args.spawn_server {
+        args.engine.apply_threads();
+        let engine_cfg = args.engine.resolve()?;
+        let mut cfg = args.server.resolve(args.engine.config.as_deref())?;
+        cfg.listen = "127.0.0.1:0".into();
+        let loader: crate::batcher::Loader =
+            Box::new(move || Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new));
+        let batcher = Batcher::start(cfg.batcher, loader)?;
+        let handle = crate::server::start(cfg, &crate::server::registry(), batcher).await?;
+        wait_ready(handle.batcher()).await?;
+        let addr = handle.local_addr();
+        spawned = Some(handle);
+        addr
+    } else {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, args.port.unwrap_or(8080)))
+    };
+    let path: Arc<str> = Arc::from(args.path.as_str());
+    // Warm-up, sequential.
+    if args.warmup > 0 {
+        let mut c = connect(addr).await?;
+        for i in 0..args.warmup {
+            let p = &payloads[i as usize % payloads.len()];
+            send(
+                &mut c,
+                Method::POST,
+                &path,
+                &[("content-type", p.content_type)],
+                p.body.clone(),
+            )
+            .await?;
+        }
+    }
+    let requests = match (args.requests, args.duration) {
+        (Some(n), _) => n,
+        (None, Some(_)) => MAX_REQUESTS,
+        (None, None) => 200,
+    };
+    let deadline = args.duration.map(Duration::from_secs_f64);
+    let stats_before = spawned.as_ref().map(|h| h.batcher().stats());
+    let t0 = Instant::now();
+    let samples = match args.rate {
+        None => closed_loop(addr, path, &payloads, args.concurrency, requests, deadline).await,
+        Some(rate) => open_loop(addr, path, &payloads, rate, requests, deadline).await,
+    };
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut report = summarize(&samples, elapsed);
+    report["mode"] = json!(if args.rate.is_some() {
+        "open"
+    } else {
+        "closed"
+    });
+    report["concurrency"] = json!(args.rate.map_or(Some(args.concurrency), |_| None));
+    report["rate"] = json!(args.rate);
+    report["images"] = json!(args
+        .images
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>());
+    if let (Some(h), Some(before)) = (&spawned, stats_before) {
+        let after = h.batcher().stats();
+        let c = h.batcher().config();
+        let detect_batches = after.batches[0] - before.batches[0];
+        report["server"] = json!({
+            "max_batch": c.max_batch,
+            "max_queue_delay_ms": c.max_queue_delay_ms,
+            "queue_bound": c.queue_bound,
+            "detect_batches": detect_batches,
+            "mean_detect_batch": if detect_batches > 0 { samples.iter().filter(|s| s.status == Some(200)).count() as f64 / detect_batches as f64 } else { 0.0 },
+            "largest_batch": after.largest,
+        });
+    }
+    if let Some(h) = spawned {
+        h.shutdown();
+        h.stopped().await;
+    }
+    let l = &report["latency_ms"];
+    eprintln!(
+        "{} loop{}: {} requests in {:.1} s, {:.2} ok/s, latency p50 {:.1} ms p95 {:.1} ms p99 {:.1} ms max {:.1} ms, errors {}",
+        report["mode"].as_str().unwrap_or(""),
+        match args.rate {
+            Some(r) => format!(" at {r} req/s"),
+            None => format!(" x{}", args.concurrency),
+        },
+        samples.len(),
+        elapsed,
+        report["ok_per_s"].as_f64().unwrap_or(0.0),
+        l["p50"].as_f64().unwrap_or(0.0),
+        l["p95"].as_f64().unwrap_or(0.0),
+        l["p99"].as_f64().unwrap_or(0.0),
+        l["max"].as_f64().unwrap_or(0.0),
+        report["errors"],
+    );
+    println!("{report}");
+    // Exit 1 when nothing succeeded (e.g. no server on the port).
+    Ok(if report["ok"].as_u64().unwrap_or(0) == 0 {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// Polls the batcher until it is ready (or failed).
+async fn wait_ready(b: &Batcher) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        match b.status() {
+            Status::Ready => return Ok(()),
+            Status::Loading if t.elapsed() < Duration::from_secs(600) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            _ => {
+                return Err(Error::Unavailable(
+                    b.failure()
+                        .unwrap_or_else(|| "the server did not become ready".into()),
+                ))
+            }
+        }
+    }
+}
+
+/// Sends one request and times it from `from`.
+async fn one(
+    sender: &mut SendRequest<Full<Bytes>>,
+    path: &str,
+    p: &Payload,
+    from: Instant,
+) -> Sample {
+    let r = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        send(
+            sender,
+            Method::POST,
+            path,
+            &[("content-type", p.content_type)],
+            p.body.clone(),
+        ),
+    )
+    .await;
+    Sample {
+        ms: from.elapsed().as_secs_f64() * 1e3,
+        status: match r {
+            Ok(Ok((s, _, _))) => Some(s.as_u16()),
+            _ => None,
+        },
+    }
+}
+
+async fn closed_loop(
+    addr: SocketAddr,
+    path: Arc<str>,
+    payloads: &[Payload],
+    concurrency: usize,
+    requests: u64,
+    deadline: Option<Duration>,
+) -> Vec<Sample> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, path, payloads) = (next.clone(), path.clone(), payloads.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut conn = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests || deadline.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+                if conn.is_none() {
+                    conn = connect(addr).await.ok();
+                }
+                let p = &payloads[i as usize % payloads.len()];
+                let s = match conn.as_mut() {
+                    Some(c) => one(c, &path, p, Instant::now()).await,
+                    None => Sample {
+                        ms: 0.0,
+                        status: None,
+                    },
+                };
+                if s.status.is_none() {
+                    conn = None;
+                }
+                out.push(s);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await {
+            all.extend(v);
+        }
+    }
+    all
+}
+
+async fn open_loop(
+    addr: SocketAddr,
+    path: Arc<str>,
+    payloads: &[Payload],
+    rate: f64,
+    requests: u64,
+    deadline: Option<Duration>,
+) -> Vec<Sample> {
+    let pool: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>> = Arc::new(Mutex::new(Vec::new()));
+    let outstanding = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    let mut skipped = 0u64;
+    for i in 0..requests {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        if deadline.is_some_and(|d| at.duration_since(start) >= d) {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        if outstanding.load(Ordering::Relaxed) >= MAX_CONCURRENCY as u64 {
+            skipped += 1;
+            continue;
+        }
+        outstanding.fetch_add(1, Ordering::Relaxed);
+        let (pool, path, outstanding) = (pool.clone(), path.clone(), outstanding.clone());
+        let p = payloads[i as usize % payloads.len()].clone();
+        let scheduled = at.into_std();
+        tasks.push(tokio::spawn(async move {
+            let idle = pool.lock().ok().and_then(|mut v| v.pop());
+            let conn = match idle {
+                Some(c) => Some(c),
+                None => connect(addr).await.ok(),
+            };
+            let s = match conn {
+                Some(mut c) => {
+                    let s = one(&mut c, &path, &p, scheduled).await;
+                    if s.status.is_some() {
+                        if let Ok(mut v) = pool.lock() {
+                            v.push(c);
+                        }
+                    }
+                    s
+                }
+                None => Sample {
+                    ms: 0.0,
+                    status: None,
+                },
+            };
+            outstanding.fetch_sub(1, Ordering::Relaxed);
+            s
+        }));
+    }
+    let mut all: Vec<Sample> = (0..skipped)
+        .map(|_| Sample {
+            ms: 0.0,
+            status: None,
+        })
+        .collect();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            all.push(s);
+        }
+    }
+    all
+}
+
+/// Throughput, latency percentiles (successful requests) and errors by status.
+fn summarize(samples: &[Sample], elapsed_s: f64) -> serde_json::Value {
+    let mut ok: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.status == Some(200))
+        .map(|s| s.ms)
+        .collect();
+    ok.sort_by(f64::total_cmp);
+    let pct = |q: f64| -> f64 {
+        if ok.is_empty() {
+            return 0.0;
+        }
+        let i = ((q * ok.len() as f64).ceil() as usize).clamp(1, ok.len()) - 1;
+        ok[i]
+    };
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.status != Some(200)) {
+        *errors
+            .entry(s.status.map_or("transport".to_string(), |c| c.to_string()))
+            .or_default() += 1;
+    }
+    let mean = if ok.is_empty() {
+        0.0
+    } else {
+        ok.iter().sum::<f64>() / ok.len() as f64
+    };
+    json!({
+        "requests": samples.len(),
+        "ok": ok.len(),
+        "errors": errors,
+        "elapsed_s": elapsed_s,
+        "ok_per_s": ok.len() as f64 / elapsed_s.max(1e-9),
+        "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": ok.last().copied().unwrap_or(0.0), "mean": mean},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_error_counts() {
+        let mut s: Vec<Sample> = (1..=100)
+            .map(|i| Sample {
+                ms: i as f64,
+                status: Some(200),
+            })
+            .collect();
+        s.push(Sample {
+            ms: 1.0,
+            status: Some(429),
+        });
+        s.push(Sample {
+            ms: 1.0,
+            status: None,
+        });
+        let r = summarize(&s, 2.0);
+        assert_eq!(r["latency_ms"]["p50"], 50.0);
+        assert_eq!(r["latency_ms"]["p99"], 99.0);
+        assert_eq!(r["latency_ms"]["max"], 100.0);
+        assert_eq!(r["errors"]["429"], 1);
+        assert_eq!(r["errors"]["transport"], 1);
+        assert_eq!(r["ok_per_s"], 50.0);
+    }
+}

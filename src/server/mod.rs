@@ -1,0 +1,431 @@
+//! The HTTP server: hyper 1 (HTTP/1.1, keep-alive) on tokio.
+//!
+//! - The listener is bound before the models load, so `/health` answers 503 while loading.
+//! - A semaphore caps open connections (`max_connections`); slow clients get
+//!   `header_timeout_ms` to send their headers; bodies are read up to `max_body_bytes`
+//!   (413 naming the bound beyond it).
+//! - Shutdown (SIGTERM/SIGINT for `facegate serve`, [`ServerHandle::shutdown`] in tests) stops
+//!   accepting, lets in-flight requests finish (at most `drain_timeout_ms`), then stops the
+//!   batcher.
+//! - Every response carries `x-request-id` (the client's, or a generated one); every request is
+//!   counted and timed by route and status (see [`crate::telemetry`]).
+
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::batcher::{Batcher, Status};
+use crate::config::ServerConfig;
+use crate::telemetry as tm;
+use crate::{Error, Result};
+use routes::Resolved;
+pub use routes::{handler, Ctx, HttpResponse, Mount, Registry, RouteSpec, Router};
+
+/// Server-wide state handed to every handler.
+pub struct AppState {
+    /// The batcher every analysis goes through.
+    pub batcher: Batcher,
+    /// Renders `/metrics`; `None` if another metrics recorder owns the process.
+    pub metrics: Option<PrometheusHandle>,
+    /// Settings in force.
+    pub cfg: ServerConfig,
+}
+
+/// The registry of every route served: server routes plus every dialect's.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.extend(server_routes())
+        .extend(crate::api::native::routes());
+    r
+}
+
+/// `/health` and `/metrics`, served once.
+pub fn server_routes() -> Vec<RouteSpec> {
+    vec![
+        RouteSpec::new(
+            Method::GET,
+            "/health",
+            "server",
+            "health",
+            Mount::Exact,
+            handler(health),
+        ),
+        RouteSpec::new(
+            Method::GET,
+            "/metrics",
+            "server",
+            "metrics",
+            Mount::Exact,
+            handler(metrics_page),
+        ),
+    ]
+}
+
+/// A running server.
+pub struct ServerHandle {
+    /// Bound address.
+    addr: SocketAddr,
+    /// Shutdown signal.
+    shutdown: watch::Sender<bool>,
+    /// The accept loop (ends after draining).
+    task: JoinHandle<()>,
+    /// The batcher behind it.
+    batcher: Batcher,
+}
+
+impl ServerHandle {
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The batcher behind the server.
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
+    }
+
+    /// Starts a graceful shutdown: stop accepting, drain in-flight requests, stop the batcher.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the server has drained and stopped.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `cfg.listen` and serves `registry` in front of `batcher` until shut down.
+pub async fn start(
+    cfg: ServerConfig,
+    registry: &Registry,
+    batcher: Batcher,
+) -> Result<ServerHandle> {
+    let router = Arc::new(
+        registry
+            .build(&BTreeMap::new())
+            .map_err(Error::InvalidArgument)?,
+    );
+    let listener = TcpListener::bind(&cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    for (m, p, d, n) in router.table() {
+        tracing::debug!(method = %m, path = %p, dialect = d, route = n, "route");
+    }
+    let app = Arc::new(AppState {
+        batcher: batcher.clone(),
+        metrics: tm::install(),
+        cfg,
+    });
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, app, router, rx));
+    tracing::info!(%addr, "listening");
+    Ok(ServerHandle {
+        addr,
+        shutdown: tx,
+        task,
+        batcher,
+    })
+}
+
+/// Accepts connections until the shutdown signal, then drains.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<AppState>,
+    router: Arc<Router>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conns = Arc::new(Semaphore::new(app.cfg.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(app.cfg.header_timeout_ms))
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stopped(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let router = router.clone();
+        let svc = service_fn(move |req| dispatch(app.clone(), router.clone(), req));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    let drain = Duration::from_millis(app.cfg.drain_timeout_ms);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ms = app.cfg.drain_timeout_ms,
+            "drain timeout: closing remaining connections"
+        );
+    }
+    app.batcher.shutdown().await;
+    tracing::info!("stopped");
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Decrements the in-flight gauge when a request ends (also when its client goes away).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!(tm::IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(tm::IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// The client's `x-request-id` if usable, else a generated one.
+fn request_id(req: &Request<Incoming>) -> Arc<str> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Arc::from)
+        .unwrap_or_else(|| {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            Arc::from(format!("fg-{:08x}-{n}", std::process::id()))
+        })
+}
+
+/// Routes one request, reads its body and runs its handler; adds ids, logs and metrics.
+async fn dispatch(
+    app: Arc<AppState>,
+    router: Arc<Router>,
+    req: Request<Incoming>,
+) -> std::result::Result<HttpResponse, Infallible> {
+    let t0 = Instant::now();
+    let _in_flight = InFlight::enter();
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
+    async move {
+        let (route, dialect, mut resp) = match router.resolve(&method, &path) {
+            Resolved::NotFound => (
+                "unmatched",
+                "server",
+                server_error(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}")),
+            ),
+            Resolved::MethodNotAllowed(allowed) => {
+                let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+                let mut r = server_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{method} is not allowed on {path}; allowed: {list}"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&list) {
+                    r.headers_mut().insert(ALLOW, v);
+                }
+                ("unmatched", "server", r)
+            }
+            Resolved::Found(entry) => {
+                let ctx = Ctx {
+                    app: app.clone(),
+                    route: entry.info.clone(),
+                    request_id: id.clone(),
+                };
+                let resp = match read_body(req, app.cfg.max_body_bytes).await {
+                    Ok(req) => (entry.handler)(req, ctx).await,
+                    Err(r) => r,
+                };
+                (entry.info.name, entry.info.dialect, resp)
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        let status = resp.status();
+        let secs = t0.elapsed().as_secs_f64();
+        metrics::counter!(tm::REQUESTS, "route" => route, "dialect" => dialect, "method" => method.to_string(), "status" => status.as_u16().to_string()).increment(1);
+        metrics::histogram!(tm::REQUEST_SECONDS, "route" => route).record(secs);
+        tracing::info!(route, status = status.as_u16(), ms = secs * 1e3, "request");
+        Ok(resp)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads the body within `limit` bytes; the error is the response to send.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+) -> std::result::Result<Request<Bytes>, HttpResponse> {
+    let too_large = || {
+        server_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body too large: the limit is {limit} bytes (max_body_bytes)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(Request::from_parts(parts, c.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(server_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A server-level error (routing, body limits) as `{"error":{"kind","message"}}`; counted in
+/// the errors metric.
+pub fn server_error(status: StatusCode, kind: &'static str, message: String) -> HttpResponse {
+    metrics::counter!(tm::ERRORS, "kind" => kind).increment(1);
+    json_response(
+        status,
+        &json!({"error": {"kind": kind, "message": message}}),
+    )
+}
+
+/// `GET /health`: 503 while loading or after the worker died, 200 when serving.
+async fn health(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
+    let b = &ctx.app.batcher;
+    match b.status() {
+        Status::Ready => json_response(
+            StatusCode::OK,
+            &json!({
+                "status": "ok",
+                "models": b.info().map(|i| i.models.clone()).unwrap_or_default(),
+                "device": b.info().map(|i| i.device).unwrap_or("unknown"),
+                "max_batch": b.config().max_batch,
+                "queue_bound": b.config().queue_bound,
+                "queue_depth": b.depth(),
+            }),
+        ),
+        Status::Loading => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "loading"}),
+        ),
+        Status::Failed => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "failed", "error": b.failure().unwrap_or_default()}),
+        ),
+        Status::Stopped => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "stopping"}),
+        ),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_page(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
+    let text = match &ctx.app.metrics {
+        Some(h) => h.render(),
+        None => String::from("# metrics recorder not installed in this process\n"),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `facegate serve`: binds, loads the models in the background, serves until SIGTERM/SIGINT.
+pub async fn serve(cfg: ServerConfig, engine_cfg: crate::engine::EngineConfig) -> Result<()> {
+    let loader: crate::batcher::Loader = Box::new(move || {
+        crate::engine::Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new)
+    });
+    let batcher = Batcher::start(cfg.batcher, loader)?;
+    let handle = start(cfg, &registry(), batcher).await?;
+    shutdown_signal().await;
+    tracing::info!("signal received");
+    handle.shutdown();
+    handle.stopped().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,619 @@
+//! The server over a real socket on 127.0.0.1: results equal the in-process engine, batches mix
+//! routes, overload answers 429, shutdown drains, metrics and health, and bad input.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use candle_core::Device;
+use common::*;
+use facegate::api::native;
+use facegate::batcher::{Batcher, Loader, Status};
+use facegate::bench::{connect, send};
+use facegate::config::ServerConfig;
+use facegate::engine::{AnalyzeOptions, Calibration, Engine, EngineConfig};
+use facegate::server::{self, handler, Mount, RouteSpec, ServerHandle};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Generous bound for anything that should finish (a loaded 2-core CI box).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let cfg = EngineConfig {
+            models_dir: models_dir(),
+            ..EngineConfig::default()
+        };
+        Arc::new(
+            Engine::load(cfg, Device::Cpu).expect("engine loads (run `facegate models fetch`)"),
+        )
+    })
+    .clone()
+}
+
+fn t1() -> Bytes {
+    Bytes::from(std::fs::read(fixture("image_T1.jpg")).unwrap())
+}
+
+fn config(edit: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+    let mut cfg = ServerConfig {
+        listen: "127.0.0.1:0".into(),
+        ..ServerConfig::default()
+    };
+    cfg.batcher.prepare_threads = 2;
+    edit(&mut cfg);
+    cfg
+}
+
+/// Starts a server with the shared engine and waits until it is ready.
+async fn start(cfg: ServerConfig, registry: &server::Registry) -> ServerHandle {
+    let e = engine();
+    let loader: Loader = Box::new(move || Ok(e));
+    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
+    let h = server::start(cfg, registry, batcher).await.unwrap();
+    wait_until("ready", || h.batcher().status() == Status::Ready).await;
+    h
+}
+
+/// Polls a condition (state, not time) until it holds, failing after [`PATIENCE`].
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn request(
+    h: &ServerHandle,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Answer {
+    let fut = async {
+        let mut c = connect(h.local_addr()).await.unwrap();
+        send(&mut c, method, path, headers, body).await.unwrap()
+    };
+    let (status, headers, body) = tokio::time::timeout(PATIENCE, fut)
+        .await
+        .expect("request timed out");
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn post_jpeg(h: &ServerHandle, path: &str, body: Bytes) -> Answer {
+    request(
+        h,
+        Method::POST,
+        path,
+        &[("content-type", "image/jpeg")],
+        body,
+    )
+    .await
+}
+
+fn multipart(parts: &[(&str, &[u8])]) -> (String, Bytes) {
+    let boundary = "facegate-test-boundary";
+    let mut body = Vec::new();
+    for (name, data) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        Bytes::from(body),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_over_http_matches_the_engine() {
+    let h = start(config(|_| {}), &server::registry()).await;
+    for cal in [
+        Calibration::Regular,
+        Calibration::Soft,
+        Calibration::Hardened,
+    ] {
+        let opts = AnalyzeOptions {
+            calibration: cal,
+            template: true,
+            ..AnalyzeOptions::default()
+        };
+        let want = engine().analyze(&t1(), &opts).unwrap();
+        let path = format!(
+            "/facegate/v1/analyze?calibration={}&template=true",
+            cal.name()
+        );
+        let a = post_jpeg(&h, &path, t1()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        for name in ["x-queue-time", "x-inference-time", "x-request-id"] {
+            assert!(a.headers.contains_key(name), "missing {name}");
+        }
+        let got = a.json();
+        let wl = want.liveness.as_ref().unwrap();
+        let gl = &got["liveness"];
+        assert_eq!(gl["calibration"], cal.name());
+        for (k, w) in [
+            ("score", wl.score),
+            ("probability", wl.probability),
+            ("fused_live", wl.fused_live),
+        ] {
+            let g = gl[k].as_f64().unwrap() as f32;
+            assert!((g - w).abs() <= 1e-5, "{k}: http {g} vs engine {w}");
+        }
+        assert_eq!(got["verdict"], "LIVE");
+        assert_eq!(got["faces"].as_array().unwrap().len(), want.faces.len());
+        let gt: Vec<f32> = serde_json::from_value(got["template"]["descriptor"].clone()).unwrap();
+        let wt = &want.template.as_ref().expect("engine template").descriptor;
+        assert_eq!(gt.len(), wt.len());
+        assert!(max_abs_diff(&gt, wt) <= 1e-5);
+    }
+    // The request id is echoed back when given.
+    let a = request(
+        &h,
+        Method::GET,
+        "/health",
+        &[("x-request-id", "abc-123")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(a.headers["x-request-id"], "abc-123");
+    // The Batcher handle gives the same answer in-process.
+    let b = h
+        .batcher()
+        .analyze(t1(), AnalyzeOptions::default())
+        .await
+        .unwrap();
+    let w = engine().analyze(&t1(), &AnalyzeOptions::default()).unwrap();
+    assert!((b.liveness.unwrap().score - w.liveness.unwrap().score).abs() <= 1e-5);
+    h.shutdown();
+    h.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_answers_each_part_in_order() {
+    let h = start(config(|_| {}), &server::registry()).await;
+    let f1 = std::fs::read(fixture("image_F1.jpg")).unwrap();
+    let (ct, body) = multipart(&[("live", &t1()), ("junk", b"not an image"), ("spoof", &f1)]);
+    let a = request(
+        &h,
+        Method::POST,
+        "/facegate/v1/analyze",
+        &[("content-type", &ct)],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let v = a.json();
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0]["name"], "live.jpg");
+    assert_eq!(r[0]["verdict"], "LIVE");
+    assert_eq!(r[1]["error"]["kind"], "unsupported_format");
+    assert_eq!(r[2]["verdict"], "SPOOF");
+    h.shutdown();
+    h.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_two_routes_share_a_batch() {
+    // A second route, as a dialect module would add it.
+    let mut reg = server::registry();
+    reg.extend([RouteSpec::new(
+        Method::POST,
+        "/analyze",
+        "test",
+        "test.analyze",
+        Mount::Dialect,
+        handler(native::analyze),
+    )]);
+    // Batches of two, and a delay long enough that the first image always waits for the second.
+    let h = start(
+        config(|c| {
+            c.batcher.max_batch = 2;
+            c.batcher.max_queue_delay_ms = 60_000;
+        }),
+        &reg,
+    )
+    .await;
+    let (a, b) = tokio::join!(
+        post_jpeg(&h, "/facegate/v1/analyze", t1()),
+        post_jpeg(&h, "/test/analyze", t1())
+    );
+    assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(a.json()["liveness"]["score"], b.json()["liveness"]["score"]);
+    let s = h.batcher().stats();
+    assert_eq!(s.batches[0], 1, "{s:?}");
+    assert_eq!(s.largest[0], 2, "{s:?}");
+    assert_eq!(
+        s.mixed_routes[0], 1,
+        "detector batch mixed the two routes: {s:?}"
+    );
+    assert_eq!(
+        s.mixed_routes[1], 1,
+        "liveness batch mixed the two routes: {s:?}"
+    );
+    let m = request(&h, Method::GET, "/metrics", &[], Bytes::new()).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("facegate_batches_mixed_routes_total{stage=\"detect\"}"),
+        "{text}"
+    );
+    assert!(text.contains("route=\"test.analyze\""), "{text}");
+    h.shutdown();
+    h.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_answers_429_while_admitted_requests_complete() {
+    // Two images fit; they wait (batch of 4 never fills) while everything else is refused.
+    let h = start(
+        config(|c| {
+            c.batcher.queue_bound = 2;
+            c.batcher.max_batch = 4;
+            c.batcher.max_queue_delay_ms = 5_000;
+        }),
+        &server::registry(),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let addr = h.local_addr();
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr).await.unwrap();
+            let path = "/facegate/v1/analyze";
+            send(
+                &mut c,
+                Method::POST,
+                path,
+                &[("content-type", "image/jpeg")],
+                t1(),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, headers, body) = tokio::time::timeout(PATIENCE, t).await.unwrap().unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        match status {
+            StatusCode::OK => {
+                ok += 1;
+                assert_eq!(v["verdict"], "LIVE");
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert_eq!(v["error"]["kind"], "overloaded");
+                assert!(headers.contains_key("retry-after"));
+            }
+            s => panic!("unexpected {s}: {v}"),
+        }
+    }
+    assert!(
+        ok >= 2,
+        "admitted requests complete: ok={ok} refused={refused}"
+    );
+    assert!(
+        refused >= 1,
+        "a full queue refuses: ok={ok} refused={refused}"
+    );
+    assert_eq!(ok + refused, 10);
+    // Once drained, the server admits again.
+    wait_until("queue drained", || h.batcher().depth() == 0).await;
+    let a = post_jpeg(&h, "/facegate/v1/analyze", t1()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    h.shutdown();
+    h.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests() {
+    // The request waits in the detect queue (delay 2 s, batch never full) while we shut down.
+    let h = start(
+        config(|c| {
+            c.batcher.max_batch = 8;
+            c.batcher.max_queue_delay_ms = 2_000;
+        }),
+        &server::registry(),
+    )
+    .await;
+    let addr = h.local_addr();
+    let in_flight = tokio::spawn(async move {
+        let mut c = connect(addr).await.unwrap();
+        send(
+            &mut c,
+            Method::POST,
+            "/facegate/v1/analyze",
+            &[("content-type", "image/jpeg")],
+            t1(),
+        )
+        .await
+        .unwrap()
+    });
+    wait_until("request admitted", || h.batcher().depth() == 1).await;
+    let batcher = h.batcher().clone();
+    h.shutdown();
+    let (status, _, body) = tokio::time::timeout(PATIENCE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    tokio::time::timeout(PATIENCE, h.stopped())
+        .await
+        .expect("server stops after draining");
+    assert_eq!(batcher.status(), Status::Stopped);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_the_series() {
+    let h = start(config(|_| {}), &server::registry()).await;
+    assert_eq!(
+        post_jpeg(&h, "/facegate/v1/analyze", t1()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post_jpeg(&h, "/facegate/v1/analyze", Bytes::new())
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let m = request(&h, Method::GET, "/metrics", &[], Bytes::new()).await;
+    assert_eq!(m.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&m.body);
+    for series in [
+        "facegate_requests_total{route=\"facegate.analyze\",dialect=\"facegate\",method=\"POST\",status=\"200\"}",
+        "facegate_errors_total{kind=\"empty_image\"}",
+        "facegate_request_duration_seconds_bucket{route=\"facegate.analyze\"",
+        "facegate_prepare_duration_seconds_bucket",
+        "facegate_queue_wait_seconds_bucket{stage=\"detect\"",
+        "facegate_inference_duration_seconds_bucket{stage=\"detect\"",
+        "facegate_inference_duration_seconds_bucket{stage=\"liveness\"",
+        "facegate_batch_size_bucket{stage=\"detect\"",
+        "facegate_queue_depth{stage=\"detect\"}",
+        "facegate_in_flight_requests",
+        "facegate_model_info{model=\"retinaface\",device=\"cpu\"} 1",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+    h.shutdown();
+    h.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_until_the_models_are_ready() {
+    // A loader held back by the test: the listener is up, the models are not.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let e = engine();
+    let loader: Loader = Box::new(move || {
+        let _ = wait.recv();
+        Ok(e)
+    });
+    let cfg = config(|_| {});
+    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
+    let h = server::start(cfg, &server::registry(), batcher)
+        .await
+        .unwrap();
+    let a = request(&h, Method::GET, "/health", &[], Bytes::new()).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.json()["status"], "loading");
+    let a = post_jpeg(&h, "/facegate/v1/analyze", t1()).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.json()["error"]["kind"], "unavailable");
+    go.send(()).unwrap();
+    wait_until("ready", || h.batcher().status() == Status::Ready).await;
+    let a = request(&h, Method::GET, "/health", &[], Bytes::new()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["status"], "ok");
+    h.shutdown();
+    h.stopped().await;
+
+    // A worker that failed to load reports it.
+    let loader: Loader = Box::new(|| Err(facegate::Error::Unavailable("no models here".into())));
+    let cfg = config(|_| {});
+    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
+    let h = server::start(cfg, &server::registry(), batcher)
+        .await
+        .unwrap();
+    wait_until("failed", || h.batcher().status() == Status::Failed).await;
+    let a = request(&h, Method::GET, "/health", &[], Bytes::new()).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.json()["status"], "failed");
+    assert!(a.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no models here"));
+    h.shutdown();
+    h.stopped().await;
+}
+
+/// Sends headers with `Expect: 100-continue` over a raw socket and reads the early answer.
+async fn oversized_without_sending(h: &ServerHandle, length: usize) -> String {
+    let mut s = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /facegate/v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clean_json_errors() {
+    let h = start(config(|c| c.max_body_bytes = 100_000), &server::registry()).await;
+    let path = "/facegate/v1/analyze";
+    let jpeg = t1();
+    let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
+        (
+            "empty",
+            post_jpeg(&h, path, Bytes::new()).await,
+            StatusCode::BAD_REQUEST,
+            "empty_image",
+        ),
+        (
+            "not an image",
+            post_jpeg(
+                &h,
+                path,
+                Bytes::from_static(b"hello, this is not a picture"),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_format",
+        ),
+        (
+            "truncated jpeg",
+            post_jpeg(&h, path, jpeg.slice(..1000)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_image",
+        ),
+        (
+            "wrong method",
+            request(&h, Method::GET, path, &[], Bytes::new()).await,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "unknown path",
+            request(&h, Method::GET, "/nope", &[], Bytes::new()).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "bad calibration",
+            post_jpeg(&h, "/facegate/v1/analyze?calibration=LOOSE", jpeg.clone()).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "unsupported content type",
+            request(
+                &h,
+                Method::POST,
+                path,
+                &[("content-type", "text/plain")],
+                jpeg.slice(..10),
+            )
+            .await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_argument",
+        ),
+        (
+            "malformed multipart",
+            request(
+                &h,
+                Method::POST,
+                path,
+                &[("content-type", "multipart/form-data; boundary=x")],
+                Bytes::from_static(b"garbage"),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+    ];
+    for (what, a, status, kind) in cases {
+        assert_eq!(
+            a.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.json()["error"]["kind"], kind, "{what}");
+        assert!(
+            a.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    // Oversized: refused from the headers, naming the bound.
+    let raw = oversized_without_sending(&h, 250_000).await;
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(
+        raw.contains("\"kind\":\"body_too_large\"") && raw.contains("100000 bytes"),
+        "{raw}"
+    );
+    // Still serving.
+    let a = request(&h, Method::GET, "/health", &[], Bytes::new()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    h.shutdown();
+    h.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_of_a_departed_client_is_dropped_before_it_runs() {
+    // The image waits 1.5 s for a batch that never fills; its client leaves meanwhile.
+    let h = start(
+        config(|c| {
+            c.batcher.max_batch = 4;
+            c.batcher.max_queue_delay_ms = 1_500;
+        }),
+        &server::registry(),
+    )
+    .await;
+    let jpeg = t1();
+    let mut s = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /facegate/v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+        jpeg.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&jpeg).await.unwrap();
+    wait_until("request admitted", || h.batcher().depth() == 1).await;
+    drop(s);
+    wait_until("cancelled", || h.batcher().stats().cancelled[0] == 1).await;
+    wait_until("slot released", || h.batcher().depth() == 0).await;
+    assert_eq!(h.batcher().stats().batches, [0, 0, 0], "nothing ran");
+    assert_eq!(
+        post_jpeg(&h, "/facegate/v1/analyze", t1()).await.status,
+        StatusCode::OK
+    );
+    h.shutdown();
+    h.stopped().await;
+}
