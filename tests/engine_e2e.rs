@@ -222,3 +222,53 @@ fn nuaa_dev_matching_guard() {
     );
     assert!(tar1 >= 0.80, "TAR@FAR1% {tar1}");
 }
+
+/// The detection cascade (fast pass at `fast_max_side`, full pass when it finds nothing or only
+/// a small face) finds the same faces as full-size detection on every fixture photo.
+#[test]
+fn detection_cascade_finds_the_same_faces() {
+    let full = Engine::load(
+        EngineConfig {
+            models_dir: models_dir(),
+            load_descriptor: false,
+            detection: facegate::engine::DetectionConfig {
+                fast_max_side: 0,
+                ..Default::default()
+            },
+            ..EngineConfig::default()
+        },
+        Device::Cpu,
+    )
+    .unwrap();
+    let cascade = engine();
+    assert!(cascade.config().detection.fast_max_side > 0);
+    let dir = shared_dir().join("fixtures/faces");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.retain(|p| p.extension().is_some_and(|e| e == "jpg"));
+    assert!(names.len() >= 7);
+    for p in names {
+        let bytes = std::fs::read(&p).unwrap();
+        let (a, b) = (
+            cascade.prepare(&bytes).unwrap(),
+            full.prepare(&bytes).unwrap(),
+        );
+        let fa = &cascade.detect(&[&a]).unwrap()[0];
+        let fb = &full.detect(&[&b]).unwrap()[0];
+        assert_eq!(fa.len(), fb.len(), "{}: face count", p.display());
+        if let (Some(x), Some(y)) = (fa.first(), fb.first()) {
+            let h = y.bbox[3] - y.bbox[1];
+            for k in 0..4 {
+                assert!(
+                    (x.bbox[k] - y.bbox[k]).abs() < 0.1 * h,
+                    "{}: box {:?} vs {:?}",
+                    p.display(),
+                    x.bbox,
+                    y.bbox
+                );
+            }
+        }
+    }
+}

@@ -46,6 +46,12 @@ pub struct DetectionConfig {
     pub nms_iou: f32,
     /// Most candidates kept before NMS.
     pub top_k: usize,
+    /// Cascade: detect first on a copy this large (longer side); 0 disables the cascade.
+    /// Images where that finds no face, or only a face shorter than `fast_min_face_px`, are
+    /// detected again at `max_side` (a face half as tall could be missed at the small size).
+    pub fast_max_side: u32,
+    /// Smallest face height, in pixels of the fast copy, that the fast pass may settle on.
+    pub fast_min_face_px: f32,
 }
 
 impl Default for DetectionConfig {
@@ -55,6 +61,8 @@ impl Default for DetectionConfig {
             score_threshold: 0.8,
             nms_iou: 0.4,
             top_k: 750,
+            fast_max_side: 192,
+            fast_min_face_px: 48.0,
         }
     }
 }
@@ -171,6 +179,11 @@ pub struct Prepared {
     pub det_image: RgbImage,
     /// Multiply detector coordinates by this to get full-resolution coordinates.
     pub det_scale: f32,
+    /// Smaller copy for the cascade's first pass (`detection.fast_max_side`), when enabled and
+    /// smaller than `det_image`.
+    pub fast_image: Option<RgbImage>,
+    /// Multiply fast-pass coordinates by this to get full-resolution coordinates.
+    pub fast_scale: f32,
     /// Time spent decoding and downscaling, ms.
     pub prepare_ms: f64,
 }
@@ -373,32 +386,74 @@ impl Engine {
 
     fn prepare_decoded(&self, image: RgbImage, t: Instant) -> Prepared {
         let (det_image, det_scale) = downscale_area(&image, self.cfg.detection.max_side);
+        let fast = self.cfg.detection.fast_max_side;
+        let (fast_image, fast_scale) =
+            if fast > 0 && fast < det_image.width().max(det_image.height()) {
+                let (f, s) = downscale_area(&det_image, fast);
+                (Some(f), det_scale * s)
+            } else {
+                (None, det_scale)
+            };
         Prepared {
             image,
             det_image,
             det_scale,
+            fast_image,
+            fast_scale,
             prepare_ms: ms(t),
         }
     }
 
-    /// Runs the detector on a batch. Images of different sizes are padded (with the mean
-    /// colour) to the largest; faces come back in original pixels, largest first.
+    /// Runs the detector on a batch; faces come back in original pixels, largest first.
+    ///
+    /// With the cascade on, every image is first detected on its fast copy; those where that
+    /// finds nothing, or only a small face, are detected again at full detection size.
     pub fn detect(&self, items: &[&Prepared]) -> Result<Vec<Vec<Face>>> {
+        let min_h = self.cfg.detection.fast_min_face_px;
+        let fast: Vec<(usize, &RgbImage, f32)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.fast_image.as_ref().map(|f| (i, f, p.fast_scale)))
+            .collect();
+        let mut out: Vec<Option<Vec<Face>>> = vec![None; items.len()];
+        if !fast.is_empty() {
+            let imgs: Vec<(&RgbImage, f32)> = fast.iter().map(|&(_, f, s)| (f, s)).collect();
+            for ((i, _, scale), faces) in fast.iter().zip(self.run_detector(&imgs)?) {
+                let settled = faces
+                    .first()
+                    .is_some_and(|f| (f.bbox[3] - f.bbox[1]) / scale >= min_h);
+                if settled {
+                    out[*i] = Some(faces);
+                }
+            }
+        }
+        let rest: Vec<usize> = (0..items.len()).filter(|&i| out[i].is_none()).collect();
+        if !rest.is_empty() {
+            let imgs: Vec<(&RgbImage, f32)> = rest
+                .iter()
+                .map(|&i| (&items[i].det_image, items[i].det_scale))
+                .collect();
+            for (i, faces) in rest.iter().zip(self.run_detector(&imgs)?) {
+                out[*i] = Some(faces);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// One detector batch over `(image, scale to original)` pairs. Images of different sizes
+    /// are padded (with the mean colour) to the largest.
+    fn run_detector(&self, items: &[(&RgbImage, f32)]) -> Result<Vec<Vec<Face>>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let h = items
-            .iter()
-            .map(|p| p.det_image.height())
-            .max()
-            .unwrap_or(1) as usize;
-        let w = items.iter().map(|p| p.det_image.width()).max().unwrap_or(1) as usize;
+        let h = items.iter().map(|p| p.0.height()).max().unwrap_or(1) as usize;
+        let w = items.iter().map(|p| p.0.width()).max().unwrap_or(1) as usize;
         let plane = h * w;
         let mut data = vec![0f32; items.len() * 3 * plane];
-        for (n, p) in items.iter().enumerate() {
-            let (iw, ih) = (p.det_image.width() as usize, p.det_image.height() as usize);
+        for (n, (img, _)) in items.iter().enumerate() {
+            let (iw, ih) = (img.width() as usize, img.height() as usize);
             let base = n * 3 * plane;
-            let raw = p.det_image.as_raw();
+            let raw = img.as_raw();
             for y in 0..ih {
                 for x in 0..iw {
                     let s = (y * iw + x) * 3;
@@ -419,8 +474,8 @@ impl Engine {
         Ok(dets
             .into_iter()
             .zip(items)
-            .map(|(ds, p)| {
-                let mut faces: Vec<Face> = ds.iter().map(|d| to_face(d, p.det_scale)).collect();
+            .map(|(ds, (_, scale))| {
+                let mut faces: Vec<Face> = ds.iter().map(|d| to_face(d, *scale)).collect();
                 faces.sort_by(|a, b| (b.bbox[3] - b.bbox[1]).total_cmp(&(a.bbox[3] - a.bbox[1])));
                 faces
             })

@@ -75,9 +75,27 @@ pub fn resize_bilinear_cv(
     dst
 }
 
+/// Area-filter taps along one axis: for each output sample, the first source index and the
+/// weights of the source samples it covers (summing to 1).
+fn area_taps(src_len: usize, dst_len: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = src_len as f64 / dst_len as f64;
+    (0..dst_len)
+        .map(|d| {
+            let a = d as f64 * scale;
+            let b = ((d + 1) as f64 * scale).min(src_len as f64);
+            let first = a.floor() as usize;
+            let last = (b.ceil() as usize).clamp(first + 1, src_len);
+            let w: Vec<f32> = (first..last)
+                .map(|s| ((b.min(s as f64 + 1.0) - a.max(s as f64)).max(0.0) / (b - a)) as f32)
+                .collect();
+            (first, w)
+        })
+        .collect()
+}
+
 /// Shrinks `src` so that its longer side is at most `max_side`, averaging every source pixel
-/// into the output pixel it falls in (area filter). Returns the image and the factor by which
-/// coordinates in the result must be multiplied to map back to `src`.
+/// into the output pixel it falls in (separable area filter). Returns the image and the factor
+/// by which coordinates in the result must be multiplied to map back to `src`.
 pub fn downscale_area(src: &RgbImage, max_side: u32) -> (RgbImage, f32) {
     let (w, h) = src.dimensions();
     let long = w.max(h);
@@ -87,38 +105,38 @@ pub fn downscale_area(src: &RgbImage, max_side: u32) -> (RgbImage, f32) {
     let scale = long as f64 / max_side as f64;
     let nw = ((w as f64 / scale).round() as u32).max(1);
     let nh = ((h as f64 / scale).round() as u32).max(1);
-    let sx = w as f64 / nw as f64;
-    let sy = h as f64 / nh as f64;
+    let (w, h, nw_u, nh_u) = (w as usize, h as usize, nw as usize, nh as usize);
+    let xt = area_taps(w, nw_u);
+    let yt = area_taps(h, nh_u);
     let raw = src.as_raw();
-    let mut out = vec![0u8; (nw * nh * 3) as usize];
-    for oy in 0..nh as usize {
-        let ya = oy as f64 * sy;
-        let yb = ((oy + 1) as f64 * sy).min(h as f64);
-        for ox in 0..nw as usize {
-            let xa = ox as f64 * sx;
-            let xb = ((ox + 1) as f64 * sx).min(w as f64);
-            let mut acc = [0f64; 3];
-            let mut total = 0f64;
-            let mut y = ya.floor() as usize;
-            while (y as f64) < yb {
-                let wy = (yb.min(y as f64 + 1.0) - ya.max(y as f64)).max(0.0);
-                let mut x = xa.floor() as usize;
-                while (x as f64) < xb {
-                    let wx = (xb.min(x as f64 + 1.0) - xa.max(x as f64)).max(0.0);
-                    let wgt = wx * wy;
-                    let p = (y * w as usize + x) * 3;
-                    for c in 0..3 {
-                        acc[c] += wgt * f64::from(raw[p + c]);
-                    }
-                    total += wgt;
-                    x += 1;
-                }
-                y += 1;
+    // Horizontal pass: every source row to nw columns (f32, interleaved RGB).
+    let mut rows = vec![0f32; h * nw_u * 3];
+    for (y, dst) in rows.chunks_exact_mut(nw_u * 3).enumerate() {
+        let srow = &raw[y * w * 3..(y + 1) * w * 3];
+        for (ox, (first, wts)) in xt.iter().enumerate() {
+            let mut acc = [0f32; 3];
+            for (k, &wt) in wts.iter().enumerate() {
+                let p = (first + k) * 3;
+                acc[0] += wt * f32::from(srow[p]);
+                acc[1] += wt * f32::from(srow[p + 1]);
+                acc[2] += wt * f32::from(srow[p + 2]);
             }
-            let o = (oy * nw as usize + ox) * 3;
-            for c in 0..3 {
-                out[o + c] = (acc[c] / total.max(1e-12)).round().clamp(0.0, 255.0) as u8;
+            dst[ox * 3..ox * 3 + 3].copy_from_slice(&acc);
+        }
+    }
+    // Vertical pass.
+    let mut out = vec![0u8; nh_u * nw_u * 3];
+    let mut acc = vec![0f32; nw_u * 3];
+    for (oy, (first, wts)) in yt.iter().enumerate() {
+        acc.fill(0.0);
+        for (k, &wt) in wts.iter().enumerate() {
+            let r = &rows[(first + k) * nw_u * 3..(first + k + 1) * nw_u * 3];
+            for (a, v) in acc.iter_mut().zip(r) {
+                *a += wt * v;
             }
+        }
+        for (o, a) in out[oy * nw_u * 3..(oy + 1) * nw_u * 3].iter_mut().zip(&acc) {
+            *o = a.round().clamp(0.0, 255.0) as u8;
         }
     }
     let img = RgbImage::from_raw(nw, nh, out).unwrap_or_else(|| RgbImage::new(nw, nh));
@@ -159,6 +177,10 @@ mod tests {
         // Alternating 0/255 columns average to ~128 instead of aliasing.
         let v = small.get_pixel(10, 10).0[0];
         assert!((127..=128).contains(&v), "{v}");
+        // A non-integer factor still averages exactly: a flat image stays flat.
+        let flat = RgbImage::from_pixel(333, 101, image::Rgb([77, 78, 79]));
+        let (small, _) = downscale_area(&flat, 100);
+        assert!(small.pixels().all(|p| p.0 == [77, 78, 79]));
         let (same, f1) = downscale_area(&img, 1000);
         assert_eq!(same.dimensions(), (640, 480));
         assert_eq!(f1, 1.0);
