@@ -267,7 +267,7 @@ pub fn det_svg(points: &[PadRates], operating: &PadRates, eer_value: f64, title:
 
 fn pct(p: f64) -> String {
     let v = p * 100.0;
-    if v < 1.0 && v > 0.0 {
+    if v > 0.0 && v < 10.0 && (v * 10.0).round() % 10.0 != 0.0 {
         format!("{v:.1}%")
     } else {
         format!("{v:.0}%")

@@ -147,7 +147,7 @@ fn nuaa_files(sub: &str) -> Vec<std::path::PathBuf> {
 }
 
 /// PAD accuracy on nuaa-dev must stay better than the upstream pipeline (ACER 20.8 % at its
-/// threshold, EER 8.7 %): guards at ACER 15 % (REGULAR) and EER 12 %. Measured: 11.5 % / 10.0 %.
+/// threshold, EER 8.7 %): guards at ACER 15 % (REGULAR) and EER 12 %. Measured: 12.0 % / 9.5 %.
 #[test]
 fn nuaa_dev_pad_accuracy_guard() {
     let e = engine();
