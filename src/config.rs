@@ -39,9 +39,13 @@ pub struct ServerConfig {
     pub batcher: BatcherConfig,
 }
 
-/// The bare-path owners in force unless configured otherwise: `/api_version` -> `idlive`.
+/// The bare-path owners in force unless configured otherwise: `/api_version` and
+/// `/bi_records` (both claimed by IDLive and IAD) -> `idlive`.
 pub fn default_bare_owners() -> BTreeMap<String, String> {
-    BTreeMap::from([("/api_version".to_string(), "idlive".to_string())])
+    ["/api_version", "/bi_records"]
+        .into_iter()
+        .map(|p| (p.to_string(), "idlive".to_string()))
+        .collect()
 }
 
 /// Default of [`ServerConfig::license_expiration`].
@@ -94,7 +98,8 @@ pub struct ServerArgs {
     #[arg(long, env = "FACEGATE_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
     /// Owner of a bare path claimed by several dialects, PATH=DIALECT (repeatable; the
-    /// environment variable takes a comma-separated list) [default: /api_version=idlive].
+    /// environment variable takes a comma-separated list) [default:
+    /// /api_version=idlive, /bi_records=idlive].
     #[arg(
         long = "bare-owner",
         env = "FACEGATE_BARE_OWNERS",
