@@ -425,6 +425,60 @@ mod tests {
     }
 
     #[test]
+    fn bare_owners_merge_defaults_file_and_flags() {
+        let cfg = parse_server_config(
+            "[server]\nlicense_expiration = \"2031-01-01T00:00:00Z\"\n[server.bare_owners]\n\"/version\" = \"oz\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.bare_owners.get("/version").map(String::as_str),
+            Some("oz")
+        );
+        assert_eq!(cfg.license_expiration, "2031-01-01T00:00:00Z");
+        let args = ServerArgs {
+            bare_owner: vec!["/api_version=iad".into(), " /x = knomi ".into()],
+            ..ServerArgs::default()
+        };
+        let got = args.resolve(None).unwrap().bare_owners;
+        assert_eq!(got.get("/api_version").map(String::as_str), Some("iad"));
+        assert_eq!(got.get("/bi_records").map(String::as_str), Some("idlive"));
+        assert_eq!(got.get("/x").map(String::as_str), Some("knomi"));
+        let bad = ServerArgs {
+            bare_owner: vec!["/api_version".into()],
+            ..ServerArgs::default()
+        };
+        assert!(bad
+            .resolve(None)
+            .unwrap_err()
+            .to_string()
+            .contains("PATH=DIALECT"));
+        let bad = ServerArgs {
+            license_expiration: Some("never".into()),
+            ..ServerArgs::default()
+        };
+        assert!(bad
+            .resolve(None)
+            .unwrap_err()
+            .to_string()
+            .contains("license_expiration"));
+    }
+
+    #[test]
+    fn optional_sections_parse_with_defaults() {
+        let bi: crate::bi::BiConfig =
+            parse_section("[bi]\nretention_days = 7\n[server]\nmax_batch = 2\n", "bi").unwrap();
+        assert_eq!(bi.retention_days, 7);
+        assert_eq!(bi.queue, crate::bi::BiConfig::default().queue);
+        let cap: crate::capture::CaptureConfig = parse_section("", "capture").unwrap();
+        assert!(cap.private_key.is_none());
+        assert!(
+            parse_section::<crate::bi::BiConfig>("[bi]\nqueue = \"x\"\n", "bi")
+                .unwrap_err()
+                .contains("[bi]")
+        );
+    }
+
+    #[test]
     fn validation_names_the_bad_setting() {
         let mut cfg = EngineConfig::default();
         cfg.detection.max_side = 8;

@@ -40,7 +40,7 @@ enum Command {
         #[command(subcommand)]
         action: cli_capture::BundleAction,
     },
-    /// Serve the REST API (native dialect) with dynamic batching.
+    /// Serve the REST API (native, IDLive and IAD dialects) with dynamic batching.
     Serve(ServeArgs),
     /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
     Bench(bench::BenchArgs),
