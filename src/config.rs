@@ -1,6 +1,7 @@
 //! Configuration: embedded defaults, overridden by an optional TOML file, overridden by clap
 //! flags (each with an environment-variable fallback).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -25,10 +26,30 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Longest wait for in-flight requests after a shutdown signal, ms.
     pub drain_timeout_ms: u64,
+    /// Owner dialect of each bare path claimed by several dialects (`"/api_version" =
+    /// "idlive"`); every dialect stays reachable under its own prefix.
+    pub bare_owners: BTreeMap<String, String>,
+    /// Licence expiry the ID R&D dialects report (`expirationDate`, `licenseExpirationDate`):
+    /// facegate has no licence, so this is a configurable far-future ISO 8601 instant.
+    pub license_expiration: String,
+    /// IAD `/check_capture_liveness` also runs passive face liveness (`face_liveness`).
+    pub iad_face_liveness: bool,
     /// Batching settings (same section: `max_batch`, `max_queue_delay_ms`, ...).
     #[serde(flatten)]
     pub batcher: BatcherConfig,
 }
+
+/// The bare-path owners in force unless configured otherwise: `/api_version` and
+/// `/bi_records` (both claimed by IDLive and IAD) -> `idlive`.
+pub fn default_bare_owners() -> BTreeMap<String, String> {
+    ["/api_version", "/bi_records"]
+        .into_iter()
+        .map(|p| (p.to_string(), "idlive".to_string()))
+        .collect()
+}
+
+/// Default of [`ServerConfig::license_expiration`].
+pub const DEFAULT_LICENSE_EXPIRATION: &str = "2999-12-31T23:59:59Z";
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -38,6 +59,9 @@ impl Default for ServerConfig {
             header_timeout_ms: 10_000,
             max_connections: 1024,
             drain_timeout_ms: 30_000,
+            bare_owners: default_bare_owners(),
+            license_expiration: DEFAULT_LICENSE_EXPIRATION.into(),
+            iad_face_liveness: true,
             batcher: BatcherConfig::default(),
         }
     }
@@ -73,6 +97,22 @@ pub struct ServerArgs {
     /// Longest wait for in-flight requests on shutdown, ms [default: 30000].
     #[arg(long, env = "FACEGATE_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// Owner of a bare path claimed by several dialects, PATH=DIALECT (repeatable; the
+    /// environment variable takes a comma-separated list) [default:
+    /// /api_version=idlive, /bi_records=idlive].
+    #[arg(
+        long = "bare-owner",
+        env = "FACEGATE_BARE_OWNERS",
+        value_delimiter = ',',
+        value_name = "PATH=DIALECT"
+    )]
+    pub bare_owner: Vec<String>,
+    /// Licence expiry reported by the ID R&D dialects, ISO 8601 [default: 2999-12-31T23:59:59Z].
+    #[arg(long, env = "FACEGATE_LICENSE_EXPIRATION")]
+    pub license_expiration: Option<String>,
+    /// IAD check_capture_liveness also runs face liveness (true|false) [default: true].
+    #[arg(long, env = "FACEGATE_IAD_FACE_LIVENESS")]
+    pub iad_face_liveness: Option<bool>,
 }
 
 impl ServerArgs {
@@ -116,6 +156,29 @@ impl ServerArgs {
         if let Some(v) = self.drain_timeout_ms {
             cfg.drain_timeout_ms = v;
         }
+        for (path, dialect) in default_bare_owners() {
+            cfg.bare_owners.entry(path).or_insert(dialect);
+        }
+        for item in self
+            .bare_owner
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            let (path, dialect) = item.split_once('=').ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "--bare-owner {item:?}: expected PATH=DIALECT, e.g. /api_version=iad"
+                ))
+            })?;
+            cfg.bare_owners
+                .insert(path.trim().to_string(), dialect.trim().to_string());
+        }
+        if let Some(v) = &self.license_expiration {
+            cfg.license_expiration = v.clone();
+        }
+        if let Some(v) = self.iad_face_liveness {
+            cfg.iad_face_liveness = v;
+        }
         validate_server(&cfg)?;
         Ok(cfg)
     }
@@ -135,6 +198,36 @@ pub fn parse_server_config(text: &str) -> std::result::Result<ServerConfig, Stri
         .map_err(|e| e.to_string())
 }
 
+/// Parses one optional section (`[bi]`, `[capture]`) of a configuration file; missing keys
+/// keep their defaults.
+pub fn parse_section<T>(text: &str, section: &str) -> std::result::Result<T, String>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    match table.get(section) {
+        None => Ok(T::default()),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[{section}]: {e}")),
+    }
+}
+
+/// Reads `file` (if any) and parses its `section` (see [`parse_section`]).
+pub fn read_section<T>(file: Option<&std::path::Path>, section: &str) -> Result<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    let Some(p) = file else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| Error::InvalidArgument(format!("config file {}: {e}", p.display())))?;
+    parse_section(&text, section)
+        .map_err(|e| Error::InvalidArgument(format!("config file {}: {e}", p.display())))
+}
+
 /// Rejects server settings that cannot work.
 pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
     let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
@@ -149,6 +242,20 @@ pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
     }
     if cfg.max_body_bytes == 0 || cfg.max_connections == 0 || cfg.header_timeout_ms == 0 {
         return bad("server.max_body_bytes, server.max_connections and server.header_timeout_ms must be positive");
+    }
+    for (path, dialect) in &cfg.bare_owners {
+        if !path.starts_with('/') || dialect.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "server.bare_owners: {path:?} = {dialect:?} must map a path starting with / to a dialect"
+            )));
+        }
+    }
+    let day = cfg.license_expiration.get(..10).unwrap_or("");
+    if crate::bi::Date::parse(day).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "server.license_expiration {:?} must start with a yyyy-MM-dd date, e.g. {DEFAULT_LICENSE_EXPIRATION}",
+            cfg.license_expiration
+        )));
     }
     Ok(())
 }
@@ -315,6 +422,60 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("listen"));
+    }
+
+    #[test]
+    fn bare_owners_merge_defaults_file_and_flags() {
+        let cfg = parse_server_config(
+            "[server]\nlicense_expiration = \"2031-01-01T00:00:00Z\"\n[server.bare_owners]\n\"/version\" = \"oz\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.bare_owners.get("/version").map(String::as_str),
+            Some("oz")
+        );
+        assert_eq!(cfg.license_expiration, "2031-01-01T00:00:00Z");
+        let args = ServerArgs {
+            bare_owner: vec!["/api_version=iad".into(), " /x = knomi ".into()],
+            ..ServerArgs::default()
+        };
+        let got = args.resolve(None).unwrap().bare_owners;
+        assert_eq!(got.get("/api_version").map(String::as_str), Some("iad"));
+        assert_eq!(got.get("/bi_records").map(String::as_str), Some("idlive"));
+        assert_eq!(got.get("/x").map(String::as_str), Some("knomi"));
+        let bad = ServerArgs {
+            bare_owner: vec!["/api_version".into()],
+            ..ServerArgs::default()
+        };
+        assert!(bad
+            .resolve(None)
+            .unwrap_err()
+            .to_string()
+            .contains("PATH=DIALECT"));
+        let bad = ServerArgs {
+            license_expiration: Some("never".into()),
+            ..ServerArgs::default()
+        };
+        assert!(bad
+            .resolve(None)
+            .unwrap_err()
+            .to_string()
+            .contains("license_expiration"));
+    }
+
+    #[test]
+    fn optional_sections_parse_with_defaults() {
+        let bi: crate::bi::BiConfig =
+            parse_section("[bi]\nretention_days = 7\n[server]\nmax_batch = 2\n", "bi").unwrap();
+        assert_eq!(bi.retention_days, 7);
+        assert_eq!(bi.queue, crate::bi::BiConfig::default().queue);
+        let cap: crate::capture::CaptureConfig = parse_section("", "capture").unwrap();
+        assert!(cap.private_key.is_none());
+        assert!(
+            parse_section::<crate::bi::BiConfig>("[bi]\nqueue = \"x\"\n", "bi")
+                .unwrap_err()
+                .contains("[bi]")
+        );
     }
 
     #[test]

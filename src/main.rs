@@ -40,7 +40,7 @@ enum Command {
         #[command(subcommand)]
         action: cli_capture::BundleAction,
     },
-    /// Serve the REST API (native dialect) with dynamic batching.
+    /// Serve the REST API (native, IDLive and IAD dialects) with dynamic batching.
     Serve(ServeArgs),
     /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
     Bench(bench::BenchArgs),
@@ -55,6 +55,12 @@ struct ServeArgs {
     /// Engine options.
     #[command(flatten)]
     engine: config::EngineArgs,
+    /// BI record options.
+    #[command(flatten)]
+    bi: facegate::bi::BiArgs,
+    /// Capture bundle (IAD) options.
+    #[command(flatten)]
+    capture: facegate::capture::CaptureArgs,
 }
 
 #[derive(Subcommand)]
@@ -130,11 +136,19 @@ fn main() -> ExitCode {
 fn serve(args: &ServeArgs) -> facegate::Result<ExitCode> {
     args.engine.apply_threads();
     let engine_cfg = args.engine.resolve()?;
-    let cfg = args.server.resolve(args.engine.config.as_deref())?;
+    let file = args.engine.config.as_deref();
+    let cfg = args.server.resolve(file)?;
+    let bi_cfg = args.bi.apply(config::read_section(file, "bi")?)?;
+    let capture_cfg = args.capture.apply(config::read_section(file, "capture")?)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(facegate::server::serve(cfg, engine_cfg))?;
+    rt.block_on(facegate::server::serve(
+        cfg,
+        engine_cfg,
+        bi_cfg,
+        capture_cfg,
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

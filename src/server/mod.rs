@@ -12,7 +12,6 @@
 
 pub mod routes;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +34,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::batcher::{Batcher, Status};
+use crate::bi::{BiConfig, BiWriter};
+use crate::capture::{CaptureConfig, CaptureVerifier};
 use crate::config::ServerConfig;
 use crate::telemetry as tm;
 use crate::{Error, Result};
@@ -49,13 +50,29 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Settings in force.
     pub cfg: ServerConfig,
+    /// Where the ID R&D dialects record every decision (`/bi_records`, `/bi_report`).
+    pub bi: Arc<BiWriter>,
+    /// Opens and checks IAD capture bundles; `None` when the server was started without one
+    /// (the IAD bundle endpoints then answer 503).
+    pub capture: Option<Arc<CaptureVerifier>>,
+}
+
+/// Services a server is started with besides the batcher.
+#[derive(Default)]
+pub struct Services {
+    /// BI writer; `None` starts one over an in-memory store.
+    pub bi: Option<Arc<BiWriter>>,
+    /// Capture verifier for the IAD dialect; `None` leaves its bundle endpoints at 503.
+    pub capture: Option<Arc<CaptureVerifier>>,
 }
 
 /// The registry of every route served: server routes plus every dialect's.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.extend(server_routes())
-        .extend(crate::api::native::routes());
+        .extend(crate::api::native::routes())
+        .extend(crate::api::idlive::routes())
+        .extend(crate::api::iad::routes());
     r
 }
 
@@ -115,17 +132,36 @@ impl ServerHandle {
     }
 }
 
-/// Binds `cfg.listen` and serves `registry` in front of `batcher` until shut down.
+/// Binds `cfg.listen` and serves `registry` in front of `batcher` until shut down, with an
+/// in-memory BI store and no capture verifier (see [`start_with`]).
 pub async fn start(
     cfg: ServerConfig,
     registry: &Registry,
     batcher: Batcher,
 ) -> Result<ServerHandle> {
+    start_with(cfg, registry, batcher, Services::default()).await
+}
+
+/// Binds `cfg.listen` and serves `registry` in front of `batcher` and `services` until shut
+/// down. Contested bare paths are given to the dialects of `cfg.bare_owners`.
+pub async fn start_with(
+    cfg: ServerConfig,
+    registry: &Registry,
+    batcher: Batcher,
+    services: Services,
+) -> Result<ServerHandle> {
     let router = Arc::new(
         registry
-            .build(&BTreeMap::new())
+            .build(&cfg.bare_owners)
             .map_err(Error::InvalidArgument)?,
     );
+    let bi = match services.bi {
+        Some(b) => b,
+        None => {
+            let store: Arc<dyn crate::bi::BiStore> = Arc::new(crate::bi::SqliteStore::in_memory()?);
+            Arc::new(BiWriter::start(store, &BiConfig::default())?)
+        }
+    };
     let listener = TcpListener::bind(&cfg.listen).await?;
     let addr = listener.local_addr()?;
     for (m, p, d, n) in router.table() {
@@ -135,6 +171,8 @@ pub async fn start(
         batcher: batcher.clone(),
         metrics: tm::install(),
         cfg,
+        bi,
+        capture: services.capture,
     });
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, app, router, rx));
@@ -393,13 +431,39 @@ async fn metrics_page(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
     r
 }
 
-/// `facegate serve`: binds, loads the models in the background, serves until SIGTERM/SIGINT.
-pub async fn serve(cfg: ServerConfig, engine_cfg: crate::engine::EngineConfig) -> Result<()> {
+/// `facegate serve`: opens the BI store, sets the capture verifier up, binds, loads the models
+/// in the background and serves until SIGTERM/SIGINT.
+///
+/// Without `capture_cfg.private_key` an ephemeral RSA key is generated: clients must then fetch
+/// its public key from `GET /iad/public_key` after every start.
+pub async fn serve(
+    cfg: ServerConfig,
+    engine_cfg: crate::engine::EngineConfig,
+    bi_cfg: BiConfig,
+    capture_cfg: CaptureConfig,
+) -> Result<()> {
+    let bi = Arc::new(BiWriter::start(crate::bi::open_store(&bi_cfg)?, &bi_cfg)?);
+    let capture = if capture_cfg.private_key.is_some() {
+        CaptureVerifier::from_config(capture_cfg)?
+    } else {
+        let key = tokio::task::spawn_blocking(|| crate::capture::generate_key(2048))
+            .await
+            .map_err(|e| Error::Unavailable(format!("key generation task: {e}")))??;
+        tracing::warn!(
+            "no capture.private_key configured: generated an ephemeral RSA key; capture clients \
+             must fetch its public key from GET /iad/public_key after every start"
+        );
+        CaptureVerifier::new(capture_cfg, key)?
+    };
+    let services = Services {
+        bi: Some(bi),
+        capture: Some(Arc::new(capture)),
+    };
     let loader: crate::batcher::Loader = Box::new(move || {
         crate::engine::Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new)
     });
     let batcher = Batcher::start(cfg.batcher, loader)?;
-    let handle = start(cfg, &registry(), batcher).await?;
+    let handle = start_with(cfg, &registry(), batcher, services).await?;
     shutdown_signal().await;
     tracing::info!("signal received");
     handle.shutdown();

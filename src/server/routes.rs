@@ -161,6 +161,13 @@ impl Registry {
             let serves = match claimants {
                 [_] => true,
                 _ => match bare_owners.get(r.path) {
+                    Some(owner) if !claimants.contains(&owner.as_str()) => {
+                        return Err(format!(
+                            "bare path {} is owned by dialect {owner} in the configuration, but only {} serve it",
+                            r.path,
+                            claimants.join(", ")
+                        ))
+                    }
                     Some(owner) => owner == r.dialect,
                     None => {
                         return Err(format!(
