@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use candle_core::Device;
+use common::http::{config, request, Answer, PATIENCE};
 use common::*;
 use facegate::api::native;
 use facegate::batcher::{Batcher, Loader, Status};
@@ -18,9 +19,6 @@ use facegate::server::{self, handler, Mount, RouteSpec, ServerHandle};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Generous bound for anything that should finish (a loaded 2-core CI box).
-const PATIENCE: Duration = Duration::from_secs(120);
 
 fn engine() -> Arc<Engine> {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();
@@ -40,16 +38,6 @@ fn t1() -> Bytes {
     Bytes::from(std::fs::read(fixture("image_T1.jpg")).unwrap())
 }
 
-fn config(edit: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
-    let mut cfg = ServerConfig {
-        listen: "127.0.0.1:0".into(),
-        ..ServerConfig::default()
-    };
-    cfg.batcher.prepare_threads = 2;
-    edit(&mut cfg);
-    cfg
-}
-
 /// Starts a server with the shared engine and waits until it is ready.
 async fn start(cfg: ServerConfig, registry: &server::Registry) -> ServerHandle {
     let e = engine();
@@ -66,40 +54,6 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(t.elapsed() < PATIENCE, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: hyper::HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-async fn request(
-    h: &ServerHandle,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> Answer {
-    let fut = async {
-        let mut c = connect(h.local_addr()).await.unwrap();
-        send(&mut c, method, path, headers, body).await.unwrap()
-    };
-    let (status, headers, body) = tokio::time::timeout(PATIENCE, fut)
-        .await
-        .expect("request timed out");
-    Answer {
-        status,
-        headers,
-        body,
     }
 }
 

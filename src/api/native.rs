@@ -16,7 +16,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::{max_times, timing_headers};
+use super::{max_times, multipart_parts, timing_headers};
 use crate::cli::verdict;
 use crate::engine::{Analysis, AnalyzeOptions, Calibration};
 use crate::server::{handler, json_response, Ctx, HttpResponse, Mount, RouteSpec};
@@ -147,7 +147,10 @@ pub async fn analyze(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
                 Err(e) => error_response(&e),
             }
         }
-        "multipart/form-data" => multipart(&content_type, req.into_body(), opts, &ctx).await,
+        "multipart/form-data" => {
+            let (parts, body) = req.into_parts();
+            multipart(&parts.headers, body, opts, &ctx).await
+        }
         other => {
             let e = Error::InvalidArgument(format!(
                 "unsupported Content-Type {other}: send image/jpeg, image/png, application/octet-stream or multipart/form-data"
@@ -161,16 +164,27 @@ pub async fn analyze(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
 
 /// Several images, one per multipart part.
 async fn multipart(
-    content_type: &str,
+    headers: &hyper::HeaderMap,
     body: Bytes,
     opts: AnalyzeOptions,
     ctx: &Ctx,
 ) -> HttpResponse {
-    let parts = match read_parts(content_type, body).await {
+    let parts = match multipart_parts(headers, body, MAX_PARTS).await {
+        Ok(p) if p.is_empty() => return error_response(&Error::EmptyImage),
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
-    let (names, images): (Vec<String>, Vec<Bytes>) = parts.into_iter().unzip();
+    // Each part is named by its file name, else its field name, else `part<N>`.
+    let (names, images): (Vec<String>, Vec<Bytes>) = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                p.file_name.or(p.name).unwrap_or_else(|| format!("part{i}")),
+                p.bytes,
+            )
+        })
+        .unzip();
     let results = ctx
         .app
         .batcher
@@ -195,47 +209,4 @@ async fn multipart(
     let mut r = json_response(StatusCode::OK, &json!({"results": docs}));
     timing_headers(&mut r, q, i);
     r
-}
-
-/// (name, bytes) of every part: the file name, else the field name, else `part<N>`.
-async fn read_parts(content_type: &str, body: Bytes) -> Result<Vec<(String, Bytes)>, Error> {
-    let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "multipart/form-data without a usable boundary: {e}"
-        ))
-    })?;
-    let stream =
-        futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
-    let mut mp = multer::Multipart::new(stream, boundary);
-    let mut parts = Vec::new();
-    loop {
-        let field = match mp.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(Error::InvalidArgument(format!(
-                    "malformed multipart body: {e}"
-                )))
-            }
-        };
-        if parts.len() == MAX_PARTS {
-            return Err(Error::InvalidArgument(format!(
-                "too many parts: at most {MAX_PARTS} images per request"
-            )));
-        }
-        let name = field
-            .file_name()
-            .or(field.name())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("part{}", parts.len()));
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| Error::InvalidArgument(format!("malformed multipart part {name}: {e}")))?;
-        parts.push((name, bytes));
-    }
-    if parts.is_empty() {
-        return Err(Error::EmptyImage);
-    }
-    Ok(parts)
 }

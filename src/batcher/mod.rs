@@ -402,20 +402,32 @@ impl Batcher {
                 "templates need the face descriptor, which this server does not load".into(),
             ));
         }
+        // A client that leaves while its image waits for or goes through decoding is counted
+        // as cancelled at the detect stage (the worker counts those who leave later).
+        let mut departed = Departure {
+            shared: &self.inner.shared,
+            armed: true,
+        };
         let slot = self
             .inner
             .prepare
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Error::Unavailable("decode pool closed".into()))?;
+            .map_err(|_| Error::Unavailable("decode pool closed".into()));
         let engine = a.engine.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            engine.prepare(&bytes)
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("decoder task failed: {e}")))??;
+        let prepared = match slot {
+            Ok(slot) => tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                engine.prepare(&bytes)
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("decoder task failed: {e}")))
+            .and_then(|r| r),
+            Err(e) => Err(e),
+        };
+        departed.armed = false;
+        let prepared = prepared?;
         metrics::histogram!(tm::PREPARE_SECONDS).record(prepared.prepare_ms / 1e3);
         let (reply, rx) = oneshot::channel();
         let now = Instant::now();
@@ -440,6 +452,24 @@ impl Batcher {
             .map_err(|_| Error::Unavailable("the engine worker dropped the request".into()));
         metrics::gauge!(tm::ADMITTED).set(self.depth() as f64);
         out?
+    }
+}
+
+/// Counts a request dropped by its departed client before its image reached the worker.
+struct Departure<'a> {
+    /// Statistics to count in.
+    shared: &'a Shared,
+    /// Still counting (disarmed once decoding has finished either way).
+    armed: bool,
+}
+
+impl Drop for Departure<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let stage = Stage::Detect;
+            self.shared.cancelled[stage.index()].fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(tm::CANCELLED, "stage" => stage.name()).increment(1);
+        }
     }
 }
 
