@@ -79,6 +79,9 @@ pub struct ServerArgs {
     /// Longest a short detector batch waits for more images, ms [default: 3].
     #[arg(long, env = "FACEGATE_MAX_QUEUE_DELAY_MS")]
     pub max_queue_delay_ms: Option<u64>,
+    /// Wait for a fuller batch only while other images are still decoding [default: true].
+    #[arg(long, env = "FACEGATE_ADAPTIVE_DELAY")]
+    pub adaptive_delay: Option<bool>,
     /// Most images inside the batcher at once; more get 429 [default: 256].
     #[arg(long, env = "FACEGATE_QUEUE_BOUND")]
     pub queue_bound: Option<usize>,
@@ -137,6 +140,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.max_queue_delay_ms {
             cfg.batcher.max_queue_delay_ms = v;
+        }
+        if let Some(v) = self.adaptive_delay {
+            cfg.batcher.adaptive_delay = v;
         }
         if let Some(v) = self.queue_bound {
             cfg.batcher.queue_bound = v;

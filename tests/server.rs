@@ -199,6 +199,7 @@ async fn requests_from_two_routes_share_a_batch() {
         config(|c| {
             c.batcher.max_batch = 2;
             c.batcher.max_queue_delay_ms = 60_000;
+            c.batcher.adaptive_delay = false;
         }),
         &reg,
     )
@@ -239,6 +240,7 @@ async fn full_queue_answers_429_while_admitted_requests_complete() {
             c.batcher.queue_bound = 2;
             c.batcher.max_batch = 4;
             c.batcher.max_queue_delay_ms = 5_000;
+            c.batcher.adaptive_delay = false;
         }),
         &server::registry(),
     )
@@ -301,6 +303,7 @@ async fn shutdown_drains_in_flight_requests() {
         config(|c| {
             c.batcher.max_batch = 8;
             c.batcher.max_queue_delay_ms = 2_000;
+            c.batcher.adaptive_delay = false;
         }),
         &server::registry(),
     )
@@ -545,6 +548,7 @@ async fn work_of_a_departed_client_is_dropped_before_it_runs() {
         config(|c| {
             c.batcher.max_batch = 4;
             c.batcher.max_queue_delay_ms = 1_500;
+            c.batcher.adaptive_delay = false;
         }),
         &server::registry(),
     )
@@ -568,6 +572,26 @@ async fn work_of_a_departed_client_is_dropped_before_it_runs() {
         post_jpeg(&h, "/facegate/v1/analyze", t1()).await.status,
         StatusCode::OK
     );
+    h.shutdown();
+    h.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_request_does_not_wait_for_a_batch_partner() {
+    // With adaptive waiting a lone image runs at once even with a 10-minute queue delay (the
+    // request would otherwise outlast PATIENCE and fail).
+    let h = start(
+        config(|c| {
+            c.batcher.max_batch = 8;
+            c.batcher.max_queue_delay_ms = 600_000;
+            c.batcher.adaptive_delay = true;
+        }),
+        &server::registry(),
+    )
+    .await;
+    let a = post_jpeg(&h, "/facegate/v1/analyze", t1()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(h.batcher().stats().batches[0], 1);
     h.shutdown();
     h.stopped().await;
 }

@@ -36,6 +36,9 @@ pub struct BatcherConfig {
     pub max_batch: usize,
     /// Longest a detector batch shorter than `max_batch` waits for more images, ms.
     pub max_queue_delay_ms: u64,
+    /// Wait only while other admitted images are still decoding (none: run at once, since no
+    /// partner can arrive in time). Off: always wait up to `max_queue_delay_ms`.
+    pub adaptive_delay: bool,
     /// Most images inside the batcher at once (decoding, queued or running).
     pub queue_bound: usize,
     /// Most images decoded at the same time.
@@ -47,6 +50,7 @@ impl Default for BatcherConfig {
         Self {
             max_batch: 4,
             max_queue_delay_ms: 3,
+            adaptive_delay: true,
             queue_bound: 256,
             prepare_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -140,6 +144,9 @@ struct Shared {
     mixed: [AtomicU64; 3],
     /// Cancelled images per stage.
     cancelled: [AtomicU64; 3],
+    /// Admitted images still waiting for or going through decoding: the detect stage waits
+    /// for more work (`max_queue_delay_ms`) only while some may still arrive.
+    decoding: AtomicUsize,
 }
 
 impl Shared {
@@ -232,6 +239,7 @@ impl Batcher {
             largest: Default::default(),
             mixed: Default::default(),
             cancelled: Default::default(),
+            decoding: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let worker_shared = shared.clone();
@@ -404,10 +412,7 @@ impl Batcher {
         }
         // A client that leaves while its image waits for or goes through decoding is counted
         // as cancelled at the detect stage (the worker counts those who leave later).
-        let mut departed = Departure {
-            shared: &self.inner.shared,
-            armed: true,
-        };
+        let mut departed = Departure::new(&self.inner.shared);
         let slot = self
             .inner
             .prepare
@@ -447,6 +452,8 @@ impl Batcher {
         let tx = tx.ok_or_else(|| Error::Unavailable("shutting down".into()))?;
         tx.send(job)
             .map_err(|_| Error::Unavailable("the engine worker has stopped".into()))?;
+        // The job is in the worker's channel: it no longer counts as decoding.
+        drop(departed);
         let out = rx
             .await
             .map_err(|_| Error::Unavailable("the engine worker dropped the request".into()));
@@ -455,16 +462,28 @@ impl Batcher {
     }
 }
 
-/// Counts a request dropped by its departed client before its image reached the worker.
+/// Marks an image as decoding until dropped, and counts it as cancelled if its departed
+/// client drops it before decoding finished.
 struct Departure<'a> {
     /// Statistics to count in.
     shared: &'a Shared,
-    /// Still counting (disarmed once decoding has finished either way).
+    /// Still counting cancellation (disarmed once decoding has finished either way).
     armed: bool,
+}
+
+impl<'a> Departure<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.decoding.fetch_add(1, Ordering::SeqCst);
+        Self {
+            shared,
+            armed: true,
+        }
+    }
 }
 
 impl Drop for Departure<'_> {
     fn drop(&mut self) {
+        self.shared.decoding.fetch_sub(1, Ordering::SeqCst);
         if self.armed {
             let stage = Stage::Detect;
             self.shared.cancelled[stage.index()].fetch_add(1, Ordering::Relaxed);

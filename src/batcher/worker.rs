@@ -178,13 +178,18 @@ impl Worker {
         }
     }
 
-    /// Waits (Triton-style) for the detect queue to fill up to `max_batch`.
+    /// Waits (Triton-style) for the detect queue to fill up to `max_batch`, but only while
+    /// other admitted images are still decoding: with none, no partner can arrive in time and
+    /// waiting would only add latency (a lone client).
     fn wait_for_batch(&mut self) {
         let Some(oldest) = self.queues[0].front().map(|j| j.enqueued) else {
             return;
         };
         let deadline = oldest + delay(&self.cfg);
-        while self.open && self.queues[0].len() < self.cfg.max_batch {
+        while self.open
+            && self.queues[0].len() < self.cfg.max_batch
+            && (!self.cfg.adaptive_delay || self.shared.decoding.load(Ordering::SeqCst) > 0)
+        {
             let now = Instant::now();
             if now >= deadline {
                 break;
