@@ -297,3 +297,68 @@ async fn face_liveness_can_be_off_and_a_server_without_a_key_answers_503() {
         assert_eq!(v["error"], "Service Unavailable");
     }
 }
+
+/// A JPEG of the fixture re-encoded without any EXIF block (as an injected frame would be).
+fn jpeg_without_exif(name: &str) -> Vec<u8> {
+    let img = image::load_from_memory(&fixture_bytes(name))
+        .unwrap()
+        .to_rgb8();
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// Every capture rejection reason reaches the client over HTTP in the reference's shape:
+/// 200, `capture_liveness.probability < 0.5`, the reason listed in `rejection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_reason_is_answered_over_http() {
+    let h = start(config(|_| {}), services()).await;
+    let public = rsa::RsaPublicKey::from(key());
+    type Edit = fn(&mut BundlePayload);
+    let cases: [(&str, Edit); 6] = [
+        ("UNTRUSTED_ENVIRONMENT", |p| {
+            p.meta.camera_label = "OBS Virtual Camera".into()
+        }),
+        ("SDK_INTEGRITY_VIOLATION", |p| {
+            p.meta.sdk_digest = "0".repeat(64)
+        }),
+        ("UNTRUSTED_DEVICE", |p| p.meta.image_width = 999),
+        ("SUSPICIOUS_ACTIVITY", |p| {
+            p.meta.capture_time_ms = now_ms() + 600_000
+        }),
+        // The fixture's EXIF names a desktop photo tool (Shotwell) while a phone is claimed.
+        ("UNTRUSTED_CONTENT", |p| {
+            p.meta.os = "Android".into();
+            p.meta.os_version = "14".into();
+        }),
+        // A phone capture without any EXIF block.
+        ("UNTRUSTED_CONTENT_LOW_CONFIDENCE", |p| {
+            p.image = jpeg_without_exif("image_T1.jpg");
+            p.meta.os = "Android".into();
+            p.meta.os_version = "14".into();
+        }),
+    ];
+    for (reason, edit) in cases {
+        let (_, mut p) = bundle(&h, "image_T1.jpg").await;
+        edit(&mut p);
+        let a = post_bundle(&h, "/check_capture_liveness", seal(&public, &p).unwrap()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{reason}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let v = a.json();
+        let cl = &v["capture_liveness"];
+        let reasons: Vec<&str> = cl["rejection"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert!(reasons.contains(&reason), "{reason}: got {reasons:?}");
+        assert!(cl["probability"].as_f64().unwrap() < 0.5, "{reason}: {cl}");
+    }
+    h.shutdown();
+    h.stopped().await;
+}
