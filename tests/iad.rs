@@ -362,3 +362,24 @@ async fn every_rejection_reason_is_answered_over_http() {
     h.shutdown();
     h.stopped().await;
 }
+
+/// The capture's face analysis runs through the micro-batcher like every other route: it is
+/// counted in the detector's batches and the answer carries the batcher's timing headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_face_liveness_goes_through_the_batcher() {
+    let h = start(config(|_| {}), services()).await;
+    let before = h.batcher().stats().batches[0];
+    let (b, _) = bundle(&h, "image_T1.jpg").await;
+    let a = post_bundle(&h, "/check_capture_liveness", b).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(a.json()["face_liveness"]["probability"].as_f64().unwrap() > 0.5);
+    assert_eq!(h.batcher().stats().batches[0], before + 1);
+    assert!(a.headers.contains_key("x-queue-time") && a.headers.contains_key("x-inference-time"));
+    h.shutdown();
+    h.stopped().await;
+}

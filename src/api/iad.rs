@@ -23,10 +23,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use super::{query_pairs, read_bi, reference_path};
-use crate::batcher::Status;
-use crate::bi::{self, BiRecord};
-use crate::capture::{CaptureReport, CaptureVerifier};
+use super::{query_pairs, read_bi, reference_path, timing_headers};
+use crate::bi::{self, now_ms, BiRecord};
+use crate::capture::{face_options, BundleFailure, CaptureReport, CaptureVerifier, Checked};
 use crate::server::{handler, json_response, Ctx, HttpResponse, Mount, RouteSpec};
 use crate::telemetry as tm;
 use crate::Error;
@@ -182,7 +181,8 @@ fn record(ctx: &Ctx, t0: Instant, report: Option<&CaptureReport>, face: bool) {
     });
 }
 
-/// `POST /check_capture_liveness`.
+/// `POST /check_capture_liveness`: the engine-free checks on the decode pool, then (face
+/// liveness on) the payload's image through the micro-batcher like every other route.
 async fn check_capture_liveness(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
     let t0 = Instant::now();
     let path = ctx.route.path.clone();
@@ -191,38 +191,56 @@ async fn check_capture_liveness(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
         Err(e) => return error_response(&e, &path),
     };
     let face = ctx.app.cfg.iad_face_liveness;
-    let engine = if face {
-        match (ctx.app.batcher.status(), ctx.app.batcher.engine()) {
-            (Status::Ready, Some(e)) => Some(e.clone()),
-            _ => {
-                return error_response(
-                    &Error::Unavailable("the face liveness models are not ready".into()),
-                    &path,
-                )
-            }
-        }
-    } else {
-        None
-    };
     let body = req.into_body();
-    match blocking(move || v.verify(&body, engine.as_deref())).await {
-        Ok(report) => {
-            record(&ctx, t0, Some(&report), face);
-            match report.face_error {
-                Some(fe) => {
-                    metrics::counter!(tm::ERRORS, "kind" => "face_error").increment(1);
-                    render_error(StatusCode::BAD_REQUEST, fe.message, fe.error_code, &path)
-                }
-                None => json_response(StatusCode::OK, &report.response()),
-            }
-        }
+    let checker = v.clone();
+    let checked = match blocking(move || checker.check_bundle_at(&body, now_ms())).await {
+        Ok(c) => c,
         Err(e) => {
             if matches!(e, Error::Bundle { .. }) {
                 record(&ctx, t0, None, face);
             }
-            error_response(&e, &path)
+            return error_response(&e, &path);
         }
+    };
+    let (report, times) = match checked {
+        Checked::Final(report) => (report, None),
+        Checked::Pending(pending) if face => {
+            let image = Bytes::from(pending.image.clone());
+            match ctx
+                .app
+                .batcher
+                .submit(image, face_options(), ctx.route.name)
+                .await
+            {
+                Ok(p) => (
+                    v.finish(pending, Some(&p.analysis)),
+                    Some((p.queue_ms, p.inference_ms)),
+                ),
+                Err(e) if e.is_client_error() => {
+                    let e = Error::Bundle {
+                        failure: BundleFailure::Metadata,
+                        detail: format!("payload image: {e}"),
+                    };
+                    record(&ctx, t0, None, face);
+                    return error_response(&e, &path);
+                }
+                Err(e) => return error_response(&e, &path),
+            }
+        }
+        Checked::Pending(pending) => (v.finish(pending, None), None),
+    };
+    record(&ctx, t0, Some(&report), face);
+    let mut r = match report.face_error {
+        Some(fe) => {
+            metrics::counter!(tm::ERRORS, "kind" => "face_error").increment(1);
+            render_error(StatusCode::BAD_REQUEST, fe.message, fe.error_code, &path)
+        }
+        None => json_response(StatusCode::OK, &report.response()),
+    };
+    if let Some((q, i)) = times {
+        timing_headers(&mut r, q, i);
     }
+    r
 }
 
 /// `POST /extract_image`: the JPEG inside the bundle.

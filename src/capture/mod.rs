@@ -23,7 +23,7 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::bi::{normalize_os, now_ms};
-use crate::engine::{AnalyzeOptions, Calibration, Engine, Rejection};
+use crate::engine::{Analysis, AnalyzeOptions, Calibration, Engine, Rejection};
 use crate::nn::minifasnet::LIVE_CLASS;
 use crate::preprocess::decode::{decode_rgb, DecodeLimits};
 use crate::{Error, Result};
@@ -518,6 +518,36 @@ impl CaptureReport {
     }
 }
 
+/// Analysis options for a capture's face: REGULAR calibration, quality gate on, no template.
+pub fn face_options() -> AnalyzeOptions {
+    AnalyzeOptions {
+        calibration: Calibration::Regular,
+        liveness: true,
+        template: false,
+        ignore_quality: false,
+    }
+}
+
+/// Outcome of [`CaptureVerifier::check_bundle_at`].
+pub enum Checked {
+    /// The report is final: the payload failed authentication or its image is too small.
+    Final(CaptureReport),
+    /// The engine-free checks ran; the face analysis may follow.
+    Pending(PendingCapture),
+}
+
+/// A capture whose engine-free checks are done, waiting for its face analysis.
+pub struct PendingCapture {
+    /// Findings of the checks so far.
+    findings: Vec<Finding>,
+    /// Normalised OS of the capture metadata.
+    os: &'static str,
+    /// What the JPEG itself says.
+    facts: JpegFacts,
+    /// The payload's JPEG, for the face analysis.
+    pub image: Vec<u8>,
+}
+
 /// The server side of capture liveness: the private key, the SDK allow-list and the nonces.
 pub struct CaptureVerifier {
     /// Thresholds and lists.
@@ -655,6 +685,35 @@ impl CaptureVerifier {
         engine: Option<&Engine>,
         now_ms: i64,
     ) -> Result<CaptureReport> {
+        let pending = match self.check_bundle_at(bytes, now_ms)? {
+            Checked::Final(report) => return Ok(report),
+            Checked::Pending(p) => p,
+        };
+        let analysis = match engine {
+            Some(engine) => {
+                let limits = DecodeLimits {
+                    min_side: 1,
+                    ..engine.config().decode
+                };
+                let image = decode_rgb(&pending.image, &limits).map_err(|e| {
+                    bundle_err(BundleFailure::Metadata, format!("payload image: {e}"))
+                })?;
+                let a = engine
+                    .analyze_prepared(vec![Ok(engine.prepare_image(image))], &face_options())
+                    .pop()
+                    .unwrap_or_else(|| Err(Error::Unavailable("internal: empty batch".into())))?;
+                Some(a)
+            }
+            None => None,
+        };
+        Ok(self.finish(pending, analysis.as_ref()))
+    }
+
+    /// The engine-free part of `/check_capture_liveness` at a given time (Unix ms): opens the
+    /// bundle and runs every check that needs no network. The face analysis of
+    /// [`PendingCapture::image`] (with [`face_options`]) may follow, then
+    /// [`CaptureVerifier::finish`]; the HTTP layer runs it through the micro-batcher.
+    pub fn check_bundle_at(&self, bytes: &[u8], now_ms: i64) -> Result<Checked> {
         let payload = match self.open_inner(bytes)? {
             Ok(p) => p,
             Err(t) => {
@@ -663,7 +722,10 @@ impl CaptureVerifier {
                     check: "authentication",
                     detail: t.0,
                 };
-                return Ok(CaptureReport::from_findings(vec![f], "UNKNOWN"));
+                return Ok(Checked::Final(CaptureReport::from_findings(
+                    vec![f],
+                    "UNKNOWN",
+                )));
             }
         };
         let meta = &payload.meta;
@@ -676,30 +738,35 @@ impl CaptureVerifier {
         findings.extend(self.check_activity(meta, now_ms)?);
         findings.extend(checks::check_device(meta, &facts, os));
         findings.extend(checks::check_provenance(&facts, os, &self.cfg));
-
         let (w, h) = facts.upright_size();
+        if w.min(h) < self.cfg.min_image_side {
+            let mut report = CaptureReport::from_findings(findings, os);
+            report.face_error = Some(FaceError::IMAGE_TOO_SMALL);
+            report.jpeg = Some(facts);
+            return Ok(Checked::Final(report));
+        }
+        Ok(Checked::Pending(PendingCapture {
+            findings,
+            os,
+            facts,
+            image: payload.image,
+        }))
+    }
+
+    /// Completes a capture check with the engine's analysis of its image (`None`: face
+    /// liveness off): face errors, `face_liveness`, and the content check on the networks'
+    /// attack classes.
+    pub fn finish(&self, p: PendingCapture, analysis: Option<&Analysis>) -> CaptureReport {
+        let PendingCapture {
+            mut findings,
+            os,
+            facts,
+            ..
+        } = p;
         let mut face_error = None;
         let mut face_liveness = None;
         let mut quality = None;
-        if w.min(h) < self.cfg.min_image_side {
-            face_error = Some(FaceError::IMAGE_TOO_SMALL);
-        } else if let Some(engine) = engine {
-            let limits = DecodeLimits {
-                min_side: 1,
-                ..engine.config().decode
-            };
-            let image = decode_rgb(&payload.image, &limits)
-                .map_err(|e| bundle_err(BundleFailure::Metadata, format!("payload image: {e}")))?;
-            let opts = AnalyzeOptions {
-                calibration: Calibration::Regular,
-                liveness: true,
-                template: false,
-                ignore_quality: false,
-            };
-            let a = engine
-                .analyze_prepared(vec![Ok(engine.prepare_image(image))], &opts)
-                .pop()
-                .unwrap_or_else(|| Err(Error::Unavailable("internal: empty batch".into())))?;
+        if let Some(a) = analysis {
             quality = a.quality.as_ref().map(|q| q.score);
             if let Some(r) = &a.rejection {
                 face_error = Some(FaceError::from_rejection(r.code));
@@ -721,7 +788,7 @@ impl CaptureVerifier {
         report.face_error = face_error;
         report.quality = quality;
         report.jpeg = Some(facts);
-        Ok(report)
+        report
     }
 
     /// SUSPICIOUS_ACTIVITY: the nonce must be issued here, unexpired and unused, and the
