@@ -373,23 +373,40 @@ async fn api_version(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
     )
 }
 
-/// `POST /check_liveness`: one result for one image or a series.
-async fn check_liveness(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
-    let t0 = Instant::now();
-    let os = meta_os(&req);
-    let pipeline = match pipeline_param(req.uri().query()) {
-        Ok(p) => p,
-        Err(e) => return error_response(&e, false),
-    };
-    let (_, images) = match image_parts(&req).await {
-        Ok(p) => p,
-        Err(e) => return error_response(&e, false),
-    };
+/// What both liveness endpoints share: the `Meta` OS, the `pipeline` parameter, and every
+/// image part analysed in one submission to the batcher (names in part order).
+async fn analyze_parts(
+    req: &Request<Bytes>,
+    ctx: &Ctx,
+) -> Result<
+    (
+        &'static str,
+        Pipeline,
+        Vec<String>,
+        Vec<Result<Processed, Error>>,
+    ),
+    HttpResponse,
+> {
+    let os = meta_os(req);
+    let pipeline = pipeline_param(req.uri().query()).map_err(|e| error_response(&e, false))?;
+    let (names, images) = image_parts(req)
+        .await
+        .map_err(|e| error_response(&e, false))?;
     let results = ctx
         .app
         .batcher
         .submit_many(images, AnalyzeOptions::default(), ctx.route.name)
         .await;
+    Ok((os, pipeline, names, results))
+}
+
+/// `POST /check_liveness`: one result for one image or a series.
+async fn check_liveness(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
+    let t0 = Instant::now();
+    let (os, pipeline, _, results) = match analyze_parts(&req, &ctx).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let dual = dual_calibrations(&ctx);
     let cal = Calibration::Regular;
     let outcomes: Vec<Outcome> = results
@@ -410,20 +427,10 @@ async fn check_liveness(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
 /// `POST /check_liveness_batch`: one entry per image, keyed by `file_name`.
 async fn check_liveness_batch(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
     let t0 = Instant::now();
-    let os = meta_os(&req);
-    let pipeline = match pipeline_param(req.uri().query()) {
-        Ok(p) => p,
-        Err(e) => return error_response(&e, false),
+    let (os, pipeline, names, results) = match analyze_parts(&req, &ctx).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let (names, images) = match image_parts(&req).await {
-        Ok(p) => p,
-        Err(e) => return error_response(&e, false),
-    };
-    let results = ctx
-        .app
-        .batcher
-        .submit_many(images, AnalyzeOptions::default(), ctx.route.name)
-        .await;
     let dual = dual_calibrations(&ctx);
     let cal = Calibration::Regular;
     let mut transient = false;
