@@ -190,7 +190,6 @@ pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
 async fn run(args: &BenchArgs, payloads: Vec<Payload>) -> Result<std::process::ExitCode> {
     let mut spawned = None;
     let addr = if args.spawn_server {
-        args.engine.apply_threads();
         let engine_cfg = args.engine.resolve()?;
         let mut cfg = args.server.resolve(args.engine.config.as_deref())?;
         cfg.listen = "127.0.0.1:0".into();

@@ -76,7 +76,6 @@ pub struct CompareArgs {
 }
 
 fn load_engine(args: &EngineArgs, descriptor: bool) -> Result<Engine> {
-    args.apply_threads();
     let mut cfg = args.resolve()?;
     cfg.load_descriptor &= descriptor;
     Engine::load(cfg, Device::Cpu)

@@ -290,7 +290,7 @@ pub struct EngineArgs {
     /// Do not load the face descriptor (no templates or matching).
     #[arg(long, env = "FACEGATE_NO_DESCRIPTOR")]
     pub no_descriptor: bool,
-    /// Threads for network inference [default: all cores].
+    /// Threads that run the networks, 0 for one per core [default: 0].
     #[arg(long, env = "FACEGATE_THREADS")]
     pub threads: Option<usize>,
 }
@@ -327,18 +327,11 @@ impl EngineArgs {
         if self.no_descriptor {
             cfg.load_descriptor = false;
         }
+        if let Some(v) = self.threads {
+            cfg.threads = v;
+        }
         validate(&cfg)?;
         Ok(cfg)
-    }
-
-    /// Sizes rayon's global pool (used by candle's CPU kernels) once, if asked.
-    pub fn apply_threads(&self) {
-        if let Some(n) = self.threads {
-            // Fails only if the pool was already built, in which case it keeps its size.
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n.max(1))
-                .build_global();
-        }
     }
 }
 

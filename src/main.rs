@@ -134,7 +134,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> facegate::Result<ExitCode> {
-    args.engine.apply_threads();
     let engine_cfg = args.engine.resolve()?;
     let file = args.engine.config.as_deref();
     let cfg = args.server.resolve(file)?;

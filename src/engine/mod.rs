@@ -129,6 +129,10 @@ pub struct EngineConfig {
     pub mirror_average: bool,
     /// Load the face descriptor network (needed for templates and matching).
     pub load_descriptor: bool,
+    /// Threads that run the networks on CPU (0: one per core). The images of a batch, and the
+    /// two liveness networks of each face, run side by side on this many threads, each image
+    /// on one thread (the kernels are single-threaded).
+    pub threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -142,6 +146,7 @@ impl Default for EngineConfig {
             pad_box: BoxAdapter::default(),
             mirror_average: false,
             load_descriptor: true,
+            threads: 0,
         }
     }
 }
@@ -310,6 +315,8 @@ pub struct Engine {
     detector: RetinaFace,
     pad: [(MiniFasNet, f32, &'static str); 2],
     descriptor: Option<FaceDescriptor>,
+    /// Threads that run the images of a batch side by side (CPU with more than one thread).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Engine {
@@ -350,6 +357,21 @@ impl Engine {
         } else {
             None
         };
+        let threads = match cfg.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pool = if device.is_cpu() && threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("facegate-nn-{i}"))
+                    .build()
+                    .map_err(|e| Error::Unavailable(format!("inference threads: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             cfg,
             device,
@@ -359,7 +381,28 @@ impl Engine {
                 (v1se, 4.0, "MiniFASNetV1SE@4.0"),
             ],
             descriptor,
+            pool,
         })
+    }
+
+    /// Threads the networks run on (1 when images run one after another).
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+    }
+
+    /// `f(0..n)` in order: on the pool when there is one and more than one task, else here.
+    fn map_tasks<T: Send>(
+        &self,
+        n: usize,
+        f: impl Fn(usize) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        match &self.pool {
+            Some(pool) if n > 1 => {
+                use rayon::prelude::*;
+                pool.install(|| (0..n).into_par_iter().map(&f).collect())
+            }
+            _ => (0..n).map(f).collect(),
+        }
     }
 
     /// The configuration in force.
@@ -409,6 +452,18 @@ impl Engine {
     /// With the cascade on, every image is first detected on its fast copy; those where that
     /// finds nothing, or only a small face, are detected again at full detection size.
     pub fn detect(&self, items: &[&Prepared]) -> Result<Vec<Vec<Face>>> {
+        if self.device.is_cpu() {
+            // One image per task (each runs its whole cascade on one thread): no image is
+            // padded to a partner's size, so results never depend on the batch.
+            let per = self.map_tasks(items.len(), |i| self.detect_together(&items[i..=i]))?;
+            return Ok(per.into_iter().flatten().collect());
+        }
+        self.detect_together(items)
+    }
+
+    /// [`Engine::detect`] with the batch's images in one tensor per pass (padded to the
+    /// largest), for devices where one large batch beats many small ones.
+    fn detect_together(&self, items: &[&Prepared]) -> Result<Vec<Vec<Face>>> {
         let min_h = self.cfg.detection.fast_min_face_px;
         let fast: Vec<(usize, &RgbImage, f32)> = items
             .iter()
@@ -491,37 +546,20 @@ impl Engine {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let mut per_net: Vec<Vec<([f32; 3], [f32; 3])>> = Vec::new();
-        for (net, scale, _) in &self.pad {
-            let mut crops: Vec<Vec<u8>> = faces
-                .iter()
-                .map(|(img, f)| crop_rgb(img, self.cfg.pad_box.apply(f.bbox), *scale, 80))
-                .collect();
-            let n = crops.len();
-            if self.cfg.mirror_average {
-                let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, 80)).collect();
-                crops.extend(mirrored);
-            }
-            let logits: Vec<Vec<f32>> = net
-                .forward(&pack_bgr(&crops, 80, &self.device)?)?
-                .to_vec2()?;
-            per_net.push(
-                (0..n)
-                    .map(|i| {
-                        let l = &logits[i];
-                        let mut l3 = [l[0], l[1], l[2]];
-                        let mut p = softmax3(l3);
-                        if let Some(m) = logits.get(n + i).filter(|_| self.cfg.mirror_average) {
-                            let lm = [m[0], m[1], m[2]];
-                            let pm = softmax3(lm);
-                            l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
-                            p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
-                        }
-                        (l3, p)
-                    })
-                    .collect(),
-            );
-        }
+        let per_net: Vec<Vec<([f32; 3], [f32; 3])>> = if self.device.is_cpu() {
+            // One task per (network, face): two tasks even for a single face.
+            let n = faces.len();
+            let outs = self.map_tasks(self.pad.len() * n, |t| {
+                self.pad_outputs(t / n, &faces[t % n..=t % n])
+            })?;
+            outs.chunks(n)
+                .map(|c| c.iter().flatten().copied().collect())
+                .collect()
+        } else {
+            (0..self.pad.len())
+                .map(|i| self.pad_outputs(i, faces))
+                .collect::<Result<_>>()?
+        };
         let profile = self.cfg.calibrations.profile(calibration);
         Ok((0..faces.len())
             .map(|i| {
@@ -552,11 +590,54 @@ impl Engine {
             .collect())
     }
 
+    /// Logits and softmax of liveness network `index` for each face (one batch).
+    fn pad_outputs(
+        &self,
+        index: usize,
+        faces: &[(&RgbImage, &Face)],
+    ) -> Result<Vec<([f32; 3], [f32; 3])>> {
+        let (net, scale, _) = &self.pad[index];
+        {
+            let mut crops: Vec<Vec<u8>> = faces
+                .iter()
+                .map(|(img, f)| crop_rgb(img, self.cfg.pad_box.apply(f.bbox), *scale, 80))
+                .collect();
+            let n = crops.len();
+            if self.cfg.mirror_average {
+                let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, 80)).collect();
+                crops.extend(mirrored);
+            }
+            let logits: Vec<Vec<f32>> = net
+                .forward(&pack_bgr(&crops, 80, &self.device)?)?
+                .to_vec2()?;
+            Ok((0..n)
+                .map(|i| {
+                    let l = &logits[i];
+                    let mut l3 = [l[0], l[1], l[2]];
+                    let mut p = softmax3(l3);
+                    if let Some(m) = logits.get(n + i).filter(|_| self.cfg.mirror_average) {
+                        let lm = [m[0], m[1], m[2]];
+                        let pm = softmax3(lm);
+                        l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
+                        p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
+                    }
+                    (l3, p)
+                })
+                .collect())
+        }
+    }
+
     /// Aligns each face to a 150x150 chip and computes its 128-D template (one batch).
     pub fn describe(&self, faces: &[(&RgbImage, &Face)]) -> Result<Vec<FaceTemplate>> {
         let net = self.descriptor.as_ref().ok_or_else(|| {
             Error::Unavailable("the face descriptor is not loaded (load_descriptor = false)".into())
         })?;
+        if self.device.is_cpu() {
+            let per = self.map_tasks(faces.len(), |i| {
+                template::describe(net, &faces[i..=i], &self.device)
+            })?;
+            return Ok(per.into_iter().flatten().collect());
+        }
         template::describe(net, faces, &self.device)
     }
 

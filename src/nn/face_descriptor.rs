@@ -26,7 +26,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::layers::{add_act, Activation, Conv2d, ConvGeom, Linear};
+use super::layers::{add_act, Activation, Conv2d, ConvGeom, Join, Linear};
 use super::tfjs;
 use crate::{Error, Result};
 
@@ -56,6 +56,12 @@ struct Residual {
 impl Residual {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = self.conv1.forward_act(x, &Activation::Relu)?;
+        if !self.down {
+            // Same shapes: the shortcut joins conv2's output in conv2's own pass.
+            return self
+                .conv2
+                .forward_join(&y, &Activation::Relu, x, Join::BeforeAct);
+        }
         let mut y = self.conv2.forward(&y)?;
         let shortcut = if self.down {
             let mut pooled = x.avg_pool2d_with_stride(2, 2)?;

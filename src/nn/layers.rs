@@ -1,21 +1,19 @@
-//! Building blocks shared by every network: convolution with BatchNorm folded in, a
-//! dedicated depthwise convolution, activations and linear layers.
+//! Building blocks shared by every network: convolution with BatchNorm folded in, activations,
+//! linear layers and residual joins.
 //!
-//! candle's `conv2d(.., groups)` runs one small convolution per group and concatenates, which
-//! is very slow for depthwise layers (groups = channels). [`DepthwiseConv`] is a CPU custom op
-//! that does the same arithmetic in one pass over each plane; on other devices the grouped path
-//! is used so results stay identical.
-//!
-//! Its ordinary convolutions are also slow on CPU for these small shapes, so on CPU with f32
-//! [`Conv2d`] runs them as a matrix product (directly on the input for 1x1 stride-1 convs, on an
-//! [`Im2Col`] copy otherwise) and adds the bias and the [`Activation`] in one in-place pass;
-//! [`add_act`] does the same for residual joins.
+//! On CPU with f32 every convolution runs as one custom op over the single-threaded kernels of
+//! [`super::cpu`] (weights packed once at construction; bias, activation and an optional
+//! residual applied in the same pass); linear layers use [`super::cpu::linear`]. On other
+//! devices the same functions are built from candle's tensor operations, so every device
+//! computes the same thing. No layer spawns threads: the engine decides where images run.
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, InplaceOp1, Layout, Module, Result,
-    Shape, Tensor, TensorId, D,
+    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor, TensorId, D,
 };
-use rayon::prelude::*;
+
+use super::cpu::conv::{PackedConv, Window};
+use super::cpu::depthwise::depthwise;
+use super::cpu::{self, Epilogue, Isa, Residual, Slope};
 
 /// Square convolution geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +39,13 @@ impl ConvGeom {
     /// Same geometry with `groups` groups.
     pub fn grouped(self, groups: usize) -> Self {
         Self { groups, ..self }
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            stride: self.stride,
+            pad: self.pad,
+        }
     }
 }
 
@@ -82,60 +87,78 @@ impl Activation {
         }
     }
 
-    /// `dst = act(dst + bias)` in place over one plane of channel `ch`.
-    fn apply_plane(&self, ch: usize, bias: f32, dst: &mut [f32]) {
-        let slope = match self {
-            Self::Identity => {
-                if bias != 0.0 {
-                    dst.iter_mut().for_each(|v| *v += bias);
-                }
-                return;
-            }
-            Self::Relu => {
-                dst.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
-                return;
-            }
-            Self::LeakyRelu(slope) => *slope,
-            Self::Prelu(alpha) => alpha[ch],
-        };
-        dst.iter_mut().for_each(|v| {
-            let x = *v + bias;
-            *v = if x >= 0.0 { x } else { x * slope };
-        });
+    /// The activation as the kernels' negative-side slope.
+    fn slope(&self) -> Slope<'_> {
+        match self {
+            Self::Identity => Slope::Identity,
+            Self::Relu => Slope::Uniform(0.0),
+            Self::LeakyRelu(s) => Slope::Uniform(*s),
+            Self::Prelu(a) => Slope::PerRow(a),
+        }
     }
 }
 
-/// Host-side data for the CPU matrix-product path of a [`Conv2d`], built by its constructors.
+/// How a residual tensor joins a convolution's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// `act(conv(x) + r)` (ResNet).
+    BeforeAct,
+    /// `act(conv(x)) + r` (FPN, linear bottleneck shortcuts).
+    AfterAct,
+}
+
+/// The CPU kernel of a convolution, built from its weights.
 #[derive(Debug, Clone)]
-struct MatmulParts {
+enum CpuKernel {
+    /// `groups == 1`: the kernel packed for the matrix-product kernels.
+    Dense(PackedConv),
+    /// Depthwise (`groups == in == out`): the `(C, 1, kh, kw)` kernel on the host.
+    Depthwise(Vec<f32>),
+}
+
+/// Host-side data for the CPU path of a [`Conv2d`], built by its constructors.
+#[derive(Debug, Clone)]
+struct CpuParts {
     /// Id of the weight tensor these were built from.
     weight_id: TensorId,
     /// Id of the bias tensor these were built from.
     bias_id: TensorId,
-    /// Kernel as a contiguous `(out, in * kh * kw)` matrix.
-    kernel_2d: Tensor,
+    /// Packed or host kernel.
+    kernel: CpuKernel,
+    /// Kernel `(out, in / groups, kh, kw)`.
+    dims: (usize, usize, usize, usize),
     /// Bias values on the host.
-    bias_host: Vec<f32>,
+    bias: Vec<f32>,
 }
 
-impl MatmulParts {
-    /// Builds the parts for an ordinary (`groups == 1`) f32 convolution on the CPU, `None`
-    /// for any other convolution.
+impl CpuParts {
+    /// Builds the parts for an f32 convolution on the CPU (ordinary or depthwise), `None` for
+    /// anything else.
     fn build(weight: &Tensor, bias: &Tensor, geom: ConvGeom) -> Result<Option<Self>> {
-        let usable = geom.groups == 1
-            && weight.device().is_cpu()
-            && weight.dtype() == DType::F32
-            && bias.dtype() == DType::F32
-            && weight.rank() == 4;
-        if !usable {
+        if !weight.device().is_cpu()
+            || weight.dtype() != DType::F32
+            || bias.dtype() != DType::F32
+            || weight.rank() != 4
+        {
             return Ok(None);
         }
-        let out = weight.dim(0)?;
+        let dims = weight.dims4()?;
+        let host = weight.flatten_all()?.to_vec1::<f32>()?;
+        let kernel = if geom.groups == 1 {
+            CpuKernel::Dense(
+                PackedConv::pack(&host, dims, Isa::detect()).map_err(candle_core::Error::msg)?,
+            )
+        } else if geom.groups == dims.0 && dims.1 == 1 {
+            CpuKernel::Depthwise(host)
+        } else {
+            return Ok(None);
+        };
         Ok(Some(Self {
             weight_id: weight.id(),
             bias_id: bias.id(),
-            kernel_2d: weight.reshape((out, ()))?.contiguous()?,
-            bias_host: bias.flatten_all()?.to_vec1::<f32>()?,
+            kernel,
+            dims,
+            bias: bias.flatten_all()?.to_vec1::<f32>()?,
         }))
     }
 
@@ -147,10 +170,9 @@ impl MatmulParts {
 
 /// A 2-D convolution whose weight already includes any following BatchNorm, plus its bias.
 ///
-/// On CPU with f32, ordinary (`groups == 1`) convolutions run as one matrix product per image
-/// (1x1 stride-1 unpadded convs directly on the input, others on an [`Im2Col`] copy) followed
-/// by one in-place pass that adds the bias and applies the activation; depthwise convolutions
-/// run [`DepthwiseConv`] with the activation fused in. Everything else uses candle's `conv2d`.
+/// On CPU with f32 it runs [`super::cpu`]'s kernels (ordinary convolutions as packed matrix
+/// products, depthwise convolutions per plane) with the bias, the activation and an optional
+/// residual join fused in. Elsewhere it uses candle's `conv2d` and tensor operations.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     /// Kernel, `(out, in / groups, kh, kw)`.
@@ -159,9 +181,9 @@ pub struct Conv2d {
     pub bias: Tensor,
     /// Stride, padding and groups.
     pub geom: ConvGeom,
-    /// Precomputed CPU matrix-product data; rebuilt on the fly if `weight` or `bias` has been
+    /// Precomputed CPU kernel data; rebuilt on the fly if `weight` or `bias` has been
     /// replaced since construction.
-    matmul: Option<MatmulParts>,
+    cpu: Option<CpuParts>,
 }
 
 impl Conv2d {
@@ -172,12 +194,12 @@ impl Conv2d {
             Some(b) => b,
             None => Tensor::zeros(out, weight.dtype(), weight.device())?,
         };
-        let matmul = MatmulParts::build(&weight, &bias, geom)?;
+        let cpu = CpuParts::build(&weight, &bias, geom)?;
         Ok(Self {
             weight,
             bias,
             geom,
-            matmul,
+            cpu,
         })
     }
 
@@ -196,89 +218,171 @@ impl Conv2d {
         self.weight.dim(0)
     }
 
-    /// The convolution followed by `act`: fused into the convolution's last pass on CPU with
-    /// f32, separate tensor operations elsewhere. Same results as `act.apply(&self.forward(x))`.
+    /// The convolution followed by `act`. Same results as `act.apply(&self.forward(x))`.
     pub fn forward_act(&self, x: &Tensor, act: &Activation) -> Result<Tensor> {
-        let g = self.geom;
-        let (out, in_per_group, kh, kw) = self.weight.dims4()?;
+        self.forward_fused(x, act, None)
+    }
+
+    /// The convolution, `act` and a residual `r` shaped like the output, joined as `join`
+    /// says: one pass on CPU with f32.
+    pub fn forward_join(
+        &self,
+        x: &Tensor,
+        act: &Activation,
+        r: &Tensor,
+        join: Join,
+    ) -> Result<Tensor> {
+        self.forward_fused(x, act, Some((r, join)))
+    }
+
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        act: &Activation,
+        res: Option<(&Tensor, Join)>,
+    ) -> Result<Tensor> {
+        let (out, in_per_group, _, _) = self.weight.dims4()?;
         act.check_channels(out)?;
         let cpu_f32 = x.device().is_cpu()
             && x.dtype() == DType::F32
-            && self.weight.dtype() == DType::F32
-            && self.bias.dtype() == DType::F32;
-        let in_ch = x.dim(1)?;
-        if g.groups > 1 && g.groups == in_ch && in_per_group == 1 {
-            if cpu_f32 {
-                return DepthwiseConv {
-                    stride: g.stride,
-                    pad: g.pad,
-                }
-                .run(x, &self.weight, &self.bias, act);
-            }
-            let y = depthwise_conv2d(x, &self.weight, &self.bias, g.stride, g.pad)?;
-            return act.apply(&y);
-        }
-        if cpu_f32 && g.groups == 1 {
+            && res.is_none_or(|(r, _)| r.device().is_cpu() && r.dtype() == DType::F32);
+        if cpu_f32 {
             let built;
-            let parts = match &self.matmul {
-                Some(p) if p.matches(self) => p,
-                _ => match MatmulParts::build(&self.weight, &self.bias, g)? {
-                    Some(p) => {
-                        built = p;
-                        &built
-                    }
-                    None => candle_core::bail!("conv2d: weight is not a CPU f32 kernel"),
-                },
+            let parts = match &self.cpu {
+                Some(p) if p.matches(self) => Some(p),
+                _ => {
+                    built = CpuParts::build(&self.weight, &self.bias, self.geom)?;
+                    built.as_ref()
+                }
             };
-            return self.forward_matmul(x, parts, (kh, kw), act);
+            if let Some(parts) = parts {
+                let op = ConvOp {
+                    parts,
+                    window: self.geom.window(),
+                    act,
+                    join: res.map(|(_, j)| j),
+                };
+                let x = x.contiguous()?;
+                return match res {
+                    None => x.apply_op1_no_bwd(&op),
+                    Some((r, _)) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
+                };
+            }
         }
-        let y = x.conv2d(&self.weight, g.pad, g.stride, 1, g.groups)?;
-        let y = y.broadcast_add(&self.bias.reshape((1, out, 1, 1))?)?;
-        act.apply(&y)
-    }
-
-    /// CPU path for `groups == 1`: kernel matrix times input columns, then bias + activation.
-    fn forward_matmul(
-        &self,
-        x: &Tensor,
-        parts: &MatmulParts,
-        (kh, kw): (usize, usize),
-        act: &Activation,
-    ) -> Result<Tensor> {
         let g = self.geom;
-        let (n, c, h, w) = x.dims4()?;
-        let (out, k_len) = parts.kernel_2d.dims2()?;
-        if c * kh * kw != k_len {
-            candle_core::bail!(
-                "conv2d: input {:?} does not fit kernel {:?}",
-                x.shape(),
-                self.weight.shape()
-            );
-        }
-        let geom = Im2Col {
-            kh,
-            kw,
-            stride: g.stride,
-            pad: g.pad,
-        };
-        let (oh, ow) = geom.out_size(h, w)?;
-        let cols = if kh == 1 && kw == 1 && g.stride == 1 && g.pad == 0 {
-            x.reshape((n, c, h * w))?
+        let y = if g.groups > 1 && g.groups == x.dim(1)? && in_per_group == 1 {
+            grouped_depthwise(x, &self.weight, g)?
         } else {
-            x.contiguous()?.apply_op1_no_bwd(&geom)?
+            x.conv2d(&self.weight, g.pad, g.stride, 1, g.groups)?
         };
-        let y = parts.kernel_2d.broadcast_left(n)?.matmul(&cols)?;
-        y.inplace_op1(&BiasAct {
-            bias: Some(&parts.bias_host),
-            act,
-        })?;
-        y.reshape((n, out, oh, ow))
+        let y = y.broadcast_add(&self.bias.reshape((1, out, 1, 1))?)?;
+        match res {
+            None => act.apply(&y),
+            Some((r, Join::BeforeAct)) => act.apply(&(y + r)?),
+            Some((r, Join::AfterAct)) => act.apply(&y)? + r,
+        }
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, &Activation::Identity)
+    }
+}
+
+/// candle's grouped convolution for a depthwise kernel (non-CPU devices).
+fn grouped_depthwise(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
+    x.conv2d(w, g.pad, g.stride, 1, g.groups)
+}
+
+/// CPU op of [`Conv2d`]: every image of the batch in turn, on the calling thread.
+struct ConvOp<'a> {
+    /// Kernel data.
+    parts: &'a CpuParts,
+    /// Stride and padding.
+    window: Window,
+    /// Activation.
+    act: &'a Activation,
+    /// How the second operand (if any) joins.
+    join: Option<Join>,
+}
+
+impl ConvOp<'_> {
+    fn run(&self, x: &[f32], xl: &Layout, res: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let (out, in_per_group, kh, kw) = self.parts.dims;
+        let depthwise_ok = matches!(self.parts.kernel, CpuKernel::Depthwise(_)) && c == out;
+        if !depthwise_ok && c != in_per_group {
+            candle_core::bail!(
+                "conv2d: input {:?} does not fit kernel {:?}",
+                xl.shape(),
+                self.parts.dims
+            );
+        }
+        let (hp, wp) = (h + 2 * self.window.pad, w + 2 * self.window.pad);
+        if self.window.stride == 0 || hp < kh || wp < kw {
+            candle_core::bail!(
+                "conv2d: a {kh}x{kw} kernel with stride {} does not fit {h}x{w} (pad {})",
+                self.window.stride,
+                self.window.pad
+            );
+        }
+        let (oh, ow) = (
+            (hp - kh) / self.window.stride + 1,
+            (wp - kw) / self.window.stride + 1,
+        );
+        let (in_len, out_len) = (c * h * w, out * oh * ow);
+        if res.is_some_and(|r| r.len() != n * out_len) {
+            candle_core::bail!("conv2d: residual does not match the output ({n}x{out}x{oh}x{ow})");
+        }
+        let mut y = vec![0f32; n * out_len];
+        for i in 0..n {
+            let xi = &x[i * in_len..(i + 1) * in_len];
+            let yi = &mut y[i * out_len..(i + 1) * out_len];
+            let epi = Epilogue {
+                bias: Some(&self.parts.bias),
+                slope: self.act.slope(),
+                residual: res.map(|r| Residual {
+                    data: &r[i * out_len..(i + 1) * out_len],
+                    before_act: self.join == Some(Join::BeforeAct),
+                }),
+            };
+            match &self.parts.kernel {
+                CpuKernel::Dense(k) => k.run(xi, (h, w), self.window, yi, &epi),
+                CpuKernel::Depthwise(k) => {
+                    depthwise(xi, (c, h, w), k, (kh, kw), self.window, yi, &epi).map(|_| ())
+                }
+            }
+            .map_err(|e| candle_core::Error::msg(format!("conv2d: {e}")))?;
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, out, oh, ow))))
+    }
+}
+
+impl CustomOp1 for ConvOp<'_> {
+    fn name(&self) -> &'static str {
+        "conv2d-fused"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run(cpu_f32(s, l, "conv2d: input")?, l, None)
+    }
+}
+
+impl CustomOp2 for ConvOp<'_> {
+    fn name(&self) -> &'static str {
+        "conv2d-fused-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let r = cpu_f32(s2, l2, "conv2d: residual")?;
+        self.run(cpu_f32(s1, l1, "conv2d: input")?, l1, Some(r))
     }
 }
 
@@ -289,6 +393,13 @@ pub struct ConvAct {
     pub conv: Conv2d,
     /// The activation after it.
     pub act: Activation,
+}
+
+impl ConvAct {
+    /// The convolution and activation with a residual joined as `join` says.
+    pub fn forward_join(&self, x: &Tensor, r: &Tensor, join: Join) -> Result<Tensor> {
+        self.conv.forward_join(x, &self.act, r, join)
+    }
 }
 
 impl Module for ConvAct {
@@ -329,7 +440,7 @@ impl BatchNorm {
     }
 }
 
-/// A fully connected layer `y = x W^T + b`.
+/// A fully connected layer `y = x W^T + b`; on CPU with f32, [`cpu::linear`].
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// Weight, `(out, in)`.
@@ -338,13 +449,74 @@ pub struct Linear {
     pub bias: Option<Tensor>,
 }
 
+impl Linear {
+    /// Folds a BatchNorm over this layer's outputs into its weight and bias.
+    pub fn fold_bn(self, bn: &BatchNorm) -> Result<Self> {
+        let scale = bn.scale()?;
+        let weight = self
+            .weight
+            .broadcast_mul(&scale.reshape((scale.dim(0)?, 1))?)?;
+        let bias = match &self.bias {
+            Some(b) => ((b - &bn.mean)? * &scale)?.add(&bn.beta)?,
+            None => (bn.mean.neg()? * &scale)?.add(&bn.beta)?,
+        };
+        Ok(Self {
+            weight,
+            bias: Some(bias),
+        })
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let cpu_f32 = x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.weight.dtype() == DType::F32
+            && self.bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+        if cpu_f32 && x.rank() == 2 && self.weight.device().is_cpu() {
+            let op = LinearOp {
+                bias: self.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?,
+            };
+            return x
+                .contiguous()?
+                .apply_op2_no_bwd(&self.weight.contiguous()?, &op);
+        }
         let y = x.matmul(&self.weight.t()?)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// CPU op of [`Linear`]: `(N, in)` inputs times the `(out, in)` weight (second operand).
+struct LinearOp {
+    /// Bias values, `(out,)`.
+    bias: Option<Vec<f32>>,
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s1, l1, "linear: input")?;
+        let w = cpu_f32(s2, l2, "linear: weight")?;
+        let (n, k) = l1.shape().dims2()?;
+        let (o, wk) = l2.shape().dims2()?;
+        if wk != k || self.bias.as_ref().is_some_and(|b| b.len() != o) {
+            candle_core::bail!("linear: weight {:?} does not fit ({n}, {k})", l2.shape());
+        }
+        let mut y = vec![0f32; n * o];
+        cpu::linear(x, w, self.bias.as_deref(), k, &mut y);
+        Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 }
 
@@ -375,327 +547,6 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 /// Logistic sigmoid.
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     (x.neg()?.exp()? + 1.0)?.recip()
-}
-
-/// Depthwise 2-D convolution with bias: `x (N,C,H,W)`, `w (C,1,k,k)`, `b (C,)`.
-///
-/// On CPU with f32 this runs [`DepthwiseConv`]; elsewhere it falls back to candle's grouped
-/// convolution so every device computes the same function.
-pub fn depthwise_conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    stride: usize,
-    pad: usize,
-) -> Result<Tensor> {
-    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
-        let x = x.contiguous()?;
-        let w = w.contiguous()?;
-        let b = b.contiguous()?;
-        x.apply_op3_no_bwd(&w, &b, &DepthwiseConv { stride, pad })
-    } else {
-        let c = x.dim(1)?;
-        x.conv2d(w, pad, stride, 1, c)?
-            .broadcast_add(&b.reshape((1, c, 1, 1))?)
-    }
-}
-
-/// CPU kernel of [`depthwise_conv2d`]: one task per (image, channel) plane.
-#[derive(Debug, Clone, Copy)]
-pub struct DepthwiseConv {
-    /// Stride in both directions.
-    pub stride: usize,
-    /// Zero padding on every side.
-    pub pad: usize,
-}
-
-impl DepthwiseConv {
-    /// Output side for an input side `n` and kernel side `k`.
-    fn out_len(&self, n: usize, k: usize) -> usize {
-        (n + 2 * self.pad).saturating_sub(k) / self.stride + 1
-    }
-
-    /// Runs the kernel on CPU f32 tensors with `act` applied to each finished plane.
-    fn run(self, x: &Tensor, w: &Tensor, b: &Tensor, act: &Activation) -> Result<Tensor> {
-        let x = x.contiguous()?;
-        let w = w.contiguous()?;
-        let b = b.contiguous()?;
-        x.apply_op3_no_bwd(&w, &b, &DepthwiseAct { conv: self, act })
-    }
-
-    /// The convolution of `x` (`dims` `(N,C,H,W)`) by `w` `(C,1,kh,kw)` plus `b`, then `act`.
-    fn compute(
-        &self,
-        x: &[f32],
-        dims: (usize, usize, usize, usize),
-        w: &[f32],
-        (kh, kw): (usize, usize),
-        b: &[f32],
-        act: &Activation,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, wd) = dims;
-        act.check_channels(c)?;
-        let (oh, ow) = (self.out_len(h, kh), self.out_len(wd, kw));
-        let (s, p) = (self.stride as isize, self.pad as isize);
-        let mut out = vec![0f32; n * c * oh * ow];
-        if out.is_empty() {
-            return Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))));
-        }
-        out.par_chunks_mut(oh * ow)
-            .enumerate()
-            .with_min_len(min_planes_per_task(h * wd * kh * kw))
-            .for_each(|(plane, dst)| {
-                let ch = plane % c;
-                let src = &x[plane * h * wd..(plane + 1) * h * wd];
-                let k = &w[ch * kh * kw..(ch + 1) * kh * kw];
-                dst.fill(b[ch]);
-                for oy in 0..oh {
-                    let row = &mut dst[oy * ow..(oy + 1) * ow];
-                    for ky in 0..kh {
-                        let iy = oy as isize * s - p + ky as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        let srow = &src[iy as usize * wd..(iy as usize + 1) * wd];
-                        for kx in 0..kw {
-                            let kv = k[ky * kw + kx];
-                            // ox range with 0 <= ox*s - p + kx < wd
-                            let off = kx as isize - p;
-                            let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
-                            let hi = ((wd as isize - off + s - 1) / s).min(ow as isize);
-                            if hi <= lo {
-                                continue;
-                            }
-                            if s == 1 {
-                                let start = (lo + off) as usize;
-                                let len = (hi - lo) as usize;
-                                let d = &mut row[lo as usize..hi as usize];
-                                for (dv, sv) in d.iter_mut().zip(&srow[start..start + len]) {
-                                    *dv += kv * sv;
-                                }
-                            } else {
-                                for ox in lo..hi {
-                                    row[ox as usize] += kv * srow[(ox * s + off) as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-                act.apply_plane(ch, 0.0, dst);
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
-    }
-}
-
-/// Minimum number of planes per rayon task when one plane costs about `work` multiply-adds,
-/// so that tiny planes are not scheduled one by one.
-fn min_planes_per_task(work: usize) -> usize {
-    const MIN_TASK_WORK: usize = 16 * 1024;
-    (MIN_TASK_WORK / work.max(1)).max(1)
-}
-
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what} must be contiguous"),
-    }
-}
-
-/// Checks the operands of a depthwise convolution and returns the kernel size.
-fn depthwise_dims(x: &Layout, w: &Layout, b: &[f32]) -> Result<(usize, usize)> {
-    let (_, c, _, _) = x.shape().dims4()?;
-    let (kc, one, kh, kw) = w.shape().dims4()?;
-    if kc != c || one != 1 || b.len() != c {
-        candle_core::bail!(
-            "depthwise conv: kernel {:?} does not fit {c} channels",
-            w.shape()
-        );
-    }
-    Ok((kh, kw))
-}
-
-impl CustomOp3 for DepthwiseConv {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        DepthwiseAct {
-            conv: *self,
-            act: &Activation::Identity,
-        }
-        .cpu_fwd(s1, l1, s2, l2, s3, l3)
-    }
-}
-
-/// [`DepthwiseConv`] with an activation applied to each output plane while it is in cache.
-#[derive(Debug, Clone, Copy)]
-struct DepthwiseAct<'a> {
-    /// Geometry.
-    conv: DepthwiseConv,
-    /// Activation after the bias.
-    act: &'a Activation,
-}
-
-impl CustomOp3 for DepthwiseAct<'_> {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d-act"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s1, l1, "depthwise conv: input")?;
-        let w = cpu_f32(s2, l2, "depthwise conv: kernel")?;
-        let b = cpu_f32(s3, l3, "depthwise conv: bias")?;
-        let k = depthwise_dims(l1, l2, b)?;
-        self.conv.compute(x, l1.shape().dims4()?, w, k, b, self.act)
-    }
-}
-
-/// im2col: `(N,C,H,W)` to `(N, C*kh*kw, OH*OW)`, rows ordered `(c, ky, kx)` like a flattened
-/// `(out, in, kh, kw)` kernel, zeros where the window leaves the padded input. A convolution is
-/// then the kernel matrix times these columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Im2Col {
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Stride in both directions.
-    pub stride: usize,
-    /// Zero padding on every side.
-    pub pad: usize,
-}
-
-impl Im2Col {
-    /// Output `(OH, OW)` for an `h` x `w` input; fails when the kernel is larger than the
-    /// padded input or the stride is zero.
-    pub fn out_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
-        let (hp, wp) = (h + 2 * self.pad, w + 2 * self.pad);
-        if self.stride == 0 || hp < self.kh || wp < self.kw {
-            candle_core::bail!(
-                "conv2d: kernel {}x{} stride {} does not fit a padded {hp}x{wp} input",
-                self.kh,
-                self.kw,
-                self.stride
-            );
-        }
-        Ok((
-            (hp - self.kh) / self.stride + 1,
-            (wp - self.kw) / self.stride + 1,
-        ))
-    }
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s, l, "im2col: input")?;
-        let (n, c, h, w) = l.shape().dims4()?;
-        let (kh, kw, st, p) = (self.kh, self.kw, self.stride, self.pad);
-        let (oh, ow) = self.out_size(h, w)?;
-        let per_plane = kh * kw * oh * ow;
-        let mut out = vec![0f32; n * c * per_plane];
-        if out.is_empty() {
-            return Ok((CpuStorage::F32(out), Shape::from((n, c * kh * kw, oh * ow))));
-        }
-        out.par_chunks_mut(per_plane)
-            .enumerate()
-            .with_min_len(min_planes_per_task(per_plane))
-            .for_each(|(plane, dst)| {
-                let src = &x[plane * h * w..(plane + 1) * h * w];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let r = ky * kw + kx;
-                        let rows = &mut dst[r * oh * ow..(r + 1) * oh * ow];
-                        // Output columns whose input column 0 <= ox*st + kx - p < w.
-                        let lo = p.saturating_sub(kx).div_ceil(st).min(ow);
-                        let hi = (w + p).saturating_sub(kx).div_ceil(st).min(ow);
-                        for oy in 0..oh {
-                            let iy = oy * st + ky;
-                            if iy < p || iy - p >= h || lo >= hi {
-                                continue;
-                            }
-                            let srow = &src[(iy - p) * w..(iy - p + 1) * w];
-                            let drow = &mut rows[oy * ow..(oy + 1) * ow];
-                            if st == 1 {
-                                let start = lo + kx - p;
-                                drow[lo..hi].copy_from_slice(&srow[start..start + hi - lo]);
-                            } else {
-                                for (ox, d) in drow.iter_mut().enumerate().take(hi).skip(lo) {
-                                    *d = srow[ox * st + kx - p];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, c * kh * kw, oh * ow))))
-    }
-}
-
-/// Adds a per-channel bias (dimension 1) and applies an activation, in place over a contiguous
-/// f32 `(N,C,...)` tensor.
-#[derive(Debug, Clone, Copy)]
-struct BiasAct<'a> {
-    /// Per-channel bias, `None` for none.
-    bias: Option<&'a [f32]>,
-    /// Activation after the bias.
-    act: &'a Activation,
-}
-
-impl InplaceOp1 for BiasAct<'_> {
-    fn name(&self) -> &'static str {
-        "bias-act"
-    }
-
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
-        let x = match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &mut v[a..b],
-            _ => candle_core::bail!("bias-act: input must be contiguous f32"),
-        };
-        let dims = l.shape().dims();
-        if dims.len() < 2 || self.bias.is_some_and(|b| b.len() != dims[1]) {
-            candle_core::bail!("bias-act: bias does not fit shape {dims:?}");
-        }
-        let c = dims[1];
-        self.act.check_channels(c)?;
-        let plane: usize = dims[2..].iter().product();
-        if plane == 0 || x.is_empty() {
-            return Ok(());
-        }
-        x.par_chunks_mut(plane)
-            .enumerate()
-            .with_min_len(min_planes_per_task(plane))
-            .for_each(|(i, dst)| {
-                let ch = i % c;
-                let b = self.bias.map_or(0.0, |b| b[ch]);
-                self.act.apply_plane(ch, b, dst);
-            });
-        Ok(())
-    }
 }
 
 /// `act(a + b)` for two tensors of the same shape `(N,C,...)`, e.g. a residual join: one pass
@@ -741,31 +592,43 @@ impl CustomOp2 for AddAct<'_> {
         let c = dims[1];
         self.act.check_channels(c)?;
         let plane: usize = dims[2..].iter().product();
-        let mut out = vec![0f32; a.len()];
-        if plane > 0 && !out.is_empty() {
-            out.par_chunks_mut(plane)
-                .zip(a.par_chunks(plane).zip(b.par_chunks(plane)))
+        let mut out = a.to_vec();
+        if plane > 0 {
+            let epi = Epilogue::new(None, self.act.slope());
+            let epi = Epilogue {
+                residual: Some(Residual {
+                    data: b,
+                    before_act: true,
+                }),
+                ..epi
+            };
+            for (i, (dst, r)) in out
+                .chunks_exact_mut(plane)
+                .zip(b.chunks_exact(plane))
                 .enumerate()
-                .with_min_len(min_planes_per_task(plane))
-                .for_each(|(i, (dst, (pa, pb)))| {
-                    for ((d, &x), &y) in dst.iter_mut().zip(pa).zip(pb) {
-                        *d = x + y;
-                    }
-                    self.act.apply_plane(i % c, 0.0, dst);
-                });
+            {
+                epi.apply_row(i % c, dst, Some(r));
+            }
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
-/// Global average pool: `(N,C,H,W) -> (N,C)`.
-pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    x.mean(D::Minus1)?.mean(D::Minus1)
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
@@ -804,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn matmul_path_matches_candle_conv2d() {
+    fn cpu_path_matches_candle_conv2d() {
         let dev = Device::Cpu;
         // (n, in, out, h, w, kh, kw, stride, pad): shapes the networks use, plus odd ones.
         for &(n, cin, cout, h, w, kh, kw, s, p) in &[
@@ -822,7 +685,7 @@ mod tests {
             let wt = Tensor::randn(0f32, 0.5, (cout, cin, kh, kw), &dev).unwrap();
             let b = Tensor::randn(0f32, 0.5, cout, &dev).unwrap();
             let conv = Conv2d::new(wt, Some(b), ConvGeom::new(s, p)).unwrap();
-            assert!(conv.matmul.is_some());
+            assert!(conv.cpu.is_some());
             for act in activations(cout) {
                 let got = conv.forward_act(&x, &act).unwrap();
                 let want = conv_reference(&x, &conv, &act);
@@ -899,6 +762,62 @@ mod tests {
         assert!(conv
             .forward_act(&x, &Activation::Prelu(vec![0.1; 4]))
             .is_ok());
+    }
+
+    #[test]
+    fn residual_joins_match_separate_ops() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 6, 7, 5), &dev).unwrap();
+        for (geom, k, groups) in [
+            (ConvGeom::new(1, 0), 1, 1),
+            (ConvGeom::new(1, 1), 3, 1),
+            (ConvGeom::new(1, 1).grouped(6), 3, 6),
+        ] {
+            let out = if groups == 1 { 4 } else { 6 };
+            let wt = Tensor::randn(0f32, 0.5, (out, 6 / groups, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.5, out, &dev).unwrap();
+            let conv = Conv2d::new(wt, Some(b), geom).unwrap();
+            let r = Tensor::randn(0f32, 1.0, (2, out, 7, 5), &dev).unwrap();
+            for act in activations(out) {
+                let plain = conv_reference(&x, &conv, &Activation::Identity);
+                let before = act.apply(&(&plain + &r).unwrap()).unwrap();
+                let after = (act.apply(&plain).unwrap() + &r).unwrap();
+                let got = conv.forward_join(&x, &act, &r, Join::BeforeAct).unwrap();
+                assert!(max_diff(&got, &before) < 1e-4, "before {act:?}");
+                let got = conv.forward_join(&x, &act, &r, Join::AfterAct).unwrap();
+                assert!(max_diff(&got, &after) < 1e-4, "after {act:?}");
+            }
+            let wrong = Tensor::zeros((2, out, 7, 4), DType::F32, &dev).unwrap();
+            assert!(conv
+                .forward_join(&x, &Activation::Relu, &wrong, Join::AfterAct)
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn linear_cpu_path_and_bn_folding_match_candle() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 40), &dev).unwrap();
+        let lin = Linear {
+            weight: Tensor::randn(0f32, 0.5, (7, 40), &dev).unwrap(),
+            bias: Some(Tensor::randn(0f32, 0.5, 7, &dev).unwrap()),
+        };
+        let want = x
+            .matmul(&lin.weight.t().unwrap())
+            .unwrap()
+            .broadcast_add(lin.bias.as_ref().unwrap())
+            .unwrap();
+        assert!(max_diff(&lin.forward(&x).unwrap(), &want) < 1e-4);
+        let bn = BatchNorm {
+            gamma: Tensor::randn(1f32, 0.1, 7, &dev).unwrap(),
+            beta: Tensor::randn(0f32, 0.1, 7, &dev).unwrap(),
+            mean: Tensor::randn(0f32, 0.5, 7, &dev).unwrap(),
+            var: Tensor::rand(0.5f32, 1.5, 7, &dev).unwrap(),
+            eps: 1e-5,
+        };
+        let want = bn.forward(&want).unwrap();
+        let folded = lin.fold_bn(&bn).unwrap();
+        assert!(max_diff(&folded.forward(&x).unwrap(), &want) < 1e-4);
     }
 
     #[test]

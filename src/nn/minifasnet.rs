@@ -11,13 +11,19 @@
 //!   -> conv_34 (s2) -> conv_4 (residual x6) -> conv_45 (s2) -> conv_5 (residual x2)
 //!   -> conv_6_sep (1x1) -> conv_6_dw (dw 5x5, linear) -> linear -> bn -> prob
 //! ```
+//!
+//! BatchNorm is folded into the layer before it everywhere (convolutions and `linear`), and
+//! each residual shortcut joins its block's projection in the projection's own pass.
+//!
+//! ```text
+//! ```
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::layers::{sigmoid, Activation, BatchNorm, Conv2d, ConvGeom, Linear};
+use super::layers::{sigmoid, Activation, BatchNorm, Conv2d, ConvGeom, Join, Linear};
 use crate::{Error, Result};
 
 /// Side of the square input crop.
@@ -176,16 +182,15 @@ impl DepthWise {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut y = self
-            .project
-            .forward(&self.dw.forward(&self.expand.forward(x)?)?)?;
-        if let Some(se) = &self.se {
-            y = se.forward(&y)?;
+        let h = self.dw.forward(&self.expand.forward(x)?)?;
+        let p = &self.project;
+        match (&self.se, self.residual) {
+            // The shortcut joins the linear projection in the projection's own pass.
+            (None, true) => p.conv.forward_join(&h, &p.act, x, Join::AfterAct),
+            (None, false) => p.forward(&h),
+            (Some(se), true) => se.forward(&p.forward(&h)?)? + x,
+            (Some(se), false) => se.forward(&p.forward(&h)?),
         }
-        if self.residual {
-            y = (y + x)?;
-        }
-        Ok(y)
     }
 }
 
@@ -197,8 +202,8 @@ pub struct MiniFasNet {
     blocks: Vec<DepthWise>,
     conv_6_sep: ConvBlock,
     conv_6_dw: ConvBlock,
+    /// The 512 -> 128 embedding with the BatchNorm after it folded in.
     linear: Linear,
-    bn: BatchNorm,
     prob: Linear,
 }
 
@@ -260,8 +265,8 @@ impl MiniFasNet {
             linear: Linear {
                 weight: w.get("linear.weight")?,
                 bias: None,
-            },
-            bn: w.bn("bn")?,
+            }
+            .fold_bn(&w.bn("bn")?)?,
             prob: Linear {
                 weight: w.get("prob.weight")?,
                 bias: None,
@@ -285,7 +290,6 @@ impl MiniFasNet {
         }
         y = self.conv_6_dw.forward(&self.conv_6_sep.forward(&y)?)?;
         let y = y.flatten_from(1)?;
-        let y = self.bn.forward(&self.linear.forward(&y)?)?;
-        self.prob.forward(&y)
+        self.prob.forward(&self.linear.forward(&y)?)
     }
 }

@@ -1,5 +1,6 @@
 //! Networks, natively in candle, one file each. Every `forward` takes a batch (N >= 1).
 
+pub mod cpu;
 pub mod face_descriptor;
 pub mod layers;
 pub mod minifasnet;

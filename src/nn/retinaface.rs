@@ -15,7 +15,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::layers::{softmax_last, Activation, Conv2d, ConvAct, ConvGeom};
+use crate::nn::layers::{softmax_last, Activation, Conv2d, ConvAct, ConvGeom, Join};
 use crate::nn::onnx::OnnxModel;
 use crate::{Error, Result};
 
@@ -442,15 +442,16 @@ impl RetinaFace {
             .iter()
             .try_fold(c2.clone(), |h, m| m.forward(&h))?;
 
+        // Lateral conv + LeakyReLU, then the upsampled coarser level added (in one pass).
         let p3 = self.lateral[2].forward(&c3)?;
-        let p2 = self.lateral[1].forward(&c2)?;
+        let up = upsample_nearest(&p3, (c2.dim(2)?, c2.dim(3)?))?;
         let p2 = self
             .merge2
-            .forward(&(p2.clone() + upsample_nearest_like(&p3, &p2)?)?)?;
-        let p1 = self.lateral[0].forward(&c1)?;
+            .forward(&self.lateral[1].forward_join(&c2, &up, Join::AfterAct)?)?;
+        let up = upsample_nearest(&p2, (c1.dim(2)?, c1.dim(3)?))?;
         let p1 = self
             .merge1
-            .forward(&(p1.clone() + upsample_nearest_like(&p2, &p1)?)?)?;
+            .forward(&self.lateral[0].forward_join(&c1, &up, Join::AfterAct)?)?;
 
         let mut per_level = Vec::with_capacity(3);
         for (i, p) in [p1, p2, p3].iter().enumerate() {
@@ -496,11 +497,10 @@ impl RetinaFace {
     }
 }
 
-/// Nearest upsampling of `x` to the spatial size of `like`, ONNX `Resize` with
-/// `asymmetric` coordinates and `floor` rounding: source index `floor(dst * in / out)`.
-fn upsample_nearest_like(x: &Tensor, like: &Tensor) -> candle_core::Result<Tensor> {
+/// Nearest upsampling of `x` to `(oh, ow)`, ONNX `Resize` with `asymmetric` coordinates and
+/// `floor` rounding: source index `floor(dst * in / out)`.
+fn upsample_nearest(x: &Tensor, (oh, ow): (usize, usize)) -> candle_core::Result<Tensor> {
     let (_, _, ih, iw) = x.dims4()?;
-    let (_, _, oh, ow) = like.dims4()?;
     let index = |inp: usize, out: usize| -> candle_core::Result<Tensor> {
         let idx: Vec<u32> = (0..out).map(|o| (o * inp / out) as u32).collect();
         Tensor::from_vec(idx, out, x.device())

@@ -2,6 +2,7 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::{Error, Result};
@@ -74,13 +75,57 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             min: limits.min_side,
         });
     }
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| Error::CorruptImage(e.to_string()))?;
-    img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| Error::CorruptImage(e.to_string()))?
+        .into_rgb8();
+    Ok(orient(img, orientation))
+}
+
+/// Applies an EXIF orientation, as `DynamicImage::apply_orientation` does, with quarter turns
+/// copied in cache-sized tiles (the photos of phones are mostly stored sideways).
+pub fn orient(img: RgbImage, o: Orientation) -> RgbImage {
+    use image::imageops::{flip_horizontal_in_place, flip_vertical_in_place, rotate180_in_place};
+    let mut img = match o {
+        Orientation::Rotate90 | Orientation::Rotate90FlipH => quarter_turn(&img, true),
+        Orientation::Rotate270 | Orientation::Rotate270FlipH => quarter_turn(&img, false),
+        _ => img,
+    };
+    match o {
+        Orientation::Rotate180 => rotate180_in_place(&mut img),
+        Orientation::FlipHorizontal | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH => {
+            flip_horizontal_in_place(&mut img)
+        }
+        Orientation::FlipVertical => flip_vertical_in_place(&mut img),
+        _ => {}
+    }
+    img
+}
+
+/// Rotates a quarter turn, clockwise or not: source `(x, y)` goes to `(h - 1 - y, x)`
+/// clockwise and to `(y, w - 1 - x)` counter-clockwise.
+fn quarter_turn(src: &RgbImage, clockwise: bool) -> RgbImage {
+    const TILE: usize = 32;
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    let raw = src.as_raw();
+    let mut out = vec![0u8; w * h * 3];
+    for y0 in (0..h).step_by(TILE) {
+        for x0 in (0..w).step_by(TILE) {
+            for y in y0..(y0 + TILE).min(h) {
+                for x in x0..(x0 + TILE).min(w) {
+                    let (dx, dy) = if clockwise {
+                        (h - 1 - y, x)
+                    } else {
+                        (y, w - 1 - x)
+                    };
+                    let s = (y * w + x) * 3;
+                    let d = (dy * h + dx) * 3;
+                    out[d..d + 3].copy_from_slice(&raw[s..s + 3]);
+                }
+            }
+        }
+    }
+    RgbImage::from_raw(h as u32, w as u32, out).unwrap_or_else(|| RgbImage::new(h as u32, w as u32))
 }
 
 #[cfg(test)]
@@ -121,6 +166,25 @@ mod tests {
             decode_rgb(&png(16, 64), &l),
             Err(Error::ImageTooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn every_orientation_matches_the_image_crate() {
+        let img = RgbImage::from_fn(37, 21, |x, y| image::Rgb([x as u8, y as u8, (x * y) as u8]));
+        for o in [
+            Orientation::NoTransforms,
+            Orientation::Rotate90,
+            Orientation::Rotate180,
+            Orientation::Rotate270,
+            Orientation::FlipHorizontal,
+            Orientation::FlipVertical,
+            Orientation::Rotate90FlipH,
+            Orientation::Rotate270FlipH,
+        ] {
+            let mut want = DynamicImage::ImageRgb8(img.clone());
+            want.apply_orientation(o);
+            assert_eq!(orient(img.clone(), o), want.into_rgb8(), "{o:?}");
+        }
     }
 
     #[test]

@@ -75,27 +75,57 @@ pub fn resize_bilinear_cv(
     dst
 }
 
-/// Area-filter taps along one axis: for each output sample, the first source index and the
-/// weights of the source samples it covers (summing to 1).
-fn area_taps(src_len: usize, dst_len: usize) -> Vec<(usize, Vec<f32>)> {
-    let scale = src_len as f64 / dst_len as f64;
-    (0..dst_len)
-        .map(|d| {
+/// Area-filter taps along one axis, flattened: for output sample `d`, its source samples start
+/// at `first[d]` and their weights are `weights[span[d]..span[d + 1]]` (summing to 1).
+struct AreaTaps {
+    first: Vec<usize>,
+    span: Vec<usize>,
+    weights: Vec<f32>,
+}
+
+impl AreaTaps {
+    fn new(src_len: usize, dst_len: usize) -> Self {
+        let scale = src_len as f64 / dst_len as f64;
+        let mut t = AreaTaps {
+            first: Vec::with_capacity(dst_len),
+            span: vec![0],
+            weights: Vec::new(),
+        };
+        for d in 0..dst_len {
             let a = d as f64 * scale;
             let b = ((d + 1) as f64 * scale).min(src_len as f64);
             let first = a.floor() as usize;
             let last = (b.ceil() as usize).clamp(first + 1, src_len);
-            let w: Vec<f32> = (first..last)
-                .map(|s| ((b.min(s as f64 + 1.0) - a.max(s as f64)).max(0.0) / (b - a)) as f32)
-                .collect();
-            (first, w)
-        })
-        .collect()
+            t.first.push(first);
+            t.weights
+                .extend((first..last).map(|s| {
+                    ((b.min(s as f64 + 1.0) - a.max(s as f64)).max(0.0) / (b - a)) as f32
+                }));
+            t.span.push(t.weights.len());
+        }
+        t
+    }
+
+    fn of(&self, d: usize) -> (usize, &[f32]) {
+        (self.first[d], &self.weights[self.span[d]..self.span[d + 1]])
+    }
+}
+
+/// `round(v)` (halves away from zero) to u8 for `0 <= v`, without a libm call: truncation is
+/// the floor for non-negative values and `v - floor(v)` is exact.
+#[inline]
+fn round_u8(v: f32) -> u8 {
+    let v = v.clamp(0.0, 255.0);
+    let i = v as u32;
+    (if v - i as f32 >= 0.5 { i + 1 } else { i }) as u8
 }
 
 /// Shrinks `src` so that its longer side is at most `max_side`, averaging every source pixel
 /// into the output pixel it falls in (separable area filter). Returns the image and the factor
 /// by which coordinates in the result must be multiplied to map back to `src`.
+///
+/// A whole-number factor in both directions (640x480 to 320x240) takes an integer box-filter
+/// path whose rounded means equal the separable filter's exactly.
 pub fn downscale_area(src: &RgbImage, max_side: u32) -> (RgbImage, f32) {
     let (w, h) = src.dimensions();
     let long = w.max(h);
@@ -105,42 +135,79 @@ pub fn downscale_area(src: &RgbImage, max_side: u32) -> (RgbImage, f32) {
     let scale = long as f64 / max_side as f64;
     let nw = ((w as f64 / scale).round() as u32).max(1);
     let nh = ((h as f64 / scale).round() as u32).max(1);
-    let (w, h, nw_u, nh_u) = (w as usize, h as usize, nw as usize, nh as usize);
-    let xt = area_taps(w, nw_u);
-    let yt = area_taps(h, nh_u);
+    let out = if w % nw == 0 && h % nh == 0 && w / nw == h / nh {
+        box_integer(src, (w / nw) as usize, (nw as usize, nh as usize))
+    } else {
+        area_separable(src, (nw as usize, nh as usize))
+    };
+    let img = RgbImage::from_raw(nw, nh, out).unwrap_or_else(|| RgbImage::new(nw, nh));
+    (img, w as f32 / nw as f32)
+}
+
+/// Mean of each `f x f` block, rounded half up (the exact value the area filter rounds).
+fn box_integer(src: &RgbImage, f: usize, (nw, nh): (usize, usize)) -> Vec<u8> {
+    let w = src.width() as usize;
+    let raw = src.as_raw();
+    let (area, half) = ((f * f) as u32, (f * f / 2) as u32);
+    let mut sums = vec![0u32; nw * 3];
+    let mut out = vec![0u8; nw * nh * 3];
+    for (oy, orow) in out.chunks_exact_mut(nw * 3).enumerate() {
+        sums.fill(0);
+        for y in oy * f..(oy + 1) * f {
+            let row = &raw[y * w * 3..(y * w + nw * f) * 3];
+            for (block, s) in row.chunks_exact(f * 3).zip(sums.chunks_exact_mut(3)) {
+                for px in block.chunks_exact(3) {
+                    s[0] += u32::from(px[0]);
+                    s[1] += u32::from(px[1]);
+                    s[2] += u32::from(px[2]);
+                }
+            }
+        }
+        for (o, &s) in orow.iter_mut().zip(&sums) {
+            *o = ((s + half) / area) as u8;
+        }
+    }
+    out
+}
+
+/// Separable area filter for any factor: each source row to `nw` columns, then rows.
+fn area_separable(src: &RgbImage, (nw, nh): (usize, usize)) -> Vec<u8> {
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    let xt = AreaTaps::new(w, nw);
+    let yt = AreaTaps::new(h, nh);
     let raw = src.as_raw();
     // Horizontal pass: every source row to nw columns (f32, interleaved RGB).
-    let mut rows = vec![0f32; h * nw_u * 3];
-    for (y, dst) in rows.chunks_exact_mut(nw_u * 3).enumerate() {
+    let mut rows = vec![0f32; h * nw * 3];
+    for (y, dst) in rows.chunks_exact_mut(nw * 3).enumerate() {
         let srow = &raw[y * w * 3..(y + 1) * w * 3];
-        for (ox, (first, wts)) in xt.iter().enumerate() {
+        for (ox, d) in dst.chunks_exact_mut(3).enumerate() {
+            let (first, wts) = xt.of(ox);
             let mut acc = [0f32; 3];
-            for (k, &wt) in wts.iter().enumerate() {
-                let p = (first + k) * 3;
-                acc[0] += wt * f32::from(srow[p]);
-                acc[1] += wt * f32::from(srow[p + 1]);
-                acc[2] += wt * f32::from(srow[p + 2]);
+            for (&wt, px) in wts.iter().zip(srow[first * 3..].chunks_exact(3)) {
+                acc[0] += wt * f32::from(px[0]);
+                acc[1] += wt * f32::from(px[1]);
+                acc[2] += wt * f32::from(px[2]);
             }
-            dst[ox * 3..ox * 3 + 3].copy_from_slice(&acc);
+            d.copy_from_slice(&acc);
         }
     }
     // Vertical pass.
-    let mut out = vec![0u8; nh_u * nw_u * 3];
-    let mut acc = vec![0f32; nw_u * 3];
-    for (oy, (first, wts)) in yt.iter().enumerate() {
+    let mut out = vec![0u8; nh * nw * 3];
+    let mut acc = vec![0f32; nw * 3];
+    for (oy, orow) in out.chunks_exact_mut(nw * 3).enumerate() {
+        let (first, wts) = yt.of(oy);
         acc.fill(0.0);
         for (k, &wt) in wts.iter().enumerate() {
-            let r = &rows[(first + k) * nw_u * 3..(first + k + 1) * nw_u * 3];
+            let r = &rows[(first + k) * nw * 3..(first + k + 1) * nw * 3];
             for (a, v) in acc.iter_mut().zip(r) {
                 *a += wt * v;
             }
         }
-        for (o, a) in out[oy * nw_u * 3..(oy + 1) * nw_u * 3].iter_mut().zip(&acc) {
-            *o = a.round().clamp(0.0, 255.0) as u8;
+        for (o, &a) in orow.iter_mut().zip(&acc) {
+            *o = round_u8(a);
         }
     }
-    let img = RgbImage::from_raw(nw, nh, out).unwrap_or_else(|| RgbImage::new(nw, nh));
-    (img, w as f32 / nw as f32)
+    out
 }
 
 #[cfg(test)]
@@ -164,6 +231,41 @@ mod tests {
         let out = resize_bilinear_cv(&img, (0, 0, 4, 2), 2, 1);
         assert_eq!(out[0], 50);
         assert_eq!(out[3], 228);
+    }
+
+    #[test]
+    fn integer_box_path_equals_the_separable_filter() {
+        for (w, h, f) in [
+            (64u32, 48u32, 2usize),
+            (90, 60, 3),
+            (64, 32, 4),
+            (50, 35, 5),
+        ] {
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    ((x * 37 + y * 11) % 256) as u8,
+                    ((x * x + 3 * y) % 256) as u8,
+                    ((x ^ y) * 13 % 256) as u8,
+                ])
+            });
+            let dims = ((w as usize) / f, (h as usize) / f);
+            assert_eq!(
+                box_integer(&img, f, dims),
+                area_separable(&img, dims),
+                "factor {f}"
+            );
+        }
+    }
+
+    #[test]
+    fn rounding_matches_f32_round() {
+        for i in 0..=2550 * 4 {
+            let v = i as f32 / 40.0;
+            assert_eq!(round_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
+        for v in [0.49999997f32, 0.5, 1.5, 2.5, 254.5, 300.0] {
+            assert_eq!(round_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
     }
 
     #[test]
