@@ -163,8 +163,15 @@ fn box_integer(src: &RgbImage, f: usize, (nw, nh): (usize, usize)) -> Vec<u8> {
                 }
             }
         }
-        for (o, &s) in orow.iter_mut().zip(&sums) {
-            *o = ((s + half) / area) as u8;
+        if area.is_power_of_two() {
+            let shift = area.trailing_zeros();
+            for (o, &s) in orow.iter_mut().zip(&sums) {
+                *o = ((s + half) >> shift) as u8;
+            }
+        } else {
+            for (o, &s) in orow.iter_mut().zip(&sums) {
+                *o = ((s + half) / area) as u8;
+            }
         }
     }
     out

@@ -1,21 +1,19 @@
 //! Depthwise convolution of one image (one kxk kernel per channel) with the layer's
 //! epilogue.
 //!
-//! Each channel's zero-padded plane is split into `stride` column phases (phase `r` holds
-//! padded columns `r, r + stride, ...`; one phase when the stride is 1), each `ws` wide.
-//! Output pixel `(y, x)` at "virtual" index `v = y * stride * ws + x` then reads tap
-//! `(ky, kx)` at `v + ky * ws + kx / stride` of phase `kx % stride`: every tap is one
-//! contiguous run of values, whatever the stride or plane size. The SIMD paths keep 64 (AVX-512)
-//! or 32 (AVX2) outputs in registers across all taps; the portable path makes one pass per
-//! tap. Columns of the virtual rows past `ow` are dropped when rows are compacted, which is also
-//! when the bias and activation are applied.
+//! - SIMD paths (AVX-512, AVX2; strides 1 and 2): direct. Each output vector sums its taps
+//!   from masked loads of the input rows, so the zero padding is never materialised (lanes
+//!   outside the row read as zero and touch no memory); at stride 2 a load of twice the width
+//!   is deinterleaved in registers. The bias, activation and residual are applied before the
+//!   one masked store.
+//! - Portable path (and larger strides): each channel's padded plane is split into `stride`
+//!   column phases (phase `r` holds padded columns `r, r + stride, ...`), so that output
+//!   `(y, x)` at "virtual" index `v = y * stride * ws + x` reads tap `(ky, kx)` at
+//!   `v + ky * ws + kx / stride` of phase `kx % stride`: one contiguous pass per tap. The
+//!   virtual rows are compacted afterwards, with the epilogue.
 
 use super::conv::Window;
 use super::{Epilogue, Isa, Scratch};
-
-/// Zeros kept past the phase planes, so that whole-vector reads past the last output never
-/// leave the buffer (their results land in dropped columns).
-const SPARE: usize = 64;
 
 /// Convolves one image `x (c, h, w)` with `k (c, 1, kh, kw)` into `out (c, oh, ow)` and
 /// applies `epi` per channel. Returns `(oh, ow)`.
@@ -31,7 +29,7 @@ pub fn depthwise(
     depthwise_with(Isa::detect(), x, dims, k, ksize, win, out, epi)
 }
 
-/// [`depthwise`] with the passes compiled for `isa` (an error if this CPU lacks it).
+/// [`depthwise`] with the kernels of `isa` (an error if this CPU lacks it).
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise_with(
     isa: Isa,
@@ -63,120 +61,145 @@ pub fn depthwise_with(
     if c == 0 || oh * ow == 0 {
         return Ok((oh, ow));
     }
-    let s = win.stride;
-    let ws = wp.div_ceil(s);
     let g = Geometry {
+        c,
         h,
         w,
+        kh,
+        kw,
+        stride: win.stride,
         pad: win.pad,
-        stride: s,
-        hp,
-        ws,
         oh,
         ow,
-        pitch: s * ws,
-        taps: (0..kh * kw)
-            .map(|t| {
-                let (ky, kx) = (t / kw, t % kw);
-                (kx % s) * hp * ws + ky * ws + kx / s
-            })
-            .collect(),
-    };
-    let pv = (oh - 1) * g.pitch + ow;
-    let mut phases = Scratch::take(s * hp * ws + SPARE);
-    phases[s * hp * ws..].fill(0.0);
-    let mut wide = Scratch::take(pv.next_multiple_of(SPARE));
-    // The SIMD passes read `wide.len()` values from every tap's offset.
-    if g.taps.iter().any(|&t| t + wide.len() > phases.len()) {
-        return Err("depthwise: tap runs overrun the phase buffer".into());
-    }
-    let mut bufs = Buffers {
-        phases: &mut phases,
-        wide: &mut wide,
-        pv,
     };
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512F is supported (checked above) and the buffers were checked to hold
-        // every tap run rounded up to whole vectors.
-        Isa::Avx512 => unsafe { x86::channels512(x, (c, kh * kw), k, out, epi, &g, &mut bufs) },
+        // SAFETY: AVX-512F is supported (checked above) and the operand sizes were checked
+        // against the geometry.
+        Isa::Avx512 if g.direct() => unsafe { x86::direct512(x, k, out, epi, &g) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, with AVX2 and FMA.
-        Isa::Avx2 => unsafe { x86::channels256(x, (c, kh * kw), k, out, epi, &g, &mut bufs) },
-        _ => channels(x, (c, kh * kw), k, out, epi, &g, &mut bufs, |p, t, k, w| {
-            taps_portable(p, t, k, &mut w[..pv])
-        }),
+        Isa::Avx2 if g.direct() => unsafe { x86::direct256(x, k, out, epi, &g) },
+        _ => phased(x, k, out, epi, &g),
     }
     Ok((oh, ow))
 }
 
 /// Checked sizes of one call.
 struct Geometry {
+    /// Channels.
+    c: usize,
     /// Input height and width.
     h: usize,
     w: usize,
-    /// Zero padding.
-    pad: usize,
-    /// Stride (number of phases).
+    /// Kernel height and width.
+    kh: usize,
+    kw: usize,
+    /// Stride and padding.
     stride: usize,
-    /// Padded height (rows of each phase).
-    hp: usize,
-    /// Width of each phase.
-    ws: usize,
+    pad: usize,
     /// Output height and width.
     oh: usize,
     ow: usize,
-    /// Virtual row pitch of the output, `stride * ws`.
-    pitch: usize,
-    /// Offset of each tap's run in the phase buffer.
-    taps: Vec<usize>,
 }
 
-/// Per-call scratch: the phase planes of one channel and its output at padded width.
-struct Buffers<'a> {
-    /// Phase planes (plus [`SPARE`] zeros).
-    phases: &'a mut [f32],
-    /// Output at virtual width, a multiple of [`SPARE`] long.
-    wide: &'a mut [f32],
-    /// Virtual outputs that matter (the rest of `wide` is padding).
-    pv: usize,
+impl Geometry {
+    /// Whether the direct SIMD kernels apply: 3x3 kernels at stride 1 or 2 (every depthwise
+    /// layer of the networks but MiniFASNet's final 5x5 one, which has a 1x1 output).
+    fn direct(&self) -> bool {
+        self.kh == 3 && self.kw == 3 && (self.stride == 1 || self.stride == 2)
+    }
+
+    /// Work items of a channel, output row by output row, `lanes` columns at a time, padded
+    /// with empty items to a multiple of [`GROUP`].
+    fn items(&self, lanes: usize) -> Vec<Item> {
+        let mut v = Vec::new();
+        for oy in 0..self.oh {
+            let rows = [0, 1, 2].map(|ky| {
+                let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                (0..self.h as isize)
+                    .contains(&iy)
+                    .then(|| iy as usize * self.w)
+            });
+            for x0 in (0..self.ow).step_by(lanes) {
+                v.push(Item {
+                    rows,
+                    x0,
+                    out: oy * self.ow + x0,
+                    n: (self.ow - x0).min(lanes),
+                });
+            }
+        }
+        while v.len() % GROUP != 0 {
+            v.push(Item {
+                rows: [None; 3],
+                x0: 0,
+                out: 0,
+                n: 0,
+            });
+        }
+        v
+    }
 }
 
-/// Every channel: split into phases, sum the taps with `taps`, compact the rows with the
-/// epilogue. Inlined into each instruction set's entry point so all of it is compiled for it.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn channels(
-    x: &[f32],
-    (c, ntaps): (usize, usize),
-    k: &[f32],
-    out: &mut [f32],
-    epi: &Epilogue,
-    g: &Geometry,
-    b: &mut Buffers,
-    taps: impl Fn(&[f32], &[usize], &[f32], &mut [f32]),
-) {
-    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
-    for ch in 0..c {
-        split_phases(&x[ch * plane_in..(ch + 1) * plane_in], g, b.phases);
-        taps(b.phases, &g.taps, &k[ch * ntaps..(ch + 1) * ntaps], b.wide);
+/// Outputs computed side by side by the direct kernels (independent accumulators).
+const GROUP: usize = 4;
+
+/// One vector of outputs of a channel for the direct kernels.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    /// Start of input rows `oy * stride + ky - pad` (ky = 0, 1, 2) within the plane, `None`
+    /// for rows in the padding.
+    rows: [Option<usize>; 3],
+    /// First output column.
+    x0: usize,
+    /// Offset of the first output within the output plane.
+    out: usize,
+    /// Outputs in this vector (0 for padding items).
+    n: usize,
+}
+
+/// The portable path: phase planes, one pass per tap, compaction with the epilogue.
+fn phased(x: &[f32], k: &[f32], out: &mut [f32], epi: &Epilogue, g: &Geometry) {
+    let (s, hp) = (g.stride, g.h + 2 * g.pad);
+    let ws = (g.w + 2 * g.pad).div_ceil(s);
+    let pitch = s * ws;
+    let taps: Vec<usize> = (0..g.kh * g.kw)
+        .map(|t| {
+            let (ky, kx) = (t / g.kw, t % g.kw);
+            (kx % s) * hp * ws + ky * ws + kx / s
+        })
+        .collect();
+    let pv = (g.oh - 1) * pitch + g.ow;
+    // Every tap run of pv values stays inside the phases (the last output's taps are the
+    // last padded row and column); nothing past them is read.
+    let mut phases = Scratch::take(s * hp * ws);
+    let mut wide = Scratch::take(pv);
+    let (plane_in, plane_out, nt) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    for ch in 0..g.c {
+        split_phases(&x[ch * plane_in..(ch + 1) * plane_in], g, ws, &mut phases);
+        wide.fill(0.0);
+        for (&off, &kv) in taps.iter().zip(&k[ch * nt..(ch + 1) * nt]) {
+            for (o, &v) in wide.iter_mut().zip(&phases[off..off + pv]) {
+                *o += kv * v;
+            }
+        }
         let dst = &mut out[ch * plane_out..(ch + 1) * plane_out];
         for (y, row) in dst.chunks_exact_mut(g.ow).enumerate() {
-            row.copy_from_slice(&b.wide[y * g.pitch..y * g.pitch + g.ow]);
+            row.copy_from_slice(&wide[y * pitch..y * pitch + g.ow]);
             let at = ch * plane_out + y * g.ow;
             let res = epi.residual.map(|r| &r.data[at..at + g.ow]);
             epi.apply_row(ch, row, res);
         }
     }
-    debug_assert!(b.pv <= b.wide.len());
 }
 
 /// Writes the padded plane of one channel as `stride` phases of `hp x ws` (zeros outside the
 /// input).
-fn split_phases(src: &[f32], g: &Geometry, dst: &mut [f32]) {
-    let (s, ws, p) = (g.stride, g.ws, g.pad);
+fn split_phases(src: &[f32], g: &Geometry, ws: usize, dst: &mut [f32]) {
+    let (s, p, hp) = (g.stride, g.pad, g.h + 2 * g.pad);
     for r in 0..s {
-        let phase = &mut dst[r * g.hp * ws..(r + 1) * g.hp * ws];
+        let phase = &mut dst[r * hp * ws..(r + 1) * hp * ws];
         for (y, row) in phase.chunks_exact_mut(ws).enumerate() {
             let Some(iy) = y.checked_sub(p).filter(|&iy| iy < g.h) else {
                 row.fill(0.0);
@@ -188,138 +211,217 @@ fn split_phases(src: &[f32], g: &Geometry, dst: &mut [f32]) {
             let hi = (p + g.w).saturating_sub(r).div_ceil(s).clamp(lo, ws);
             row[..lo].fill(0.0);
             row[hi..].fill(0.0);
-            if hi > lo {
-                let first = s * lo + r - p;
-                let dst = &mut row[lo..hi];
-                let run = &srow[first..first + s * (dst.len() - 1) + 1];
-                match s {
-                    1 => dst.copy_from_slice(run),
-                    2 => {
-                        // Pairs as chunks: an interleaved load the compiler vectorises.
-                        let pairs = run.len() / 2;
-                        for (d, c) in dst.iter_mut().zip(run.chunks_exact(2)) {
-                            *d = c[0];
-                        }
-                        if dst.len() > pairs {
-                            dst[pairs] = run[2 * pairs];
-                        }
-                    }
-                    _ => {
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = run[s * j];
-                        }
-                    }
-                }
+            for (j, d) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                *d = srow[s * j + r - p];
             }
-        }
-    }
-}
-
-/// `wide[v] = sum_t k[t] * phases[taps[t] + v]`, one pass per tap.
-fn taps_portable(phases: &[f32], taps: &[usize], k: &[f32], wide: &mut [f32]) {
-    wide.fill(0.0);
-    let n = wide.len();
-    for (&off, &kv) in taps.iter().zip(k) {
-        for (o, &v) in wide.iter_mut().zip(&phases[off..off + n]) {
-            *o += kv * v;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Register-blocked tap sums and the per-instruction-set entry points.
+    //! Direct depthwise kernels: masked loads for the borders, fused epilogue.
 
     use std::arch::x86_64::*;
 
-    use super::{channels, Buffers, Epilogue, Geometry};
+    use super::{Epilogue, Geometry, GROUP};
 
-    /// [`channels`] compiled for AVX-512 with [`taps512`].
+    /// Lanes `[lo, hi)` of a `lanes`-wide load starting at column `c` that fall inside a row
+    /// of `w` values.
+    #[inline(always)]
+    fn span(c: isize, w: usize, lanes: usize) -> (u32, u32) {
+        let lo = (-c).clamp(0, lanes as isize) as u32;
+        let hi = (w as isize - c).clamp(0, lanes as isize) as u32;
+        (lo, hi.max(lo))
+    }
+
+    /// AVX-512 load mask for 16 values starting at column `c` of a `w`-wide row.
+    #[inline(always)]
+    fn mask16(c: isize, w: usize) -> __mmask16 {
+        let (lo, hi) = span(c, w, 16);
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+    }
+
+    /// Every channel with AVX-512: [`GROUP`] vectors of 16 outputs at a time.
     ///
     /// # Safety
-    /// AVX-512F must be supported and `b` must satisfy [`taps512`]'s size rules.
-    #[allow(clippy::too_many_arguments)]
+    /// AVX-512F must be supported, the geometry must pass [`Geometry::direct`] and the
+    /// operands must have the sizes `g` describes (checked by the caller).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn channels512(
+    pub(super) unsafe fn direct512(
         x: &[f32],
-        ct: (usize, usize),
         k: &[f32],
         out: &mut [f32],
         epi: &Epilogue,
         g: &Geometry,
-        b: &mut Buffers,
     ) {
-        // SAFETY: forwarded from the caller.
-        channels(x, ct, k, out, epi, g, b, |p, t, k, w| unsafe {
-            taps512(p, t, k, w)
-        })
-    }
-
-    /// [`channels`] compiled for AVX2 with [`taps256`].
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be supported and `b` must satisfy [`taps256`]'s size rules.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn channels256(
-        x: &[f32],
-        ct: (usize, usize),
-        k: &[f32],
-        out: &mut [f32],
-        epi: &Epilogue,
-        g: &Geometry,
-        b: &mut Buffers,
-    ) {
-        // SAFETY: forwarded from the caller.
-        channels(x, ct, k, out, epi, g, b, |p, t, k, w| unsafe {
-            taps256(p, t, k, w)
-        })
-    }
-
-    /// `wide[v] = sum_t k[t] * phases[taps[t] + v]` for every `v < wide.len()`, 64 at a time
-    /// with four accumulators.
-    ///
-    /// # Safety
-    /// AVX-512F must be supported; `wide.len()` must be a multiple of 64 and every
-    /// `taps[t] + wide.len()` at most `phases.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn taps512(phases: &[f32], taps: &[usize], k: &[f32], wide: &mut [f32]) {
-        let src = phases.as_ptr();
-        let dst = wide.as_mut_ptr();
-        for v in (0..wide.len()).step_by(64) {
-            let mut a = [_mm512_setzero_ps(); 4];
-            for (&off, &kv) in taps.iter().zip(k) {
-                let kv = _mm512_set1_ps(kv);
-                let p = src.add(off + v);
-                for (i, a) in a.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(kv, _mm512_loadu_ps(p.add(16 * i)), *a);
+        let items = g.items(16);
+        // Per item and tap column: the load's first input column and lane masks (two loads
+        // at stride 2). Independent of the channel.
+        let cols: Vec<[(isize, __mmask16, __mmask16); 3]> = items
+            .iter()
+            .map(|it| {
+                [0, 1, 2].map(|kx| {
+                    let c0 = (g.stride * it.x0 + kx) as isize - g.pad as isize;
+                    let live = if it.n == 0 { 0 } else { 0xFFFF };
+                    (c0, mask16(c0, g.w) & live, mask16(c0 + 16, g.w) & live)
+                })
+            })
+            .collect();
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let zero = _mm512_setzero_ps();
+        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+        let before = epi.residual.is_some_and(|r| r.before_act);
+        for ch in 0..g.c {
+            let src = x.as_ptr().add(ch * plane_in);
+            let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(k[ch * 9 + t]));
+            let bias = _mm512_set1_ps(epi.bias.map_or(0.0, |b| b[ch]));
+            let slope = epi.slope.of_row(ch).map(|s| _mm512_set1_ps(s));
+            let res = epi.residual.map(|r| r.data.as_ptr().add(ch * plane_out));
+            let dst = out.as_mut_ptr().add(ch * plane_out);
+            for (group, gcols) in items.chunks_exact(GROUP).zip(cols.chunks_exact(GROUP)) {
+                let mut acc = [zero; GROUP];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        for i in 0..GROUP {
+                            let Some(row) = group[i].rows[ky] else {
+                                continue;
+                            };
+                            let (c0, m0, m1) = gcols[i][kx];
+                            // Masked-off lanes are not read, so the address may lie outside
+                            // the row (wrapping arithmetic keeps that well defined).
+                            let p = src.add(row).wrapping_offset(c0);
+                            let v = _mm512_maskz_loadu_ps(m0, p);
+                            let v = if g.stride == 1 {
+                                v
+                            } else {
+                                let hi = _mm512_maskz_loadu_ps(m1, p.wrapping_add(16));
+                                _mm512_permutex2var_ps(v, even, hi)
+                            };
+                            acc[i] = _mm512_fmadd_ps(wv[ky * 3 + kx], v, acc[i]);
+                        }
+                    }
                 }
-            }
-            for (i, a) in a.iter().enumerate() {
-                _mm512_storeu_ps(dst.add(v + 16 * i), *a);
+                for (it, &a) in group.iter().zip(&acc) {
+                    let om = ((1u32 << it.n) - 1) as __mmask16;
+                    let mut o = _mm512_add_ps(a, bias);
+                    let rv = match res {
+                        Some(r) => _mm512_maskz_loadu_ps(om, r.wrapping_add(it.out)),
+                        None => zero,
+                    };
+                    if before {
+                        o = _mm512_add_ps(o, rv);
+                    }
+                    if let Some(s) = slope {
+                        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(o, zero);
+                        o = _mm512_mask_mul_ps(o, neg, o, s);
+                    }
+                    if !before {
+                        o = _mm512_add_ps(o, rv);
+                    }
+                    _mm512_mask_storeu_ps(dst.add(it.out), om, o);
+                }
             }
         }
     }
 
-    /// [`taps512`] with AVX2: 32 outputs at a time.
+    /// AVX2 lane mask for 8 values starting at column `c` of a `w`-wide row.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn mask8(c: isize, w: usize) -> __m256i {
+        let (lo, hi) = span(c, w, 8);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_and_si256(
+            _mm256_cmpgt_epi32(lanes, _mm256_set1_epi32(lo as i32 - 1)),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi as i32), lanes),
+        )
+    }
+
+    /// Every channel with AVX2: [`GROUP`] vectors of 8 outputs at a time.
     ///
     /// # Safety
-    /// AVX2 and FMA must be supported; sizes as for [`taps512`].
+    /// AVX2 and FMA must be supported; otherwise as [`direct512`].
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn taps256(phases: &[f32], taps: &[usize], k: &[f32], wide: &mut [f32]) {
-        let src = phases.as_ptr();
-        let dst = wide.as_mut_ptr();
-        for v in (0..wide.len()).step_by(32) {
-            let mut a = [_mm256_setzero_ps(); 4];
-            for (&off, &kv) in taps.iter().zip(k) {
-                let kv = _mm256_set1_ps(kv);
-                let p = src.add(off + v);
-                for (i, a) in a.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(kv, _mm256_loadu_ps(p.add(8 * i)), *a);
+    pub(super) unsafe fn direct256(
+        x: &[f32],
+        k: &[f32],
+        out: &mut [f32],
+        epi: &Epilogue,
+        g: &Geometry,
+    ) {
+        let items = g.items(8);
+        let none = _mm256_setzero_si256();
+        let cols: Vec<[(isize, __m256i, __m256i); 3]> = items
+            .iter()
+            .map(|it| {
+                [0, 1, 2].map(|kx| {
+                    let c0 = (g.stride * it.x0 + kx) as isize - g.pad as isize;
+                    if it.n == 0 {
+                        (c0, none, none)
+                    } else {
+                        (c0, mask8(c0, g.w), mask8(c0 + 8, g.w))
+                    }
+                })
+            })
+            .collect();
+        let outs: Vec<__m256i> = items.iter().map(|it| mask8(0, it.n)).collect();
+        let zero = _mm256_setzero_ps();
+        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+        let before = epi.residual.is_some_and(|r| r.before_act);
+        for ch in 0..g.c {
+            let src = x.as_ptr().add(ch * plane_in);
+            let wv: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(k[ch * 9 + t]));
+            let bias = _mm256_set1_ps(epi.bias.map_or(0.0, |b| b[ch]));
+            let slope = epi.slope.of_row(ch).map(|s| _mm256_set1_ps(s));
+            let res = epi.residual.map(|r| r.data.as_ptr().add(ch * plane_out));
+            let dst = out.as_mut_ptr().add(ch * plane_out);
+            for ((group, gcols), gouts) in items
+                .chunks_exact(GROUP)
+                .zip(cols.chunks_exact(GROUP))
+                .zip(outs.chunks_exact(GROUP))
+            {
+                let mut acc = [zero; GROUP];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        for i in 0..GROUP {
+                            let Some(row) = group[i].rows[ky] else {
+                                continue;
+                            };
+                            let (c0, m0, m1) = gcols[i][kx];
+                            let p = src.add(row).wrapping_offset(c0);
+                            let v = _mm256_maskload_ps(p, m0);
+                            let v = if g.stride == 1 {
+                                v
+                            } else {
+                                let hi = _mm256_maskload_ps(p.wrapping_add(8), m1);
+                                // [v0 v2 h0 h2 | v4 v6 h4 h6] -> [v0 v2 v4 v6 h0 h2 h4 h6]
+                                let sh = _mm256_shuffle_ps::<0b10_00_10_00>(v, hi);
+                                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                                    _mm256_castps_pd(sh),
+                                ))
+                            };
+                            acc[i] = _mm256_fmadd_ps(wv[ky * 3 + kx], v, acc[i]);
+                        }
+                    }
                 }
-            }
-            for (i, a) in a.iter().enumerate() {
-                _mm256_storeu_ps(dst.add(v + 8 * i), *a);
+                for ((it, &a), &om) in group.iter().zip(&acc).zip(gouts) {
+                    let mut o = _mm256_add_ps(a, bias);
+                    let rv = match res {
+                        Some(r) => _mm256_maskload_ps(r.wrapping_add(it.out), om),
+                        None => zero,
+                    };
+                    if before {
+                        o = _mm256_add_ps(o, rv);
+                    }
+                    if let Some(s) = slope {
+                        let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(o, zero);
+                        o = _mm256_blendv_ps(o, _mm256_mul_ps(o, s), neg);
+                    }
+                    if !before {
+                        o = _mm256_add_ps(o, rv);
+                    }
+                    _mm256_maskstore_ps(dst.wrapping_add(it.out), om, o);
+                }
             }
         }
     }
