@@ -72,6 +72,20 @@ pub fn depthwise_with(
         oh,
         ow,
     };
+    if (oh, ow) == (1, 1) && win.pad == 0 && (kh, kw) == (h, w) {
+        // The kernel covers the whole input (MiniFASNet's last layer): one dot product per
+        // channel.
+        for (ch, o) in out.iter_mut().enumerate() {
+            let mut v = [super::dot(
+                &x[ch * h * w..(ch + 1) * h * w],
+                &k[ch * kh * kw..(ch + 1) * kh * kw],
+            )];
+            let res = epi.residual.map(|r| &r.data[ch..=ch]);
+            epi.apply_row(ch, &mut v, res);
+            *o = v[0];
+        }
+        return Ok((oh, ow));
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512F is supported (checked above) and the operand sizes were checked
@@ -445,6 +459,7 @@ mod tests {
                 (2, 4, 6, 1, 1, 0),
                 (2, 13, 11, 3, 3, 1),
                 (3, 8, 8, 5, 2, 2),
+                (4, 5, 5, 5, 1, 0),
             ]
             .iter()
             .map(move |g| (i, g))
