@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest wait for a request's headers, ms (slow clients are disconnected).
     pub header_timeout_ms: u64,
+    /// Longest wait for a request's body once its headers arrived, ms (answered with the
+    /// dialect's timeout error).
+    pub body_timeout_ms: u64,
     /// Most open client connections; further ones wait in the kernel's backlog.
     pub max_connections: usize,
     /// Longest wait for in-flight requests after a shutdown signal, ms.
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             listen: "0.0.0.0:8080".into(),
             max_body_bytes: 32 << 20,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
             max_connections: 1024,
             drain_timeout_ms: 30_000,
             bare_owners: default_bare_owners(),
@@ -94,6 +98,9 @@ pub struct ServerArgs {
     /// Longest wait for request headers, ms [default: 10000].
     #[arg(long, env = "FACEGATE_HEADER_TIMEOUT_MS")]
     pub header_timeout_ms: Option<u64>,
+    /// Longest wait for a request body after its headers, ms [default: 30000].
+    #[arg(long, env = "FACEGATE_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
     /// Most open client connections [default: 1024].
     #[arg(long, env = "FACEGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -155,6 +162,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.header_timeout_ms {
             cfg.header_timeout_ms = v;
+        }
+        if let Some(v) = self.body_timeout_ms {
+            cfg.body_timeout_ms = v;
         }
         if let Some(v) = self.max_connections {
             cfg.max_connections = v;
@@ -246,8 +256,12 @@ pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
     if cfg.batcher.queue_bound == 0 || cfg.batcher.prepare_threads == 0 {
         return bad("server.queue_bound and server.prepare_threads must be positive");
     }
-    if cfg.max_body_bytes == 0 || cfg.max_connections == 0 || cfg.header_timeout_ms == 0 {
-        return bad("server.max_body_bytes, server.max_connections and server.header_timeout_ms must be positive");
+    if cfg.max_body_bytes == 0
+        || cfg.max_connections == 0
+        || cfg.header_timeout_ms == 0
+        || cfg.body_timeout_ms == 0
+    {
+        return bad("server.max_body_bytes, server.max_connections, server.header_timeout_ms and server.body_timeout_ms must be positive");
     }
     for (path, dialect) in &cfg.bare_owners {
         if !path.starts_with('/') || dialect.is_empty() {

@@ -38,6 +38,18 @@ pub enum Error {
         /// Minimum side.
         min: u32,
     },
+    /// The request body is larger than the server accepts (`max_body_bytes`).
+    #[error("request body too large: the limit is {limit} bytes (max_body_bytes)")]
+    BodyTooLarge {
+        /// Configured maximum.
+        limit: usize,
+    },
+    /// The request body did not arrive in time (`body_timeout_ms`).
+    #[error("request body not received within {ms} ms (body_timeout_ms)")]
+    BodyTimeout {
+        /// Configured limit.
+        ms: u64,
+    },
     /// The bytes are not a JPEG or PNG image.
     #[error("unsupported image format: only JPEG and PNG are accepted")]
     UnsupportedFormat,
@@ -88,6 +100,8 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::EmptyImage => "empty_image",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::BodyTimeout { .. } => "body_timeout",
             Error::ImageTooLarge { .. } => "image_too_large",
             Error::TooManyPixels { .. } => "too_many_pixels",
             Error::ImageTooSmall { .. } => "image_too_small",
@@ -108,6 +122,8 @@ impl Error {
         matches!(
             self,
             Error::EmptyImage
+                | Error::BodyTooLarge { .. }
+                | Error::BodyTimeout { .. }
                 | Error::ImageTooLarge { .. }
                 | Error::TooManyPixels { .. }
                 | Error::ImageTooSmall { .. }

@@ -29,8 +29,11 @@ pub const QUEUE_DEPTH: &str = "facegate_queue_depth";
 pub const ADMITTED: &str = "facegate_admitted_images";
 /// HTTP requests being served.
 pub const IN_FLIGHT: &str = "facegate_in_flight_requests";
-/// Constant 1, labelled with each loaded `model` and the `device` it runs on.
+/// Constant 1, labelled with each loaded `model`, the `device` it runs on and the CPU
+/// `kernels` instruction set.
 pub const MODEL_INFO: &str = "facegate_model_info";
+/// Threads the networks run on.
+pub const INFERENCE_THREADS: &str = "facegate_inference_threads";
 
 /// Latency buckets, seconds: 1 ms .. 30 s.
 const SECONDS_BUCKETS: [f64; 16] = [

@@ -366,7 +366,8 @@ async fn metrics_expose_the_series() {
         "facegate_batch_size_bucket{stage=\"detect\"",
         "facegate_queue_depth{stage=\"detect\"}",
         "facegate_in_flight_requests",
-        "facegate_model_info{model=\"retinaface\",device=\"cpu\"} 1",
+        "facegate_model_info{model=\"retinaface\",device=\"cpu\",kernels=\"",
+        "facegate_inference_threads",
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
@@ -399,6 +400,14 @@ async fn health_is_503_until_the_models_are_ready() {
     let a = request(&h, Method::GET, "/health", &[], Bytes::new()).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json()["status"], "ok");
+    assert_eq!(a.json()["device"], "cpu");
+    assert_eq!(
+        a.json()["kernels"],
+        facegate::nn::cpu::Isa::detect().name(),
+        "{}",
+        a.json()
+    );
+    assert!(a.json()["threads"].as_u64().is_some_and(|t| t >= 1));
     h.shutdown();
     h.stopped().await;
 
@@ -423,19 +432,95 @@ async fn health_is_503_until_the_models_are_ready() {
 
 /// Sends headers with `Expect: 100-continue` over a raw socket and reads the early answer.
 async fn oversized_without_sending(h: &ServerHandle, length: usize) -> String {
+    raw_exchange(h, "/facegate/v1/analyze", length, b"").await
+}
+
+/// Sends a POST to `path` declaring `length` body bytes but sending only `sent`, then reads
+/// whatever the server answers before closing.
+async fn raw_exchange(h: &ServerHandle, path: &str, length: usize, sent: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(h.local_addr())
         .await
         .unwrap();
     let head = format!(
-        "POST /facegate/v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
     );
     s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(sent).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
         .await
         .unwrap()
         .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    let raw = String::from_utf8_lossy(&out).into_owned();
+    // The interim answer to `Expect: 100-continue` (sent before the body is read) comes first.
+    match raw.strip_prefix("HTTP/1.1 100 Continue\r\n\r\n") {
+        Some(rest) => rest.to_string(),
+        None => raw,
+    }
+}
+
+/// The JSON body of a raw HTTP/1.1 answer.
+fn raw_json(raw: &str) -> Value {
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_errors_are_answered_in_each_dialects_format() {
+    let h = start(
+        config(|c| {
+            c.max_body_bytes = 100_000;
+            c.body_timeout_ms = 300;
+        }),
+        &server::registry(),
+    )
+    .await;
+    // Too large, refused from the headers.
+    let raw = raw_exchange(&h, "/facegate/v1/analyze", 250_000, b"").await;
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert_eq!(raw_json(&raw)["error"]["kind"], "body_too_large");
+    // IDLive: 200 with `error` and `error_code`, as for any unreadable image.
+    let raw = raw_exchange(&h, "/check_liveness", 250_000, b"").await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let j = raw_json(&raw);
+    assert_eq!(j["error_code"], "FAILED_TO_READ_IMAGE", "{raw}");
+    assert!(
+        j["error"].as_str().unwrap().contains("100000 bytes"),
+        "{raw}"
+    );
+    // IAD: its error document, 400.
+    let raw = raw_exchange(&h, "/check_capture_liveness", 250_000, b"").await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    let j = raw_json(&raw);
+    assert_eq!(j["path"], "/check_capture_liveness", "{raw}");
+    assert!(
+        j["message"].as_str().unwrap().contains("100000 bytes"),
+        "{raw}"
+    );
+    // A body that stops arriving: answered after body_timeout_ms, naming the bound.
+    let t = Instant::now();
+    let raw = raw_exchange(&h, "/facegate/v1/analyze", 5_000, &[0xFF, 0xD8, 0xFF]).await;
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    let j = raw_json(&raw);
+    assert_eq!(j["error"]["kind"], "body_timeout");
+    assert!(
+        j["error"]["message"].as_str().unwrap().contains("300 ms"),
+        "{raw}"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    let raw = raw_exchange(&h, "/idlive/check_liveness", 5_000, &[0xFF]).await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw_json(&raw)["error"]
+        .as_str()
+        .unwrap()
+        .contains("body_timeout_ms"));
+    // Still serving.
+    assert_eq!(
+        post_jpeg(&h, "/facegate/v1/analyze", t1()).await.status,
+        StatusCode::OK
+    );
+    h.shutdown();
+    h.stopped().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

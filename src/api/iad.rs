@@ -41,8 +41,10 @@ pub const UNKNOWN: &str = "UNKNOWN";
 
 /// The IAD dialect's routes.
 pub fn routes() -> Vec<RouteSpec> {
-    let row =
-        |method, path, name, h| RouteSpec::new(method, path, DIALECT, name, Mount::Dialect, h);
+    let row = |method, path, name, h| {
+        RouteSpec::new(method, path, DIALECT, name, Mount::Dialect, h)
+            .errors(|e, route| error_response(e, &route.path))
+    };
     vec![
         row(
             Method::GET,

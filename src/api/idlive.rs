@@ -48,8 +48,11 @@ pub const IMAGE_TOO_SMALL: &str = "IMAGE_TOO_SMALL";
 
 /// The IDLive dialect's routes.
 pub fn routes() -> Vec<RouteSpec> {
-    let row =
-        |method, path, name, h| RouteSpec::new(method, path, DIALECT, name, Mount::Dialect, h);
+    // A body over the limit or late is one more request error: 200 with `error`, as always.
+    let row = |method, path, name, h| {
+        RouteSpec::new(method, path, DIALECT, name, Mount::Dialect, h)
+            .errors(|e, _| error_response(e, false))
+    };
     vec![
         row(
             Method::GET,
@@ -97,6 +100,7 @@ fn error_fields(e: &Error) -> (String, Option<&'static str>) {
         Error::InvalidArgument(m) => (m.clone(), None),
         Error::ImageTooSmall { .. } => (e.to_string(), Some(IMAGE_TOO_SMALL)),
         Error::EmptyImage
+        | Error::BodyTooLarge { .. }
         | Error::UnsupportedFormat
         | Error::CorruptImage(_)
         | Error::ImageTooLarge { .. }

@@ -35,7 +35,8 @@ pub fn routes() -> Vec<RouteSpec> {
         "facegate.analyze",
         Mount::Exact,
         handler(analyze),
-    )]
+    )
+    .errors(|e, _| error_response(e))]
 }
 
 /// The one mapping from an engine error to this dialect's status and body; counts the error.
@@ -44,7 +45,10 @@ pub fn error_response(e: &Error) -> HttpResponse {
         Error::EmptyImage | Error::InvalidArgument(_) | Error::Bundle { .. } => {
             StatusCode::BAD_REQUEST
         }
-        Error::ImageTooLarge { .. } | Error::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::BodyTooLarge { .. } | Error::ImageTooLarge { .. } | Error::TooManyPixels { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         Error::UnsupportedFormat | Error::CorruptImage(_) | Error::ImageTooSmall { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }

@@ -169,6 +169,10 @@ pub struct EngineInfo {
     pub models: Vec<&'static str>,
     /// Device the networks run on.
     pub device: &'static str,
+    /// Instruction set of the CPU kernels (`avx512`, `avx2`, `portable`; `none` off CPU).
+    pub kernels: &'static str,
+    /// Threads the networks run on.
+    pub threads: usize,
 }
 
 /// A queued image: everything the worker needs, plus the reply channel.

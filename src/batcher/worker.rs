@@ -51,11 +51,19 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
     }
     let info = engine_info(&engine);
     for m in &info.models {
-        metrics::gauge!(tm::MODEL_INFO, "model" => *m, "device" => info.device).set(1.0);
+        metrics::gauge!(tm::MODEL_INFO, "model" => *m, "device" => info.device, "kernels" => info.kernels)
+            .set(1.0);
     }
+    metrics::gauge!(tm::INFERENCE_THREADS).set(info.threads as f64);
+    tracing::info!(
+        ms = ms(t),
+        device = info.device,
+        kernels = info.kernels,
+        threads = info.threads,
+        "models loaded and warmed up"
+    );
     let _ = shared.info.set(info);
     let _ = shared.engine.set(engine.clone());
-    tracing::info!(ms = ms(t), "models loaded and warmed up");
     shared.set_status(Status::Ready);
     Worker {
         cfg,
@@ -80,7 +88,17 @@ fn engine_info(engine: &Engine) -> EngineInfo {
         Device::Cuda(_) => "cuda",
         Device::Metal(_) => "metal",
     };
-    EngineInfo { models, device }
+    let kernels = if engine.device().is_cpu() {
+        crate::nn::cpu::Isa::detect().name()
+    } else {
+        "none"
+    };
+    EngineInfo {
+        models,
+        device,
+        kernels,
+        threads: engine.threads(),
+    }
 }
 
 /// Runs one dummy batch through every loaded network.

@@ -2,8 +2,9 @@
 //!
 //! - The listener is bound before the models load, so `/health` answers 503 while loading.
 //! - A semaphore caps open connections (`max_connections`); slow clients get
-//!   `header_timeout_ms` to send their headers; bodies are read up to `max_body_bytes`
-//!   (413 naming the bound beyond it).
+//!   `header_timeout_ms` to send their headers and `body_timeout_ms` after that for the body;
+//!   bodies are read up to `max_body_bytes`. A body over the bound or late is answered in the
+//!   route's dialect (its error mapping, see [`RouteSpec::errors`]), naming the bound.
 //! - Shutdown (SIGTERM/SIGINT for `facegate serve`, [`ServerHandle::shutdown`] in tests) stops
 //!   accepting, lets in-flight requests finish (at most `drain_timeout_ms`), then stops the
 //!   batcher.
@@ -315,9 +316,10 @@ async fn dispatch(
                     route: entry.info.clone(),
                     request_id: id.clone(),
                 };
-                let resp = match read_body(req, app.cfg.max_body_bytes).await {
+                let limits = (app.cfg.max_body_bytes, app.cfg.body_timeout_ms);
+                let resp = match read_body(req, limits).await {
                     Ok(req) => (entry.handler)(req, ctx).await,
-                    Err(r) => r,
+                    Err(e) => (entry.on_error)(&e, &entry.info),
                 };
                 (entry.info.name, entry.info.dialect, resp)
             }
@@ -336,36 +338,42 @@ async fn dispatch(
     .await
 }
 
-/// Reads the body within `limit` bytes; the error is the response to send.
+/// Reads the body within `limit` bytes and `timeout_ms` of its headers.
 async fn read_body(
     req: Request<Incoming>,
-    limit: usize,
-) -> std::result::Result<Request<Bytes>, HttpResponse> {
-    let too_large = || {
-        server_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body too large: the limit is {limit} bytes (max_body_bytes)"),
-        )
-    };
+    (limit, timeout_ms): (usize, u64),
+) -> Result<Request<Bytes>> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(Error::BodyTooLarge { limit });
     }
     let (parts, body) = req.into_parts();
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(Request::from_parts(parts, c.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(server_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("could not read the request body: {e}"),
-        )),
+    let read = Limited::new(body, limit).collect();
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), read).await {
+        Err(_) => Err(Error::BodyTimeout { ms: timeout_ms }),
+        Ok(Ok(c)) => Ok(Request::from_parts(parts, c.to_bytes())),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::BodyTooLarge { limit })
+        }
+        Ok(Err(e)) => Err(Error::InvalidArgument(format!(
+            "could not read the request body: {e}"
+        ))),
     }
+}
+
+/// Server-format rendering of an error met before a handler ran (routes without a dialect
+/// mapping: `/health`, `/metrics`).
+pub fn error_page(e: &Error, _route: &routes::RouteInfo) -> HttpResponse {
+    let status = match e {
+        Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    server_error(status, e.kind(), e.to_string())
 }
 
 /// A JSON response.
@@ -397,6 +405,8 @@ async fn health(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
                 "status": "ok",
                 "models": b.info().map(|i| i.models.clone()).unwrap_or_default(),
                 "device": b.info().map(|i| i.device).unwrap_or("unknown"),
+                "kernels": b.info().map(|i| i.kernels).unwrap_or("unknown"),
+                "threads": b.info().map(|i| i.threads).unwrap_or(0),
                 "max_batch": b.config().max_batch,
                 "queue_bound": b.config().queue_bound,
                 "queue_depth": b.depth(),

@@ -19,6 +19,7 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response};
 
 use super::AppState;
+use crate::Error;
 
 /// Every handler answers with a fully buffered body.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -35,6 +36,10 @@ where
 {
     Arc::new(move |req, ctx| Box::pin(f(req, ctx)))
 }
+
+/// Renders an error that stops a request before its handler runs (its body exceeded
+/// `max_body_bytes` or did not arrive within `body_timeout_ms`) in the route's dialect.
+pub type ErrorRenderer = fn(&Error, &RouteInfo) -> HttpResponse;
 
 /// What a handler gets besides the request.
 #[derive(Clone)]
@@ -71,10 +76,13 @@ pub struct RouteSpec {
     pub mount: Mount,
     /// The handler.
     pub handler: Handler,
+    /// How errors before the handler are rendered (the dialect's own error mapping).
+    pub on_error: ErrorRenderer,
 }
 
 impl RouteSpec {
-    /// A row.
+    /// A row whose early errors are rendered in the server's own format (see
+    /// [`RouteSpec::errors`] for dialect rows).
     pub fn new(
         method: Method,
         path: &'static str,
@@ -90,6 +98,15 @@ impl RouteSpec {
             name,
             mount,
             handler,
+            on_error: super::error_page,
+        }
+    }
+
+    /// The same row with early errors rendered by `render` (the dialect's error mapping).
+    pub fn errors(self, render: ErrorRenderer) -> Self {
+        Self {
+            on_error: render,
+            ..self
         }
     }
 }
@@ -113,6 +130,8 @@ pub struct Entry {
     pub info: Arc<RouteInfo>,
     /// Its handler.
     pub handler: Handler,
+    /// Its dialect's rendering of errors met before the handler.
+    pub on_error: ErrorRenderer,
 }
 
 /// The table of routes, in the order the dialects added them.
@@ -217,6 +236,7 @@ impl Router {
                 name: r.name,
             }),
             handler: r.handler.clone(),
+            on_error: r.on_error,
         });
         Ok(())
     }
