@@ -1,5 +1,6 @@
-//! The server over a real socket on 127.0.0.1: results equal the in-process engine, batches mix
-//! routes, overload answers 429, shutdown drains, metrics and health, and bad input.
+//! The server over a real socket on 127.0.0.1: results equal the in-process engine (HTTP/1.1
+//! and h2c), batches mix routes, overload answers 429, shutdown drains, metrics and health, and
+//! bad input.
 
 mod common;
 
@@ -337,6 +338,53 @@ async fn shutdown_drains_in_flight_requests() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_multiplexes_requests_on_one_connection() {
+    use http_body_util::{BodyExt, Full};
+    let h = start(config(|_| {}), &server::registry()).await;
+    let stream = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake (prior knowledge)");
+    tokio::spawn(conn);
+    let want = engine()
+        .analyze(&t1(), &AnalyzeOptions::default())
+        .unwrap()
+        .liveness
+        .unwrap()
+        .probability;
+    // Six streams at once on the one connection.
+    let streams = (0..6).map(|_| {
+        let mut sender = sender.clone();
+        async move {
+            let req = hyper::Request::post("http://127.0.0.1/facegate/v1/analyze")
+                .header("content-type", "image/jpeg")
+                .body(Full::new(t1()))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.version(), hyper::Version::HTTP_2);
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    });
+    let answers = tokio::time::timeout(PATIENCE, futures_util::future::join_all(streams))
+        .await
+        .expect("h2 requests timed out");
+    for (status, body) in answers {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let got = body["liveness"]["probability"].as_f64().unwrap() as f32;
+        assert!((got - want).abs() <= 1e-5, "h2 {got} vs engine {want}");
+    }
+    h.shutdown();
+    h.stopped().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! The HTTP server: hyper 1 (HTTP/1.1, keep-alive) on tokio.
+//! The HTTP server: hyper 1 on tokio, HTTP/1.1 with keep-alive and HTTP/2 over cleartext
+//! (prior knowledge, `h2c`) on the same port.
 //!
 //! - The listener is bound before the models load, so `/health` answers 503 while loading.
 //! - A semaphore caps open connections (`max_connections`); slow clients get
@@ -25,7 +26,8 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -42,6 +44,10 @@ use crate::telemetry as tm;
 use crate::{Error, Result};
 use routes::Resolved;
 pub use routes::{handler, Ctx, HttpResponse, Mount, Registry, RouteSpec, Router};
+
+/// Most concurrent streams on one HTTP/2 connection (each stream is one request; admission
+/// to the batcher is still capped by `queue_bound`).
+const H2_MAX_STREAMS: u32 = 256;
 
 /// Server-wide state handed to every handler.
 pub struct AppState {
@@ -195,10 +201,15 @@ async fn accept_loop(
 ) {
     let conns = Arc::new(Semaphore::new(app.cfg.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    // HTTP/1.1 with keep-alive, and HTTP/2 (cleartext, prior knowledge) on the same port.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(app.cfg.header_timeout_ms))
         .keep_alive(true);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS);
     loop {
         let permit = tokio::select! {
             p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -220,9 +231,10 @@ async fn accept_loop(
         let app = app.clone();
         let router = router.clone();
         let svc = service_fn(move |req| dispatch(app.clone(), router.clone(), req));
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        let (http, watcher) = (http.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let conn = http.serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
