@@ -91,16 +91,7 @@ enum ModelsAction {
     },
 }
 
-/// Spin iterations of candle's CPU worker pool before it parks. Its default (25 000) keeps a
-/// worker busy-waiting beside rayon's threads; on a few cores shared with decoding and the HTTP
-/// reactor a short spin measured about 7 % more images/s. An explicit setting wins.
-const CANDLE_SPIN_LIMIT: &str = "50";
-
 fn main() -> ExitCode {
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        // Set before any thread exists (first statement of main).
-        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT);
-    }
     let args = Cli::parse();
     // The server logs one line per request; the other subcommands only warnings.
     let default_filter = match args.command {

@@ -90,7 +90,6 @@ pub struct FaceDescriptor {
     stem: Conv2d,
     blocks: Vec<Residual>,
     fc: Linear,
-    mean: Tensor,
 }
 
 /// Residual blocks in order: (weight prefix, input channels, output channels, down).
@@ -115,7 +114,7 @@ impl FaceDescriptor {
     /// Loads `face_recognition_model-weights_manifest.json` (and its `.bin`) onto `device`.
     pub fn load(manifest: &Path, device: &Device) -> Result<Self> {
         let weights = tfjs::load_weights(manifest, device)?;
-        Self::from_weights(&weights, device).map_err(|reason| Error::Model {
+        Self::from_weights(&weights).map_err(|reason| Error::Model {
             name: "face_recognition_model".to_string(),
             path: manifest.to_path_buf(),
             reason,
@@ -123,11 +122,8 @@ impl FaceDescriptor {
     }
 
     /// Builds the network from already decoded TFJS weights (names as in face-api's manifest).
-    pub fn from_weights(
-        w: &HashMap<String, Tensor>,
-        device: &Device,
-    ) -> std::result::Result<Self, String> {
-        let stem = conv_layer(w, "conv32_down", 3, 32, 7, ConvGeom::new(2, 0))?;
+    pub fn from_weights(w: &HashMap<String, Tensor>) -> std::result::Result<Self, String> {
+        let stem = normalising_stem(conv_layer(w, "conv32_down", 3, 32, 7, ConvGeom::new(2, 0))?)?;
         let mut blocks = Vec::with_capacity(BLOCKS.len());
         for &(prefix, cin, cout, down) in BLOCKS.iter() {
             let first = if down {
@@ -156,14 +152,7 @@ impl FaceDescriptor {
                 .map_err(|e| e.to_string())?,
             bias: None,
         };
-        let mean =
-            Tensor::from_slice(&MEAN_RGB, (1, 3, 1, 1), device).map_err(|e| e.to_string())?;
-        Ok(Self {
-            stem,
-            blocks,
-            fc,
-            mean,
-        })
+        Ok(Self { stem, blocks, fc })
     }
 
     /// Descriptors of a batch of chips: `(N, 3, 150, 150)` f32 RGB in 0..255 -> `(N, 128)`.
@@ -178,8 +167,8 @@ impl FaceDescriptor {
                 chips.shape()
             );
         }
+        // The input normalisation is folded into the stem (see `normalising_stem`).
         let x = chips.to_dtype(DType::F32)?;
-        let x = (x.broadcast_sub(&self.mean)? / INPUT_DIVISOR as f64)?;
         let mut x = self
             .stem
             .forward_act(&x, &Activation::Relu)?
@@ -235,6 +224,27 @@ fn conv_layer(
     fold().map_err(|e| format!("{prefix}: {e}"))
 }
 
+/// Folds face-api's input normalisation `(x - MEAN_RGB) / 255` into the stem, which is
+/// unpadded ("valid"), so every tap sees a real pixel: `W ((x - m) / d) + b` is
+/// `(W / d) x + (b - sum(W m) / d)`. The network then takes raw 0..255 RGB.
+fn normalising_stem(stem: Conv2d) -> std::result::Result<Conv2d, String> {
+    let fold = || -> candle_core::Result<Conv2d> {
+        let dev = stem.weight.device();
+        let mean = Tensor::from_slice(&MEAN_RGB, (1, 3, 1, 1), dev)?;
+        let shift = stem.weight.broadcast_mul(&mean)?.sum((1, 2, 3))?;
+        let bias = (&stem.bias - (shift / INPUT_DIVISOR as f64)?)?;
+        Conv2d::new(
+            (&stem.weight / INPUT_DIVISOR as f64)?,
+            Some(bias),
+            stem.geom,
+        )
+    };
+    if stem.geom.pad != 0 {
+        return Err("the stem must be unpadded to fold the input normalisation".into());
+    }
+    fold().map_err(|e| format!("conv32_down: {e}"))
+}
+
 /// Euclidean distance between two descriptors, as dlib and face-api compare them.
 ///
 /// Descriptors of different lengths are never the same face: the distance is then infinite.
@@ -265,7 +275,7 @@ mod tests {
 
     #[test]
     fn missing_weights_are_reported() {
-        let err = FaceDescriptor::from_weights(&HashMap::new(), &Device::Cpu).unwrap_err();
+        let err = FaceDescriptor::from_weights(&HashMap::new()).unwrap_err();
         assert!(err.contains("conv32_down/conv/filters"), "{err}");
     }
 
