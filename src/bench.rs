@@ -82,8 +82,23 @@ pub struct BenchArgs {
 struct Sample {
     /// Latency, ms.
     ms: f64,
-    /// HTTP status, or `None` for a transport error or timeout.
+    /// HTTP status, or `None` when there was no answer (see `failure`).
     status: Option<u16>,
+    /// Why there was no answer: `transport` (connection failed; on a reused keep-alive
+    /// connection, the server closed it while idle), `timeout`, or `not_sent` (open loop over
+    /// its outstanding-request cap).
+    failure: Option<&'static str>,
+}
+
+impl Sample {
+    /// A request that got no answer.
+    fn failed(ms: f64, why: &'static str) -> Self {
+        Self {
+            ms,
+            status: None,
+            failure: Some(why),
+        }
+    }
 }
 
 /// A request payload.
@@ -326,12 +341,15 @@ async fn one(
         ),
     )
     .await;
-    Sample {
-        ms: from.elapsed().as_secs_f64() * 1e3,
-        status: match r {
-            Ok(Ok((s, _, _))) => Some(s.as_u16()),
-            _ => None,
+    let ms = from.elapsed().as_secs_f64() * 1e3;
+    match r {
+        Ok(Ok((s, _, _))) => Sample {
+            ms,
+            status: Some(s.as_u16()),
+            failure: None,
         },
+        Ok(Err(_)) => Sample::failed(ms, "transport"),
+        Err(_) => Sample::failed(ms, "timeout"),
     }
 }
 
@@ -362,10 +380,7 @@ async fn closed_loop(
                 let p = &payloads[i as usize % payloads.len()];
                 let s = match conn.as_mut() {
                     Some(c) => one(c, &path, p, Instant::now()).await,
-                    None => Sample {
-                        ms: 0.0,
-                        status: None,
-                    },
+                    None => Sample::failed(0.0, "transport"),
                 };
                 if s.status.is_none() {
                     conn = None;
@@ -412,35 +427,35 @@ async fn open_loop(
         let p = payloads[i as usize % payloads.len()].clone();
         let scheduled = at.into_std();
         tasks.push(tokio::spawn(async move {
-            let idle = pool.lock().ok().and_then(|mut v| v.pop());
-            let conn = match idle {
-                Some(c) => Some(c),
-                None => connect(addr).await.ok(),
-            };
-            let s = match conn {
-                Some(mut c) => {
-                    let s = one(&mut c, &path, &p, scheduled).await;
-                    if s.status.is_some() {
-                        if let Ok(mut v) = pool.lock() {
-                            v.push(c);
-                        }
+            // An idle pooled connection may have been closed by the server meanwhile (its
+            // keep-alive timeout): like any HTTP client, retry such a failure once on a fresh
+            // connection. Latency still counts from the scheduled send time.
+            let mut idle = pool.lock().ok().and_then(|mut v| v.pop());
+            let s = loop {
+                let reused = idle.is_some();
+                let conn = match idle.take() {
+                    Some(c) => Some(c),
+                    None => connect(addr).await.ok(),
+                };
+                let Some(mut c) = conn else {
+                    break Sample::failed(0.0, "transport");
+                };
+                let s = one(&mut c, &path, &p, scheduled).await;
+                if s.status.is_some() {
+                    if let Ok(mut v) = pool.lock() {
+                        v.push(c);
                     }
-                    s
                 }
-                None => Sample {
-                    ms: 0.0,
-                    status: None,
-                },
+                if !(reused && s.failure == Some("transport")) {
+                    break s;
+                }
             };
             outstanding.fetch_sub(1, Ordering::Relaxed);
             s
         }));
     }
     let mut all: Vec<Sample> = (0..skipped)
-        .map(|_| Sample {
-            ms: 0.0,
-            status: None,
-        })
+        .map(|_| Sample::failed(0.0, "not_sent"))
         .collect();
     for t in tasks {
         if let Ok(s) = t.await {
@@ -468,7 +483,10 @@ fn summarize(samples: &[Sample], elapsed_s: f64) -> serde_json::Value {
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.status != Some(200)) {
         *errors
-            .entry(s.status.map_or("transport".to_string(), |c| c.to_string()))
+            .entry(s.status.map_or_else(
+                || s.failure.unwrap_or("transport").to_string(),
+                |c| c.to_string(),
+            ))
             .or_default() += 1;
     }
     let mean = if ok.is_empty() {
@@ -496,22 +514,23 @@ mod tests {
             .map(|i| Sample {
                 ms: i as f64,
                 status: Some(200),
+                failure: None,
             })
             .collect();
         s.push(Sample {
             ms: 1.0,
             status: Some(429),
+            failure: None,
         });
-        s.push(Sample {
-            ms: 1.0,
-            status: None,
-        });
+        s.push(Sample::failed(1.0, "transport"));
+        s.push(Sample::failed(1.0, "timeout"));
         let r = summarize(&s, 2.0);
         assert_eq!(r["latency_ms"]["p50"], 50.0);
         assert_eq!(r["latency_ms"]["p99"], 99.0);
         assert_eq!(r["latency_ms"]["max"], 100.0);
         assert_eq!(r["errors"]["429"], 1);
         assert_eq!(r["errors"]["transport"], 1);
+        assert_eq!(r["errors"]["timeout"], 1);
         assert_eq!(r["ok_per_s"], 50.0);
     }
 }

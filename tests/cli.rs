@@ -96,3 +96,40 @@ fn unknown_calibration_is_refused() {
         .unwrap()
         .contains("SOFT, REGULAR or HARDENED"));
 }
+
+#[test]
+fn open_loop_bench_retries_keep_alive_connections_the_server_closed() {
+    // Requests every 250 ms and a 150 ms header (idle keep-alive) timeout: every pooled
+    // connection is closed by the server before its next use, so each send after the first
+    // meets a closed connection and must be retried on a fresh one.
+    let out = facegate()
+        .args([
+            "bench",
+            "--spawn-server",
+            "--no-descriptor",
+            "--warmup",
+            "1",
+        ])
+        .args([
+            "--rate",
+            "4",
+            "--duration",
+            "1.6",
+            "--header-timeout-ms",
+            "150",
+        ])
+        .arg("--image")
+        .arg(fixture("image_T1.jpg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "open", "{report}");
+    assert!(report["requests"].as_u64().unwrap() >= 6, "{report}");
+    assert_eq!(report["ok"], report["requests"], "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+}
