@@ -397,10 +397,15 @@ mod tests {
 
     #[test]
     fn deploy_example_parses_and_validates() {
-        let cfg = parse_config(include_str!("../deploy/facegate.toml")).unwrap();
+        let text = include_str!("../deploy/facegate.toml");
+        let cfg = parse_config(text).unwrap();
         assert_eq!(cfg.detection.max_side, 320);
         assert_eq!(cfg.calibrations.regular.offset, -0.6);
+        assert_eq!(cfg.threads, 0);
         validate(&cfg).unwrap();
+        let server = parse_server_config(text).unwrap();
+        assert_eq!(server.body_timeout_ms, 30_000);
+        assert_eq!(server.batcher.queue_bound, 256);
     }
 
     #[test]
