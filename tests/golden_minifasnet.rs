@@ -58,6 +58,11 @@ fn logits_of(v: &serde_json::Value) -> Vec<f32> {
 
 #[test]
 fn synthetic_input_matches_upstream() {
+    println!(
+        "CPU kernels: {} (available: {:?})",
+        facegate::nn::cpu::Isa::detect().name(),
+        facegate::nn::cpu::Isa::available()
+    );
     let r = read_json(&shared_dir().join("models/reference/minifasnet_reference.json"));
     for (name, v) in NETS {
         let net = load(name, v);

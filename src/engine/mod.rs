@@ -597,34 +597,32 @@ impl Engine {
         faces: &[(&RgbImage, &Face)],
     ) -> Result<Vec<([f32; 3], [f32; 3])>> {
         let (net, scale, _) = &self.pad[index];
-        {
-            let mut crops: Vec<Vec<u8>> = faces
-                .iter()
-                .map(|(img, f)| crop_rgb(img, self.cfg.pad_box.apply(f.bbox), *scale, 80))
-                .collect();
-            let n = crops.len();
-            if self.cfg.mirror_average {
-                let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, 80)).collect();
-                crops.extend(mirrored);
-            }
-            let logits: Vec<Vec<f32>> = net
-                .forward(&pack_bgr(&crops, 80, &self.device)?)?
-                .to_vec2()?;
-            Ok((0..n)
-                .map(|i| {
-                    let l = &logits[i];
-                    let mut l3 = [l[0], l[1], l[2]];
-                    let mut p = softmax3(l3);
-                    if let Some(m) = logits.get(n + i).filter(|_| self.cfg.mirror_average) {
-                        let lm = [m[0], m[1], m[2]];
-                        let pm = softmax3(lm);
-                        l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
-                        p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
-                    }
-                    (l3, p)
-                })
-                .collect())
+        let mut crops: Vec<Vec<u8>> = faces
+            .iter()
+            .map(|(img, f)| crop_rgb(img, self.cfg.pad_box.apply(f.bbox), *scale, 80))
+            .collect();
+        let n = crops.len();
+        if self.cfg.mirror_average {
+            let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, 80)).collect();
+            crops.extend(mirrored);
         }
+        let logits: Vec<Vec<f32>> = net
+            .forward(&pack_bgr(&crops, 80, &self.device)?)?
+            .to_vec2()?;
+        Ok((0..n)
+            .map(|i| {
+                let l = &logits[i];
+                let mut l3 = [l[0], l[1], l[2]];
+                let mut p = softmax3(l3);
+                if let Some(m) = logits.get(n + i).filter(|_| self.cfg.mirror_average) {
+                    let lm = [m[0], m[1], m[2]];
+                    let pm = softmax3(lm);
+                    l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
+                    p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
+                }
+                (l3, p)
+            })
+            .collect())
     }
 
     /// Aligns each face to a 150x150 chip and computes its 128-D template (one batch).

@@ -506,6 +506,7 @@ mod tests {
 
     #[test]
     fn every_isa_matches_the_reference_on_ragged_shapes() {
+        println!("instruction sets tested: {:?}", Isa::available());
         let slopes = values(40, 9);
         for isa in Isa::available() {
             // (rows, k, p, stride): ragged rows and columns, tiny and wide outputs.
