@@ -217,14 +217,8 @@ fn im2col(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Residual, Slope};
+    use super::super::{test_epilogues, test_values};
     use super::*;
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1013) as f32 / 1013.0) - 0.5)
-            .collect()
-    }
 
     /// Direct convolution, the definition.
     #[allow(clippy::too_many_arguments)]
@@ -282,33 +276,15 @@ mod tests {
                 (7, 5, 5, 9, 5, 5, 1, 0),
                 (64, 5, 6, 16, 3, 3, 1, 1),
             ] {
-                let x = values(c * h * w, 1);
-                let k = values(o * c * kh * kw, 2);
-                let bias = values(o, 3);
+                let x = test_values(c * h * w, 1);
+                let k = test_values(o * c * kh * kw, 2);
+                let bias = test_values(o, 3);
                 let win = Window { stride, pad };
                 let pc = PackedConv::pack(&k, (o, c, kh, kw), isa).unwrap();
                 let (oh, ow) = pc.out_size(h, w, win).unwrap();
-                let res = values(o * oh * ow, 4);
-                let slopes = values(o, 5);
-                for e in [
-                    Epilogue::new(Some(&bias), Slope::Uniform(0.1)),
-                    Epilogue {
-                        bias: Some(&bias),
-                        slope: Slope::Uniform(0.0),
-                        residual: Some(Residual {
-                            data: &res,
-                            before_act: true,
-                        }),
-                    },
-                    Epilogue {
-                        bias: None,
-                        slope: Slope::PerRow(&slopes),
-                        residual: Some(Residual {
-                            data: &res,
-                            before_act: false,
-                        }),
-                    },
-                ] {
+                let res = test_values(o * oh * ow, 4);
+                let slopes = test_values(o, 5);
+                for e in test_epilogues(&bias, &slopes, &res) {
                     let want = naive(&x, (c, h, w), &k, (o, kh, kw), win, (oh, ow), &e);
                     let mut got = vec![f32::NAN; o * oh * ow];
                     pc.run(&x, (h, w), win, &mut got, &e).unwrap();

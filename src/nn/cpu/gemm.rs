@@ -472,14 +472,8 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Residual;
+    use super::super::{test_epilogues, test_values};
     use super::*;
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0) - 0.5)
-            .collect()
-    }
 
     /// Straightforward reference of [`matmul`].
     #[allow(clippy::too_many_arguments)]
@@ -507,7 +501,7 @@ mod tests {
     #[test]
     fn every_isa_matches_the_reference_on_ragged_shapes() {
         println!("instruction sets tested: {:?}", Isa::available());
-        let slopes = values(40, 9);
+        let slopes = test_values(40, 9);
         for isa in Isa::available() {
             // (rows, k, p, stride): ragged rows and columns, tiny and wide outputs.
             for &(rows, k, p, stride) in &[
@@ -520,32 +514,12 @@ mod tests {
                 (7, 9, 33, 40),
                 (40, 27, 130, 131),
             ] {
-                let w = values(rows * k, 1);
-                let x = values(k * p + 7, 2);
+                let w = test_values(rows * k, 1);
+                let x = test_values(k * p + 7, 2);
                 let offsets: Vec<usize> = (0..k).map(|kk| (kk * p + kk % 3) % 7 + kk * p).collect();
-                let bias = values(rows, 3);
-                let res = values((rows - 1) * stride + p, 4);
-                let epis = [
-                    Epilogue::RAW,
-                    Epilogue::new(Some(&bias), Slope::Uniform(0.1)),
-                    Epilogue::new(Some(&bias), Slope::PerRow(&slopes)),
-                    Epilogue {
-                        bias: Some(&bias),
-                        slope: Slope::Uniform(0.0),
-                        residual: Some(Residual {
-                            data: &res,
-                            before_act: true,
-                        }),
-                    },
-                    Epilogue {
-                        bias: None,
-                        slope: Slope::PerRow(&slopes),
-                        residual: Some(Residual {
-                            data: &res,
-                            before_act: false,
-                        }),
-                    },
-                ];
+                let bias = test_values(rows, 3);
+                let res = test_values((rows - 1) * stride + p, 4);
+                let epis = test_epilogues(&bias, &slopes, &res);
                 let m = PackedMatrix::pack(&w, rows, k, isa).unwrap();
                 for e in &epis {
                     let len = (rows - 1) * stride + p;

@@ -279,6 +279,41 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Deterministic test values in `[-0.5, 0.5)`, different for each `seed`.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0) - 0.5)
+        .collect()
+}
+
+/// Every kind of epilogue: none, uniform and per-row slopes, residuals before and after the
+/// activation.
+#[cfg(test)]
+pub(crate) fn test_epilogues<'a>(
+    bias: &'a [f32],
+    slopes: &'a [f32],
+    res: &'a [f32],
+) -> Vec<Epilogue<'a>> {
+    let join = |before_act| Residual {
+        data: res,
+        before_act,
+    };
+    vec![
+        Epilogue::RAW,
+        Epilogue::new(Some(bias), Slope::Uniform(0.1)),
+        Epilogue::new(Some(bias), Slope::PerRow(slopes)),
+        Epilogue {
+            residual: Some(join(true)),
+            ..Epilogue::new(Some(bias), Slope::Uniform(0.0))
+        },
+        Epilogue {
+            residual: Some(join(false)),
+            ..Epilogue::new(None, Slope::PerRow(slopes))
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
