@@ -13,10 +13,10 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use image::RgbImage;
@@ -25,6 +25,9 @@ use super::{delay, ms, BatcherConfig, EngineInfo, Job, Loader, Processed, Shared
 use crate::engine::{Calibration, Engine, Face};
 use crate::telemetry as tm;
 use crate::{Error, Result};
+
+/// Longest the detect queue waits for a partner before looking at the decoding count again.
+const RECHECK: Duration = Duration::from_millis(1);
 
 /// Marks the worker failed if its thread ends without a clean stop (e.g. a panic).
 struct DeathGuard(Arc<Shared>);
@@ -203,21 +206,20 @@ impl Worker {
         let Some(oldest) = self.queues[0].front().map(|j| j.enqueued) else {
             return;
         };
-        let deadline = oldest + delay(&self.cfg);
-        while self.open
-            && self.queues[0].len() < self.cfg.max_batch
-            && (!self.cfg.adaptive_delay || self.shared.decoding.load(Ordering::SeqCst) > 0)
-        {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self.rx.recv_timeout(deadline - now) {
-                Ok(job) => self.push(Stage::Detect, job),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => self.open = false,
-            }
+        let wanted = self.cfg.max_batch.saturating_sub(self.queues[0].len());
+        let decoding = self.cfg.adaptive_delay.then_some(&self.shared.decoding);
+        let mut arrived = Vec::new();
+        let open = wait_for_partners(
+            &self.rx,
+            oldest + delay(&self.cfg),
+            decoding,
+            wanted,
+            |job| arrived.push(job),
+        );
+        for job in arrived {
+            self.push(Stage::Detect, job);
         }
+        self.open &= open;
     }
 
     fn push(&mut self, stage: Stage, mut job: Job) {
@@ -391,6 +393,37 @@ impl Worker {
     }
 }
 
+/// Receives up to `wanted` messages into `push`, until `deadline`, and (when `decoding` is
+/// given) only while that count of images still being decoded is above zero. Returns false if
+/// every sender is gone.
+///
+/// It waits in slices of [`RECHECK`] and looks at the count again after each: no message
+/// arrives when the count falls to zero (a partner's decoding failed, or the job just received
+/// had not yet released its count), and the batch must not then sit until the deadline.
+fn wait_for_partners<T>(
+    rx: &Receiver<T>,
+    deadline: Instant,
+    decoding: Option<&AtomicUsize>,
+    mut wanted: usize,
+    mut push: impl FnMut(T),
+) -> bool {
+    while wanted > 0 && decoding.is_none_or(|d| d.load(Ordering::SeqCst) > 0) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match rx.recv_timeout((deadline - now).min(RECHECK)) {
+            Ok(m) => {
+                push(m);
+                wanted -= 1;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+    true
+}
+
 /// The (image, face) pairs the networks judge, one per job.
 fn selected(batch: &[Job]) -> Result<Vec<(&RgbImage, &Face)>> {
     batch
@@ -451,5 +484,72 @@ fn copy_err(e: &Error) -> Error {
     match e {
         Error::Overloaded { depth } => Error::Overloaded { depth: *depth },
         other => Error::Unavailable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::thread;
+
+    use super::*;
+
+    /// Far enough away that reaching it would mean the wait ignored its other conditions.
+    const FAR: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn stops_waiting_when_decoding_ends_without_a_message() {
+        // The race of a job received before its count is released: nothing more will come.
+        let (tx, rx) = channel::<u32>();
+        let decoding = AtomicUsize::new(1);
+        let got = thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(20));
+                decoding.store(0, Ordering::SeqCst);
+            });
+            let mut got = Vec::new();
+            let open = wait_for_partners(&rx, Instant::now() + FAR, Some(&decoding), 4, |m| {
+                got.push(m)
+            });
+            assert!(open);
+            got
+        });
+        assert!(got.is_empty());
+        drop(tx);
+    }
+
+    #[test]
+    fn takes_partners_until_the_batch_is_full() {
+        let (tx, rx) = channel();
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        let decoding = AtomicUsize::new(3);
+        let mut got = Vec::new();
+        assert!(wait_for_partners(
+            &rx,
+            Instant::now() + FAR,
+            Some(&decoding),
+            3,
+            |m| got.push(m)
+        ));
+        assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[test]
+    fn without_adaptive_waiting_the_deadline_ends_the_wait() {
+        let (tx, rx) = channel::<u32>();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(30);
+        assert!(wait_for_partners(&rx, deadline, None, 4, |_| {}));
+        assert!(Instant::now() >= deadline);
+        drop(tx);
+        assert!(!wait_for_partners(
+            &rx,
+            Instant::now() + FAR,
+            None,
+            4,
+            |_| {}
+        ));
     }
 }
