@@ -241,7 +241,7 @@ impl Conv2d {
         act: &Activation,
         res: Option<(&Tensor, Join)>,
     ) -> Result<Tensor> {
-        let (out, in_per_group, _, _) = self.weight.dims4()?;
+        let out = self.weight.dim(0)?;
         act.check_channels(out)?;
         let cpu_f32 = x.device().is_cpu()
             && x.dtype() == DType::F32
@@ -270,11 +270,7 @@ impl Conv2d {
             }
         }
         let g = self.geom;
-        let y = if g.groups > 1 && g.groups == x.dim(1)? && in_per_group == 1 {
-            grouped_depthwise(x, &self.weight, g)?
-        } else {
-            x.conv2d(&self.weight, g.pad, g.stride, 1, g.groups)?
-        };
+        let y = x.conv2d(&self.weight, g.pad, g.stride, 1, g.groups)?;
         let y = y.broadcast_add(&self.bias.reshape((1, out, 1, 1))?)?;
         match res {
             None => act.apply(&y),
@@ -288,11 +284,6 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, &Activation::Identity)
     }
-}
-
-/// candle's grouped convolution for a depthwise kernel (non-CPU devices).
-fn grouped_depthwise(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
-    x.conv2d(w, g.pad, g.stride, 1, g.groups)
 }
 
 /// CPU op of [`Conv2d`]: every image of the batch in turn, on the calling thread.
