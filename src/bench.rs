@@ -205,13 +205,15 @@ pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
 async fn run(args: &BenchArgs, payloads: Vec<Payload>) -> Result<std::process::ExitCode> {
     let mut spawned = None;
     let addr = if args.spawn_server {
-        let engine_cfg = args.engine.resolve()?;
-        let mut cfg = args.server.resolve(args.engine.config.as_deref())?;
-        cfg.listen = "127.0.0.1:0".into();
+        let mut cfg = crate::app::Config::load(args.engine.config.as_deref())?;
+        cfg.engine = args.engine.apply(cfg.engine)?;
+        cfg.server = args.server.apply(cfg.server)?;
+        cfg.server.listen = "127.0.0.1:0".into();
+        let engine_cfg = cfg.engine.clone();
         let loader: crate::batcher::Loader =
             Box::new(move || Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new));
-        let batcher = Batcher::start(cfg.batcher, loader)?;
-        let handle = crate::server::start(cfg, &crate::server::registry(), batcher).await?;
+        let batcher = Batcher::start(cfg.server.batcher(), loader)?;
+        let handle = crate::app::start(&cfg, batcher, crate::app::Services::default()).await?;
         wait_ready(handle.batcher()).await?;
         let addr = handle.local_addr();
         spawned = Some(handle);

@@ -76,7 +76,7 @@ pub struct CompareArgs {
 }
 
 fn load_engine(args: &EngineArgs, descriptor: bool) -> Result<Engine> {
-    let mut cfg = args.resolve()?;
+    let mut cfg = crate::app::engine_config(args)?;
     cfg.load_descriptor &= descriptor;
     Engine::load(cfg, Device::Cpu)
 }

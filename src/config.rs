@@ -14,48 +14,40 @@ use crate::{Error, Result};
 
 /// Server settings: the `[server]` section of the TOML file (see docs/operations.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address the listener binds, `HOST:PORT`.
     pub listen: String,
-    /// Largest accepted request body, bytes.
+    /// Largest accepted request body, bytes (a route may set its own).
     pub max_body_bytes: usize,
     /// Longest wait for a request's headers, ms (slow clients are disconnected).
     pub header_timeout_ms: u64,
     /// Longest wait for a request's body once its headers arrived, ms (answered with the
-    /// dialect's timeout error).
+    /// dialect's timeout error; a route may set its own).
     pub body_timeout_ms: u64,
     /// Most open client connections; further ones wait in the kernel's backlog.
     pub max_connections: usize,
     /// Longest wait for in-flight requests after a shutdown signal, ms.
     pub drain_timeout_ms: u64,
     /// Owner dialect of each bare path claimed by several dialects (`"/api_version" =
-    /// "idlive"`); every dialect stays reachable under its own prefix.
+    /// "iad"`), over the dialects' own defaults; every dialect stays reachable under its own
+    /// prefix.
     pub bare_owners: BTreeMap<String, String>,
-    /// Licence expiry the ID R&D dialects report (`expirationDate`, `licenseExpirationDate`):
-    /// facegate has no licence, so this is a configurable far-future ISO 8601 instant.
-    pub license_expiration: String,
-    /// IAD `/check_capture_liveness` also runs passive face liveness (`face_liveness`).
-    pub iad_face_liveness: bool,
-    /// Batching settings (same section: `max_batch`, `max_queue_delay_ms`, ...).
-    #[serde(flatten)]
-    pub batcher: BatcherConfig,
+    /// Most images per network batch (1 disables batching).
+    pub max_batch: usize,
+    /// Longest a detector batch shorter than `max_batch` waits for more images, ms.
+    pub max_queue_delay_ms: u64,
+    /// Wait only while other admitted images are still decoding.
+    pub adaptive_delay: bool,
+    /// Most images inside the batcher at once (decoding, queued or running).
+    pub queue_bound: usize,
+    /// Most images decoded at the same time.
+    pub prepare_threads: usize,
 }
-
-/// The bare-path owners in force unless configured otherwise: `/api_version` and
-/// `/bi_records` (both claimed by IDLive and IAD) -> `idlive`.
-pub fn default_bare_owners() -> BTreeMap<String, String> {
-    ["/api_version", "/bi_records"]
-        .into_iter()
-        .map(|p| (p.to_string(), "idlive".to_string()))
-        .collect()
-}
-
-/// Default of [`ServerConfig::license_expiration`].
-pub const DEFAULT_LICENSE_EXPIRATION: &str = "2999-12-31T23:59:59Z";
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let b = BatcherConfig::default();
         Self {
             listen: "0.0.0.0:8080".into(),
             max_body_bytes: 32 << 20,
@@ -63,10 +55,25 @@ impl Default for ServerConfig {
             body_timeout_ms: 30_000,
             max_connections: 1024,
             drain_timeout_ms: 30_000,
-            bare_owners: default_bare_owners(),
-            license_expiration: DEFAULT_LICENSE_EXPIRATION.into(),
-            iad_face_liveness: true,
-            batcher: BatcherConfig::default(),
+            bare_owners: BTreeMap::new(),
+            max_batch: b.max_batch,
+            max_queue_delay_ms: b.max_queue_delay_ms,
+            adaptive_delay: b.adaptive_delay,
+            queue_bound: b.queue_bound,
+            prepare_threads: b.prepare_threads,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The batching settings of this section.
+    pub fn batcher(&self) -> BatcherConfig {
+        BatcherConfig {
+            max_batch: self.max_batch,
+            max_queue_delay_ms: self.max_queue_delay_ms,
+            adaptive_delay: self.adaptive_delay,
+            queue_bound: self.queue_bound,
+            prepare_threads: self.prepare_threads,
         }
     }
 }
@@ -108,7 +115,7 @@ pub struct ServerArgs {
     #[arg(long, env = "FACEGATE_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
     /// Owner of a bare path claimed by several dialects, PATH=DIALECT (repeatable; the
-    /// environment variable takes a comma-separated list) [default:
+    /// environment variable takes a comma-separated list) [default: the dialects' own:
     /// /api_version=idlive, /bi_records=idlive].
     #[arg(
         long = "bare-owner",
@@ -117,45 +124,28 @@ pub struct ServerArgs {
         value_name = "PATH=DIALECT"
     )]
     pub bare_owner: Vec<String>,
-    /// Licence expiry reported by the ID R&D dialects, ISO 8601 [default: 2999-12-31T23:59:59Z].
-    #[arg(long, env = "FACEGATE_LICENSE_EXPIRATION")]
-    pub license_expiration: Option<String>,
-    /// IAD check_capture_liveness also runs face liveness (true|false) [default: true].
-    #[arg(long, env = "FACEGATE_IAD_FACE_LIVENESS")]
-    pub iad_face_liveness: Option<bool>,
 }
 
 impl ServerArgs {
-    /// Resolves the server configuration: defaults < `[server]` of `file` < flags/env.
-    pub fn resolve(&self, file: Option<&std::path::Path>) -> Result<ServerConfig> {
-        let mut cfg = match file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    Error::InvalidArgument(format!("config file {}: {e}", p.display()))
-                })?;
-                parse_server_config(&text).map_err(|e| {
-                    Error::InvalidArgument(format!("config file {}: {e}", p.display()))
-                })?
-            }
-            None => ServerConfig::default(),
-        };
+    /// Applies the flags/environment on top of `cfg` (defaults or the `[server]` section).
+    pub fn apply(&self, mut cfg: ServerConfig) -> Result<ServerConfig> {
         if let Some(v) = &self.listen {
             cfg.listen = v.clone();
         }
         if let Some(v) = self.max_batch {
-            cfg.batcher.max_batch = v;
+            cfg.max_batch = v;
         }
         if let Some(v) = self.max_queue_delay_ms {
-            cfg.batcher.max_queue_delay_ms = v;
+            cfg.max_queue_delay_ms = v;
         }
         if let Some(v) = self.adaptive_delay {
-            cfg.batcher.adaptive_delay = v;
+            cfg.adaptive_delay = v;
         }
         if let Some(v) = self.queue_bound {
-            cfg.batcher.queue_bound = v;
+            cfg.queue_bound = v;
         }
         if let Some(v) = self.prepare_threads {
-            cfg.batcher.prepare_threads = v;
+            cfg.prepare_threads = v;
         }
         if let Some(v) = self.max_body_bytes {
             cfg.max_body_bytes = v;
@@ -172,9 +162,6 @@ impl ServerArgs {
         if let Some(v) = self.drain_timeout_ms {
             cfg.drain_timeout_ms = v;
         }
-        for (path, dialect) in default_bare_owners() {
-            cfg.bare_owners.entry(path).or_insert(dialect);
-        }
         for item in self
             .bare_owner
             .iter()
@@ -189,59 +176,62 @@ impl ServerArgs {
             cfg.bare_owners
                 .insert(path.trim().to_string(), dialect.trim().to_string());
         }
-        if let Some(v) = &self.license_expiration {
-            cfg.license_expiration = v.clone();
-        }
-        if let Some(v) = self.iad_face_liveness {
-            cfg.iad_face_liveness = v;
-        }
         validate_server(&cfg)?;
         Ok(cfg)
     }
 }
 
-/// Parses the `[server]` section of a configuration file; missing keys keep their defaults.
-pub fn parse_server_config(text: &str) -> std::result::Result<ServerConfig, String> {
-    /// The file's sections this parser cares about.
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct File {
-        /// `[server]`.
-        server: ServerConfig,
-    }
-    toml::from_str::<File>(text)
-        .map(|f| f.server)
-        .map_err(|e| e.to_string())
+/// A configuration file read once: its TOML table, from which each section is taken out and
+/// deserialised into its own type (unknown keys are errors naming the key and section).
+#[derive(Debug)]
+pub struct ConfigFile {
+    /// Where it was read from (for messages).
+    path: String,
+    /// The parsed file, less the sections already taken.
+    table: toml::Table,
 }
 
-/// Parses one optional section (`[bi]`, `[capture]`) of a configuration file; missing keys
-/// keep their defaults.
-pub fn parse_section<T>(text: &str, section: &str) -> std::result::Result<T, String>
-where
-    T: serde::de::DeserializeOwned + Default,
-{
-    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-    match table.get(section) {
-        None => Ok(T::default()),
-        Some(v) => v
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("[{section}]: {e}")),
+impl ConfigFile {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<ConfigFile> {
+        let table = toml::from_str::<toml::Table>(text)
+            .map_err(|e| Error::InvalidArgument(format!("config file {origin}: {e}")))?;
+        Ok(ConfigFile {
+            path: origin.to_string(),
+            table,
+        })
     }
-}
 
-/// Reads `file` (if any) and parses its `section` (see [`parse_section`]).
-pub fn read_section<T>(file: Option<&std::path::Path>, section: &str) -> Result<T>
-where
-    T: serde::de::DeserializeOwned + Default,
-{
-    let Some(p) = file else {
-        return Ok(T::default());
-    };
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| Error::InvalidArgument(format!("config file {}: {e}", p.display())))?;
-    parse_section(&text, section)
-        .map_err(|e| Error::InvalidArgument(format!("config file {}: {e}", p.display())))
+    /// Reads and parses `path`.
+    pub fn read(path: &std::path::Path) -> Result<ConfigFile> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidArgument(format!("config file {origin}: {e}")))?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Takes section `name` out (its defaults when absent; any subset of its keys otherwise).
+    pub fn section<T: serde::de::DeserializeOwned + Default>(&mut self, name: &str) -> Result<T> {
+        match self.table.remove(name) {
+            None => Ok(T::default()),
+            Some(v) => v.try_into().map_err(|e: toml::de::Error| {
+                Error::InvalidArgument(format!("config file {}: [{name}]: {}", self.path, e.message()))
+            }),
+        }
+    }
+
+    /// Deserialises what is left (the top-level keys) into `T`; `sections` are named in the
+    /// error for an unknown key, as the other things it could have been.
+    pub fn rest<T: serde::de::DeserializeOwned>(self, sections: &[&str]) -> Result<T> {
+        toml::Value::Table(self.table).try_into().map_err(|e: toml::de::Error| {
+            Error::InvalidArgument(format!(
+                "config file {}: {} (sections: {})",
+                self.path,
+                e.message(),
+                sections.join(", ")
+            ))
+        })
+    }
 }
 
 /// Rejects server settings that cannot work.
@@ -250,10 +240,10 @@ pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
     if cfg.listen.parse::<std::net::SocketAddr>().is_err() {
         return bad("server.listen must be HOST:PORT with a numeric host, e.g. 0.0.0.0:8080");
     }
-    if cfg.batcher.max_batch == 0 || cfg.batcher.max_batch > 256 {
+    if cfg.max_batch == 0 || cfg.max_batch > 256 {
         return bad("server.max_batch must be within 1..=256");
     }
-    if cfg.batcher.queue_bound == 0 || cfg.batcher.prepare_threads == 0 {
+    if cfg.queue_bound == 0 || cfg.prepare_threads == 0 {
         return bad("server.queue_bound and server.prepare_threads must be positive");
     }
     if cfg.max_body_bytes == 0
@@ -269,13 +259,6 @@ pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
                 "server.bare_owners: {path:?} = {dialect:?} must map a path starting with / to a dialect"
             )));
         }
-    }
-    let day = cfg.license_expiration.get(..10).unwrap_or("");
-    if crate::bi::Date::parse(day).is_err() {
-        return Err(Error::InvalidArgument(format!(
-            "server.license_expiration {:?} must start with a yyyy-MM-dd date, e.g. {DEFAULT_LICENSE_EXPIRATION}",
-            cfg.license_expiration
-        )));
     }
     Ok(())
 }
@@ -310,19 +293,8 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    /// Resolves the effective configuration: defaults < file < flags/env.
-    pub fn resolve(&self) -> Result<EngineConfig> {
-        let mut cfg = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    Error::InvalidArgument(format!("config file {}: {e}", p.display()))
-                })?;
-                parse_config(&text).map_err(|e| {
-                    Error::InvalidArgument(format!("config file {}: {e}", p.display()))
-                })?
-            }
-            None => EngineConfig::default(),
-        };
+    /// Applies the flags/environment on top of `cfg` (defaults or the file's engine keys).
+    pub fn apply(&self, mut cfg: EngineConfig) -> Result<EngineConfig> {
         if let Some(v) = &self.models_dir {
             cfg.models_dir = v.clone();
         }
@@ -347,11 +319,6 @@ impl EngineArgs {
         validate(&cfg)?;
         Ok(cfg)
     }
-}
-
-/// Parses an engine configuration from TOML text; missing keys keep their defaults.
-pub fn parse_config(text: &str) -> std::result::Result<EngineConfig, String> {
-    toml::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Rejects settings that cannot work.
@@ -383,117 +350,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_overrides_defaults_and_keeps_the_rest() {
-        let cfg =
-            parse_config("[detection]\nmax_side = 480\n[quality]\nmin_iod_px = 30.0\n").unwrap();
-        assert_eq!(cfg.detection.max_side, 480);
-        assert_eq!(cfg.quality.min_iod_px, 30.0);
-        assert_eq!(
-            cfg.detection.nms_iou,
-            EngineConfig::default().detection.nms_iou
-        );
-        assert!(parse_config("[detection]\nmax_side = \"big\"\n").is_err());
-    }
-
-    #[test]
-    fn deploy_example_parses_and_validates() {
-        let text = include_str!("../deploy/facegate.toml");
-        let cfg = parse_config(text).unwrap();
-        assert_eq!(cfg.detection.max_side, 320);
-        assert_eq!(cfg.calibrations.regular.offset, -0.6);
-        assert_eq!(cfg.threads, 0);
-        validate(&cfg).unwrap();
-        let server = parse_server_config(text).unwrap();
-        assert_eq!(server.body_timeout_ms, 30_000);
-        assert_eq!(server.batcher.queue_bound, 256);
-    }
-
-    #[test]
-    fn server_section_overrides_defaults_and_flags_override_it() {
-        let cfg = parse_server_config(
-            "[detection]\nmax_side = 480\n[server]\nmax_batch = 4\nlisten = \"127.0.0.1:9000\"\n",
+    fn sections_come_out_with_their_defaults_and_unknown_keys_are_named() {
+        let mut f = ConfigFile::parse(
+            "threads = 3\n[decode]\nmax_bytes = 1000\n[server]\nmax_batch = 2\n",
+            "test.toml",
         )
         .unwrap();
-        assert_eq!(cfg.batcher.max_batch, 4);
-        assert_eq!(cfg.listen, "127.0.0.1:9000");
-        assert_eq!(cfg.max_body_bytes, ServerConfig::default().max_body_bytes);
-        assert_eq!(parse_server_config("").unwrap(), ServerConfig::default());
-        // The engine parser ignores the [server] section of the same file.
-        assert_eq!(
-            parse_config("[server]\nmax_batch = 4\n")
-                .unwrap()
-                .detection
-                .max_side,
-            320
-        );
+        let server: ServerConfig = f.section("server").unwrap();
+        assert_eq!(server.max_batch, 2);
+        assert_eq!(server.listen, ServerConfig::default().listen);
+        let engine: EngineConfig = f.rest(&["server"]).unwrap();
+        assert_eq!((engine.threads, engine.decode.max_bytes), (3, 1000));
+        assert_eq!(engine.decode.max_pixels, crate::preprocess::decode::DecodeLimits::default().max_pixels);
+
+        let mut f = ConfigFile::parse("[server]\nmax_bacth = 2\n", "test.toml").unwrap();
+        let e = f.section::<ServerConfig>("server").unwrap_err().to_string();
+        assert!(e.contains("max_bacth") && e.contains("[server]"), "{e}");
+        let f = ConfigFile::parse("detectoin = 1\n", "test.toml").unwrap();
+        let e = f.rest::<EngineConfig>(&["server", "bi"]).unwrap_err().to_string();
+        assert!(e.contains("detectoin") && e.contains("sections: server, bi"), "{e}");
+        let f = ConfigFile::parse("[detection]\nmax_sid = 1\n", "test.toml").unwrap();
+        let e = f.rest::<EngineConfig>(&[]).unwrap_err().to_string();
+        assert!(e.contains("max_sid"), "{e}");
+    }
+
+    #[test]
+    fn a_partial_calibration_profile_keeps_its_own_defaults() {
+        let f = ConfigFile::parse("[calibrations.regular]\ntemperature = 2.0\n", "t").unwrap();
+        let cfg: EngineConfig = f.rest(&[]).unwrap();
+        let def = EngineConfig::default().calibrations;
+        assert_eq!(cfg.calibrations.regular.temperature, 2.0);
+        assert_eq!(cfg.calibrations.regular.offset, def.regular.offset);
+        assert_eq!(cfg.calibrations.hardened, def.hardened);
+        let f = ConfigFile::parse("[calibrations.regular]\nofset = 2.0\n", "t").unwrap();
+        assert!(f.rest::<EngineConfig>(&[]).unwrap_err().to_string().contains("ofset"));
+    }
+
+    #[test]
+    fn flags_override_the_server_section() {
         let args = ServerArgs {
             max_batch: Some(1),
+            bare_owner: vec!["/api_version=iad".into(), " /x = knomi ".into()],
             ..ServerArgs::default()
         };
-        assert_eq!(args.resolve(None).unwrap().batcher.max_batch, 1);
+        let cfg = args.apply(ServerConfig::default()).unwrap();
+        assert_eq!(cfg.max_batch, 1);
+        assert_eq!(cfg.batcher().max_batch, 1);
+        assert_eq!(cfg.bare_owners.get("/api_version").map(String::as_str), Some("iad"));
+        assert_eq!(cfg.bare_owners.get("/x").map(String::as_str), Some("knomi"));
         let bad = ServerArgs {
             listen: Some("localhost".into()),
             ..ServerArgs::default()
         };
-        assert!(bad
-            .resolve(None)
-            .unwrap_err()
-            .to_string()
-            .contains("listen"));
-    }
-
-    #[test]
-    fn bare_owners_merge_defaults_file_and_flags() {
-        let cfg = parse_server_config(
-            "[server]\nlicense_expiration = \"2031-01-01T00:00:00Z\"\n[server.bare_owners]\n\"/version\" = \"oz\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            cfg.bare_owners.get("/version").map(String::as_str),
-            Some("oz")
-        );
-        assert_eq!(cfg.license_expiration, "2031-01-01T00:00:00Z");
-        let args = ServerArgs {
-            bare_owner: vec!["/api_version=iad".into(), " /x = knomi ".into()],
-            ..ServerArgs::default()
-        };
-        let got = args.resolve(None).unwrap().bare_owners;
-        assert_eq!(got.get("/api_version").map(String::as_str), Some("iad"));
-        assert_eq!(got.get("/bi_records").map(String::as_str), Some("idlive"));
-        assert_eq!(got.get("/x").map(String::as_str), Some("knomi"));
+        assert!(bad.apply(ServerConfig::default()).unwrap_err().to_string().contains("listen"));
         let bad = ServerArgs {
             bare_owner: vec!["/api_version".into()],
             ..ServerArgs::default()
         };
         assert!(bad
-            .resolve(None)
+            .apply(ServerConfig::default())
             .unwrap_err()
             .to_string()
             .contains("PATH=DIALECT"));
-        let bad = ServerArgs {
-            license_expiration: Some("never".into()),
-            ..ServerArgs::default()
-        };
-        assert!(bad
-            .resolve(None)
-            .unwrap_err()
-            .to_string()
-            .contains("license_expiration"));
-    }
-
-    #[test]
-    fn optional_sections_parse_with_defaults() {
-        let bi: crate::bi::BiConfig =
-            parse_section("[bi]\nretention_days = 7\n[server]\nmax_batch = 2\n", "bi").unwrap();
-        assert_eq!(bi.retention_days, 7);
-        assert_eq!(bi.queue, crate::bi::BiConfig::default().queue);
-        let cap: crate::capture::CaptureConfig = parse_section("", "capture").unwrap();
-        assert!(cap.private_key.is_none());
-        assert!(
-            parse_section::<crate::bi::BiConfig>("[bi]\nqueue = \"x\"\n", "bi")
-                .unwrap_err()
-                .contains("[bi]")
-        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The engine's one error type. Every dialect maps it to its own wire format in one place.
+//! The engine's one error type: what can go wrong between image bytes and a verdict. It holds
+//! no transport errors (body limits and timeouts are the API edge's, `api::error`) and no
+//! dialect types; every dialect maps it to its own wire format in one table.
 
 use std::path::PathBuf;
 
@@ -38,18 +40,6 @@ pub enum Error {
         /// Minimum side.
         min: u32,
     },
-    /// The request body is larger than the server accepts (`max_body_bytes`).
-    #[error("request body too large: the limit is {limit} bytes (max_body_bytes)")]
-    BodyTooLarge {
-        /// Configured maximum.
-        limit: usize,
-    },
-    /// The request body did not arrive in time (`body_timeout_ms`).
-    #[error("request body not received within {ms} ms (body_timeout_ms)")]
-    BodyTimeout {
-        /// Configured limit.
-        ms: u64,
-    },
     /// The bytes are not a JPEG or PNG image.
     #[error("unsupported image format: only JPEG and PNG are accepted")]
     UnsupportedFormat,
@@ -84,15 +74,10 @@ pub enum Error {
     /// An I/O failure outside a request (model files, datasets).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    /// A capture bundle could not be opened (IAD's "Failed to parse file", "Failed to read a
-    /// meta data", "Failed to decrypt message"; HTTP 400 with error_code UNKNOWN).
-    #[error("{}: {detail}", failure.message())]
-    Bundle {
-        /// Which of the IAD reference's three bundle errors this is.
-        failure: crate::capture::BundleFailure,
-        /// What exactly was wrong (for logs; clients get `failure.message()`).
-        detail: String,
-    },
+    /// A bug caught at run time (a panic inside one image's work, a broken invariant); only
+    /// that image fails.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -100,8 +85,6 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::EmptyImage => "empty_image",
-            Error::BodyTooLarge { .. } => "body_too_large",
-            Error::BodyTimeout { .. } => "body_timeout",
             Error::ImageTooLarge { .. } => "image_too_large",
             Error::TooManyPixels { .. } => "too_many_pixels",
             Error::ImageTooSmall { .. } => "image_too_small",
@@ -113,7 +96,7 @@ impl Error {
             Error::Unavailable(_) => "unavailable",
             Error::Inference(_) => "inference",
             Error::Io(_) => "io",
-            Error::Bundle { .. } => "bundle",
+            Error::Internal(_) => "internal",
         }
     }
 
@@ -122,15 +105,12 @@ impl Error {
         matches!(
             self,
             Error::EmptyImage
-                | Error::BodyTooLarge { .. }
-                | Error::BodyTimeout { .. }
                 | Error::ImageTooLarge { .. }
                 | Error::TooManyPixels { .. }
                 | Error::ImageTooSmall { .. }
                 | Error::UnsupportedFormat
                 | Error::CorruptImage(_)
                 | Error::InvalidArgument(_)
-                | Error::Bundle { .. }
         )
     }
 }

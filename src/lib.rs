@@ -2,12 +2,11 @@
 //! REST dialects of five commercial servers.
 
 pub mod api;
+pub mod app;
 pub mod batcher;
 pub mod bench;
 pub mod bi;
-pub mod capture;
 pub mod cli;
-pub mod cli_capture;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -1,10 +1,12 @@
-//! The `facegate` command: model setup, one-shot checks, evaluation and (later) the server.
+//! The `facegate` command: model setup, one-shot checks, evaluation, the server and its load
+//! generator, and the IAD capture-bundle tools.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use facegate::{bench, cli, cli_capture, config, models};
+use facegate::api::iad::cli as cli_capture;
+use facegate::{app, bench, cli, models};
 
 #[derive(Parser)]
 #[command(
@@ -41,26 +43,9 @@ enum Command {
         action: cli_capture::BundleAction,
     },
     /// Serve the REST API (native, IDLive and IAD dialects) with dynamic batching.
-    Serve(ServeArgs),
+    Serve(app::ServeArgs),
     /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
     Bench(bench::BenchArgs),
-}
-
-/// `facegate serve`
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Server options.
-    #[command(flatten)]
-    server: config::ServerArgs,
-    /// Engine options.
-    #[command(flatten)]
-    engine: config::EngineArgs,
-    /// BI record options.
-    #[command(flatten)]
-    bi: facegate::bi::BiArgs,
-    /// Capture bundle (IAD) options.
-    #[command(flatten)]
-    capture: facegate::capture::CaptureArgs,
 }
 
 #[derive(Subcommand)]
@@ -124,21 +109,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: &ServeArgs) -> facegate::Result<ExitCode> {
-    let engine_cfg = args.engine.resolve()?;
-    let file = args.engine.config.as_deref();
-    let cfg = args.server.resolve(file)?;
-    let bi_cfg = args.bi.apply(config::read_section(file, "bi")?)?;
-    let capture_cfg = args.capture.apply(config::read_section(file, "capture")?)?;
+fn serve(args: &app::ServeArgs) -> facegate::Result<ExitCode> {
+    let cfg = args.resolve()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(facegate::server::serve(
-        cfg,
-        engine_cfg,
-        bi_cfg,
-        capture_cfg,
-    ))?;
+    rt.block_on(app::serve(cfg))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, by `route`, `method` and `status`.
 pub const REQUESTS: &str = "facegate_requests_total";
-/// Errors returned to clients, by `kind` (the engine error kind or a server-level kind).
+/// Errors returned to clients, by `kind` (the engine or edge error kind, or a server-level
+/// kind) and `dialect`.
 pub const ERRORS: &str = "facegate_errors_total";
 /// End-to-end request latency, seconds, by `route`.
 pub const REQUEST_SECONDS: &str = "facegate_request_duration_seconds";
@@ -34,6 +35,9 @@ pub const IN_FLIGHT: &str = "facegate_in_flight_requests";
 pub const MODEL_INFO: &str = "facegate_model_info";
 /// Threads the networks run on.
 pub const INFERENCE_THREADS: &str = "facegate_inference_threads";
+/// The licence expiry a dialect reports, Unix seconds, by `dialect` (ID R&D's references say
+/// operators monitor it through `/metrics`).
+pub const LICENSE_EXPIRATION: &str = "facegate_license_expiration_seconds";
 
 /// Latency buckets, seconds: 1 ms .. 30 s.
 const SECONDS_BUCKETS: [f64; 16] = [

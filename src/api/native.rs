@@ -8,70 +8,162 @@
 //!   order (status 200 even when some parts failed);
 //! - query: `calibration=SOFT|REGULAR|HARDENED`, `template=true|false`.
 //!
-//! Errors are `{"error":{"kind","message"}}`, mapped from the engine error by
-//! [`error_response`], the dialect's only mapping.
+//! Errors are `{"error":{"kind","message"}}` with the status of their class ([`Native`]'s
+//! error table).
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::{max_times, multipart_parts, timing_headers};
+use super::error::{note, ApiError, ErrorClass, ErrorTable};
+use super::input::{image_parts, is_raw_image, media_type};
+use super::query::Query;
+use super::{max_times, route, timing_headers, Dialect, Edge};
 use crate::cli::verdict;
 use crate::engine::{Analysis, AnalyzeOptions, Calibration};
-use crate::server::{handler, json_response, Ctx, HttpResponse, Mount, RouteSpec};
-use crate::telemetry as tm;
-use crate::Error;
+use crate::server::{json_response, Ctx, HttpResponse, Mount, RouteInfo, RouteSpec};
 
 /// Most image parts in one multipart request.
 pub const MAX_PARTS: usize = 64;
 
-/// The native dialect's routes.
-pub fn routes() -> Vec<RouteSpec> {
-    vec![RouteSpec::new(
-        Method::POST,
-        "/facegate/v1/analyze",
-        "facegate",
-        "facegate.analyze",
-        Mount::Exact,
-        handler(analyze),
-    )
-    .errors(|e, _| error_response(e))]
+/// The native dialect: one analysis route.
+pub struct Native {
+    /// Dialect name (metrics label).
+    dialect: &'static str,
+    /// Route name.
+    name: &'static str,
+    /// Where the route is served.
+    path: &'static str,
+    /// How it is mounted.
+    mount: Mount,
 }
 
-/// The one mapping from an engine error to this dialect's status and body; counts the error.
-pub fn error_response(e: &Error) -> HttpResponse {
-    let status = match e {
-        Error::EmptyImage | Error::InvalidArgument(_) | Error::Bundle { .. } => {
-            StatusCode::BAD_REQUEST
+impl Default for Native {
+    fn default() -> Self {
+        Self {
+            dialect: "facegate",
+            name: "facegate.analyze",
+            path: "/facegate/v1/analyze",
+            mount: Mount::Exact,
         }
-        Error::BodyTooLarge { .. } | Error::ImageTooLarge { .. } | Error::TooManyPixels { .. } => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
-        Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-        Error::UnsupportedFormat | Error::CorruptImage(_) | Error::ImageTooSmall { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Model { .. } | Error::Inference(_) | Error::Io(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    };
-    metrics::counter!(tm::ERRORS, "kind" => e.kind()).increment(1);
-    if status.is_server_error() {
-        tracing::warn!(kind = e.kind(), error = %e, "request failed");
     }
-    let mut r = json_response(status, &json!({"error": error_body(e)}));
-    if matches!(e, Error::Overloaded { .. } | Error::Unavailable(_)) {
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+}
+
+impl Native {
+    /// The native API at `/facegate/v1/analyze`.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
     }
-    r
+
+    /// The same analysis route as another dialect `dialect`, route `name`, at
+    /// `/{dialect}{path}` (and the bare path), as a new dialect module would mount it (tests,
+    /// demos).
+    pub fn mounted(dialect: &'static str, path: &'static str, name: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            dialect,
+            name,
+            path,
+            mount: Mount::Dialect,
+        })
+    }
+
+    /// `POST /facegate/v1/analyze`.
+    async fn analyze(self: Arc<Self>, req: Request<Bytes>, ctx: Ctx) -> Result<HttpResponse, ApiError> {
+        let opts = options(&Query::parse(req.uri().query())?)?;
+        let media = media_type(req.headers());
+        if is_raw_image(&media) {
+            let p = ctx
+                .app
+                .batcher
+                .submit(req.into_body(), opts, ctx.route.name)
+                .await?;
+            let mut r = json_response(StatusCode::OK, &analysis_doc(&p.analysis));
+            timing_headers(&mut r, p.queue_ms, p.inference_ms);
+            return Ok(r);
+        }
+        if media != "multipart/form-data" {
+            return Err(ApiError::UnsupportedMedia(format!(
+                "{media}: send image/jpeg, image/png, application/octet-stream or multipart/form-data"
+            )));
+        }
+        let (parts, body) = req.into_parts();
+        let images = image_parts(&parts.headers, body, MAX_PARTS)
+            .await
+            .map_err(|e| match e {
+                ApiError::Engine(crate::Error::InvalidArgument(m)) if m.starts_with("no image") => {
+                    ApiError::Engine(crate::Error::EmptyImage)
+                }
+                other => other,
+            })?;
+        let (names, inputs): (Vec<String>, Vec<_>) =
+            images.into_iter().map(|n| (n.name, n.input)).unzip();
+        let results = ctx
+            .app
+            .batcher
+            .submit_many(inputs, opts, ctx.route.name)
+            .await;
+        let (q, i) = max_times(results.iter().filter_map(|r| r.as_ref().ok()));
+        let docs: Vec<Value> = names
+            .into_iter()
+            .zip(results)
+            .map(|(name, r)| {
+                let mut v = match r {
+                    Ok(p) => analysis_doc(&p.analysis),
+                    Err(e) => {
+                        let e = ApiError::Engine(e);
+                        note(self.dialect, &e);
+                        json!({"error": error_body(&e)})
+                    }
+                };
+                v["name"] = json!(name);
+                v
+            })
+            .collect();
+        let mut r = json_response(StatusCode::OK, &json!({"results": docs}));
+        timing_headers(&mut r, q, i);
+        Ok(r)
+    }
+}
+
+impl ErrorTable for Native {
+    fn dialect(&self) -> &'static str {
+        self.dialect
+    }
+
+    fn render(&self, e: &ApiError, _route: &RouteInfo) -> HttpResponse {
+        let status = match e.class() {
+            ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorClass::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorClass::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorClass::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorClass::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorClass::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        json_response(status, &json!({"error": error_body(e)}))
+    }
+}
+
+impl Dialect for Native {
+    fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
+        vec![route(
+            &self,
+            edge,
+            Method::POST,
+            self.path,
+            self.name,
+            self.mount,
+            Self::analyze,
+        )]
+    }
 }
 
 /// `{"kind","message"}` for an error.
-fn error_body(e: &Error) -> Value {
+fn error_body(e: &ApiError) -> Value {
     json!({"kind": e.kind(), "message": e.to_string()})
 }
 
@@ -84,133 +176,18 @@ fn analysis_doc(a: &Analysis) -> Value {
 }
 
 /// Parses `calibration` and `template`.
-fn options(query: Option<&str>) -> Result<AnalyzeOptions, Error> {
+fn options(q: &Query) -> Result<AnalyzeOptions, ApiError> {
+    q.only(&["calibration", "template"])?;
     let mut opts = AnalyzeOptions::default();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "calibration" => {
-                opts.calibration = Calibration::parse(v).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "unknown calibration {v}: use SOFT, REGULAR or HARDENED"
-                    ))
-                })?
-            }
-            "template" => {
-                opts.template = match v {
-                    "true" | "1" | "" => true,
-                    "false" | "0" => false,
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "template must be true or false, not {v}"
-                        )))
-                    }
-                }
-            }
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown query parameter {k}"
-                )))
-            }
-        }
+    if let Some(v) = q.get("calibration") {
+        opts.calibration = Calibration::parse(v).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown calibration {v}: use SOFT, REGULAR or HARDENED"
+            ))
+        })?;
+    }
+    if let Some(t) = q.flag("template")? {
+        opts.template = t;
     }
     Ok(opts)
-}
-
-/// `POST /facegate/v1/analyze` (public so tests and other mounts can reuse it).
-pub async fn analyze(req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
-    let opts = match options(req.uri().query()) {
-        Ok(o) => o,
-        Err(e) => return error_response(&e),
-    };
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_string();
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
-        "image/jpeg" | "image/jpg" | "image/png" | "application/octet-stream" => {
-            match ctx
-                .app
-                .batcher
-                .submit(req.into_body(), opts, ctx.route.name)
-                .await
-            {
-                Ok(p) => {
-                    let mut r = json_response(StatusCode::OK, &analysis_doc(&p.analysis));
-                    timing_headers(&mut r, p.queue_ms, p.inference_ms);
-                    r
-                }
-                Err(e) => error_response(&e),
-            }
-        }
-        "multipart/form-data" => {
-            let (parts, body) = req.into_parts();
-            multipart(&parts.headers, body, opts, &ctx).await
-        }
-        other => {
-            let e = Error::InvalidArgument(format!(
-                "unsupported Content-Type {other}: send image/jpeg, image/png, application/octet-stream or multipart/form-data"
-            ));
-            let mut r = error_response(&e);
-            *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-            r
-        }
-    }
-}
-
-/// Several images, one per multipart part.
-async fn multipart(
-    headers: &hyper::HeaderMap,
-    body: Bytes,
-    opts: AnalyzeOptions,
-    ctx: &Ctx,
-) -> HttpResponse {
-    let parts = match multipart_parts(headers, body, MAX_PARTS).await {
-        Ok(p) if p.is_empty() => return error_response(&Error::EmptyImage),
-        Ok(p) => p,
-        Err(e) => return error_response(&e),
-    };
-    // Each part is named by its file name, else its field name, else `part<N>`.
-    let (names, images): (Vec<String>, Vec<Bytes>) = parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            (
-                p.file_name.or(p.name).unwrap_or_else(|| format!("part{i}")),
-                p.bytes,
-            )
-        })
-        .unzip();
-    let results = ctx
-        .app
-        .batcher
-        .submit_many(images, opts, ctx.route.name)
-        .await;
-    let (q, i) = max_times(results.iter().filter_map(|r| r.as_ref().ok()));
-    let docs: Vec<Value> = names
-        .into_iter()
-        .zip(&results)
-        .map(|(name, r)| {
-            let mut v = match r {
-                Ok(p) => analysis_doc(&p.analysis),
-                Err(e) => {
-                    metrics::counter!(tm::ERRORS, "kind" => e.kind()).increment(1);
-                    json!({"error": error_body(e)})
-                }
-            };
-            v["name"] = json!(name);
-            v
-        })
-        .collect();
-    let mut r = json_response(StatusCode::OK, &json!({"results": docs}));
-    timing_headers(&mut r, q, i);
-    r
 }

@@ -9,9 +9,13 @@
 //!   the engine's networks; callers talk to it over a channel and get their answer on a oneshot
 //!   channel. See [`worker`] for the scheduling rules.
 //!
-//! Results are those of [`Engine::analyze`]: the stages are the same engine calls, detector
-//! batches only hold images of equal size (no padding), and liveness runs under one
-//! calibration and is re-expressed under each request's own.
+//! - Work comes as an [`Input`]: encoded bytes (decoded here, within the engine's decode
+//!   bounds) or an already decoded RGB frame (a video frame, a decrypted frame; checked against
+//!   the same pixel bounds).
+//!
+//! Results are those of [`Engine::analyze`]: the stages are the same engine calls, each image
+//! gets its own result in every stage (one failing image never fails its partners), and each
+//! liveness verdict is made under the request's own calibration by the engine's decider.
 
 mod worker;
 
@@ -21,10 +25,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::engine::{Analysis, AnalyzeOptions, Engine, Prepared};
+use crate::engine::{Analysis, AnalyzeOptions, Calibrations, Decider, Engine, Prepared};
 use crate::telemetry as tm;
 use crate::{Error, Result};
 
@@ -56,6 +61,35 @@ impl Default for BatcherConfig {
                 .map(|n| n.get())
                 .unwrap_or(2),
         }
+    }
+}
+
+/// One image handed to the batcher.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An encoded JPEG or PNG, decoded on the decode pool within `decode.max_bytes` and
+    /// `decode.max_pixels`.
+    Encoded(Bytes),
+    /// An upright RGB frame already decoded elsewhere, within `decode.max_pixels` and
+    /// `decode.min_side`.
+    Frame(RgbImage),
+}
+
+impl From<Bytes> for Input {
+    fn from(b: Bytes) -> Self {
+        Input::Encoded(b)
+    }
+}
+
+impl From<Vec<u8>> for Input {
+    fn from(b: Vec<u8>) -> Self {
+        Input::Encoded(Bytes::from(b))
+    }
+}
+
+impl From<RgbImage> for Input {
+    fn from(f: RgbImage) -> Self {
+        Input::Frame(f)
     }
 }
 
@@ -297,6 +331,14 @@ impl Batcher {
         self.inner.shared.engine.get()
     }
 
+    /// The engine's decider (the default calibrations while the engine is not loaded, when
+    /// every submission fails anyway).
+    pub fn decider(&self) -> Decider {
+        self.engine()
+            .map(|e| *e.decider())
+            .unwrap_or_else(|| Decider::new(Calibrations::default()))
+    }
+
     /// Images inside the batcher now (decoding, queued or running).
     pub fn depth(&self) -> usize {
         self.inner.cfg.queue_bound - self.inner.admission.available_permits()
@@ -313,38 +355,37 @@ impl Batcher {
         }
     }
 
-    /// Analyses one encoded image (origin `"batcher"`).
-    pub async fn analyze(&self, bytes: Bytes, opts: AnalyzeOptions) -> Result<Analysis> {
-        self.submit(bytes, opts, "batcher")
+    /// Analyses one image (origin `"batcher"`).
+    pub async fn analyze(&self, input: impl Into<Input>, opts: AnalyzeOptions) -> Result<Analysis> {
+        self.submit(input, opts, "batcher")
             .await
             .map(|p| p.analysis)
     }
 
-    /// Analyses one encoded image submitted by route `origin`, with its queue and inference
-    /// times.
+    /// Analyses one image submitted by route `origin`, with its queue and inference times.
     pub async fn submit(
         &self,
-        bytes: Bytes,
+        input: impl Into<Input>,
         opts: AnalyzeOptions,
         origin: &'static str,
     ) -> Result<Processed> {
         let admitted = self.admit()?;
-        self.run(admitted, bytes, opts, origin).await
+        self.run(admitted, input.into(), opts, origin).await
     }
 
     /// Analyses several images of one request; each gets its own result, in order. Admission
     /// is decided for all of them before any work starts.
     pub async fn submit_many(
         &self,
-        images: Vec<Bytes>,
+        images: Vec<Input>,
         opts: AnalyzeOptions,
         origin: &'static str,
     ) -> Vec<Result<Processed>> {
-        let runs = images.into_iter().map(|bytes| {
+        let runs = images.into_iter().map(|input| {
             let admitted = self.admit();
             async move {
                 match admitted {
-                    Ok(a) => self.run(a, bytes, opts, origin).await,
+                    Ok(a) => self.run(a, input, opts, origin).await,
                     Err(e) => Err(e),
                 }
             }
@@ -405,7 +446,7 @@ impl Batcher {
     async fn run(
         &self,
         a: Admitted,
-        bytes: Bytes,
+        input: Input,
         opts: AnalyzeOptions,
         origin: &'static str,
     ) -> Result<Processed> {
@@ -428,7 +469,10 @@ impl Batcher {
         let prepared = match slot {
             Ok(slot) => tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                engine.prepare(&bytes)
+                match input {
+                    Input::Encoded(bytes) => engine.prepare(&bytes),
+                    Input::Frame(image) => engine.prepare_frame(image),
+                }
             })
             .await
             .map_err(|e| Error::Unavailable(format!("decoder task failed: {e}")))

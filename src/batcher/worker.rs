@@ -4,12 +4,14 @@
 //! 1. move every submitted job into the detect queue;
 //! 2. run the latest non-empty stage first (describe, then liveness, then detect), so images
 //!    already in flight finish before new ones are admitted to the detector;
-//! 3. a stage runs up to `max_batch` of its queue at once. Only the detect queue receives new
-//!    work from outside, so only it waits: when it holds fewer than `max_batch` images, the
-//!    worker waits until `max_queue_delay_ms` after the oldest one was queued (Triton's rule)
-//!    or until the batch is full. A detector batch holds images of one size only (the oldest
-//!    image's), so nothing is padded and results match single-image analysis;
-//! 4. jobs whose client has gone (reply receiver dropped) are dropped before they run.
+//! 3. a stage runs up to `max_batch` of its queue at once, oldest first. Only the detect queue
+//!    receives new work from outside, so only it waits: when it holds fewer than `max_batch`
+//!    images, the worker waits until `max_queue_delay_ms` after the oldest one was queued
+//!    (Triton's rule) or until the batch is full. Images of any size share a batch: on CPU each
+//!    runs on its own (nothing is padded), so results match single-image analysis;
+//! 4. jobs whose client has gone (reply receiver dropped) are dropped before they run;
+//! 5. every stage answers each image on its own: an image that fails in a stage gets its own
+//!    error and its batch partners go on.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,7 +24,7 @@ use candle_core::Device;
 use image::RgbImage;
 
 use super::{delay, ms, BatcherConfig, EngineInfo, Job, Loader, Processed, Shared, Stage, Status};
-use crate::engine::{Calibration, Engine, Face};
+use crate::engine::{Engine, Face, PadNetwork};
 use crate::telemetry as tm;
 use crate::{Error, Result};
 
@@ -82,7 +84,8 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
 
 /// Names of the loaded networks and the device label.
 fn engine_info(engine: &Engine) -> EngineInfo {
-    let mut models = vec!["retinaface", "minifasnet-v2", "minifasnet-v1se"];
+    let mut models = vec!["retinaface"];
+    models.extend(PadNetwork::ALL.map(PadNetwork::manifest_name));
     if engine.config().load_descriptor {
         models.push("face-descriptor");
     }
@@ -108,7 +111,7 @@ fn engine_info(engine: &Engine) -> EngineInfo {
 fn warm_up(engine: &Engine) -> Result<()> {
     let img = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
     let p = engine.prepare_image(img);
-    engine.detect(&[&p])?;
+    first(engine.detect(&[&p]))?;
     let face = Face {
         bbox: [110.0, 60.0, 210.0, 180.0],
         score: 1.0,
@@ -120,11 +123,19 @@ fn warm_up(engine: &Engine) -> Result<()> {
             [175.0, 150.0],
         ],
     };
-    engine.liveness(&[(&p.image, &face)], Calibration::Regular)?;
+    first(engine.liveness(&[(&p.image, &face)]))?;
     if engine.config().load_descriptor {
-        engine.describe(&[(&p.image, &face)])?;
+        first(engine.describe(&[(&p.image, &face)]))?;
     }
     Ok(())
+}
+
+/// The first result of a stage run on one image.
+fn first<T>(results: Vec<Result<T>>) -> Result<T> {
+    results
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err(Error::Internal("empty stage result".into())))
 }
 
 /// The worker's state: nobody else touches the queues.
@@ -229,7 +240,7 @@ impl Worker {
             .set(self.queues[stage.index()].len() as f64);
     }
 
-    /// Takes up to `max_batch` live jobs from a stage queue (detect: of the oldest's size).
+    /// Takes up to `max_batch` live jobs from a stage queue, oldest first.
     fn take(&mut self, stage: Stage) -> Vec<Job> {
         let q = &mut self.queues[stage.index()];
         let before = q.len();
@@ -239,24 +250,8 @@ impl Worker {
             self.shared.cancelled[stage.index()].fetch_add(cancelled as u64, Ordering::Relaxed);
             metrics::counter!(tm::CANCELLED, "stage" => stage.name()).increment(cancelled as u64);
         }
-        let mut batch = Vec::new();
-        if stage == Stage::Detect {
-            let Some(size) = q.front().map(|j| j.prepared.det_image.dimensions()) else {
-                return batch;
-            };
-            let mut rest = VecDeque::with_capacity(q.len());
-            while let Some(j) = q.pop_front() {
-                if batch.len() < self.cfg.max_batch && j.prepared.det_image.dimensions() == size {
-                    batch.push(j);
-                } else {
-                    rest.push_back(j);
-                }
-            }
-            *q = rest;
-        } else {
-            let n = q.len().min(self.cfg.max_batch);
-            batch.extend(q.drain(..n));
-        }
+        let n = q.len().min(self.cfg.max_batch);
+        let mut batch: Vec<Job> = q.drain(..n).collect();
         let now = Instant::now();
         for j in &mut batch {
             let waited = now.duration_since(j.enqueued).as_secs_f64();
@@ -299,27 +294,42 @@ impl Worker {
         (out, dt)
     }
 
+    /// Runs a stage on a batch; each job gets its own result (a panic outside the engine's
+    /// per-image tasks, or a result count that does not match, fails the batch's jobs with
+    /// [`Error::Internal`]).
+    fn run_stage<T>(
+        &self,
+        stage: Stage,
+        batch: &[Job],
+        f: impl FnOnce(&Engine, &[Job]) -> Vec<Result<T>>,
+    ) -> (Vec<Result<T>>, f64) {
+        let (out, dt) = self.timed(stage, |e| Ok(f(e, batch)));
+        let out = match out {
+            Ok(v) if v.len() == batch.len() => v,
+            Ok(_) => internal_all(batch.len(), stage, "result count"),
+            Err(_) => internal_all(batch.len(), stage, "panic"),
+        };
+        (out, dt)
+    }
+
     fn detect(&mut self, batch: Vec<Job>) {
-        let (out, dt) = self.timed(Stage::Detect, |e| {
-            let refs: Vec<_> = batch.iter().map(|j| &j.prepared).collect();
+        let (out, dt) = self.run_stage(Stage::Detect, &batch, |e, b| {
+            let refs: Vec<_> = b.iter().map(|j| &j.prepared).collect();
             e.detect(&refs)
         });
-        let faces = match out {
-            Ok(f) if f.len() == batch.len() => f,
-            Ok(_) => {
-                return fail_all(
-                    batch,
-                    &Error::Unavailable("internal: detector result count".into()),
-                )
-            }
-            Err(e) => return fail_all(batch, &e),
-        };
-        for (mut job, faces) in batch.into_iter().zip(faces) {
+        for (mut job, faces) in batch.into_iter().zip(out) {
+            job.inference_ms += dt;
+            let faces = match faces {
+                Ok(f) => f,
+                Err(e) => {
+                    fail(job, e);
+                    continue;
+                }
+            };
             let tq = Instant::now();
             let mut a = self.engine.assess(&job.prepared, faces);
             a.timings.quality_ms = ms(tq);
             a.timings.detect_ms = dt;
-            job.inference_ms += dt;
             let eligible = a.network_face(&job.opts).is_some();
             job.analysis = Some(a);
             if eligible && job.opts.liveness {
@@ -333,31 +343,22 @@ impl Worker {
     }
 
     fn liveness(&mut self, batch: Vec<Job>) {
-        let (out, dt) = self.timed(Stage::Liveness, |e| {
-            let faces = selected(&batch)?;
-            e.liveness(&faces, Calibration::Regular)
+        let (out, dt) = self.run_stage(Stage::Liveness, &batch, |e, b| {
+            with_faces(b, |faces| e.liveness(faces))
         });
-        let live = match out {
-            Ok(l) if l.len() == batch.len() => l,
-            Ok(_) => {
-                return fail_all(
-                    batch,
-                    &Error::Unavailable("internal: liveness result count".into()),
-                )
-            }
-            Err(e) => return fail_all(batch, &e),
-        };
-        let cals = self.engine.config().calibrations;
-        for (mut job, l) in batch.into_iter().zip(live) {
-            let l = if job.opts.calibration == Calibration::Regular {
-                l
-            } else {
-                l.recalibrated(job.opts.calibration, &cals)
-            };
+        for (mut job, outputs) in batch.into_iter().zip(out) {
             job.inference_ms += dt;
-            if let Some(a) = job.analysis.as_mut() {
-                a.liveness = Some(l);
-                a.timings.liveness_ms = dt;
+            match outputs.and_then(|o| self.engine.judge(&o, job.opts.calibration)) {
+                Ok(l) => {
+                    if let Some(a) = job.analysis.as_mut() {
+                        a.liveness = Some(l);
+                        a.timings.liveness_ms = dt;
+                    }
+                }
+                Err(e) => {
+                    fail(job, e);
+                    continue;
+                }
             }
             if job.opts.template {
                 self.push(Stage::Describe, job);
@@ -368,27 +369,21 @@ impl Worker {
     }
 
     fn describe(&mut self, batch: Vec<Job>) {
-        let (out, dt) = self.timed(Stage::Describe, |e| {
-            let faces = selected(&batch)?;
-            e.describe(&faces)
+        let (out, dt) = self.run_stage(Stage::Describe, &batch, |e, b| {
+            with_faces(b, |faces| e.describe(faces))
         });
-        let templates = match out {
-            Ok(t) if t.len() == batch.len() => t,
-            Ok(_) => {
-                return fail_all(
-                    batch,
-                    &Error::Unavailable("internal: descriptor result count".into()),
-                )
-            }
-            Err(e) => return fail_all(batch, &e),
-        };
-        for (mut job, t) in batch.into_iter().zip(templates) {
+        for (mut job, t) in batch.into_iter().zip(out) {
             job.inference_ms += dt;
-            if let Some(a) = job.analysis.as_mut() {
-                a.template = Some(t);
-                a.timings.template_ms = dt;
+            match t {
+                Ok(t) => {
+                    if let Some(a) = job.analysis.as_mut() {
+                        a.template = Some(t);
+                        a.timings.template_ms = dt;
+                    }
+                    finish(job);
+                }
+                Err(e) => fail(job, e),
             }
-            finish(job);
         }
     }
 }
@@ -424,19 +419,28 @@ fn wait_for_partners<T>(
     true
 }
 
-/// The (image, face) pairs the networks judge, one per job.
-fn selected(batch: &[Job]) -> Result<Vec<(&RgbImage, &Face)>> {
-    batch
+/// Runs `f` on the (image, face) pairs the networks judge; jobs without a selected face (a
+/// broken invariant) get an error of their own and are left out of the call.
+fn with_faces<T>(
+    batch: &[Job],
+    f: impl FnOnce(&[(&RgbImage, &Face)]) -> Vec<Result<T>>,
+) -> Vec<Result<T>> {
+    let faces: Vec<Option<(&RgbImage, &Face)>> = batch
         .iter()
         .map(|j| {
-            let face = j
-                .analysis
-                .as_ref()
-                .and_then(|a| a.network_face(&j.opts))
-                .ok_or_else(|| {
-                    Error::Unavailable("internal: job without a selected face".into())
-                })?;
-            Ok((&j.prepared.image, face))
+            let face = j.analysis.as_ref()?.network_face(&j.opts)?;
+            Some((&j.prepared.image, face))
+        })
+        .collect();
+    let present: Vec<(&RgbImage, &Face)> = faces.iter().flatten().copied().collect();
+    let mut results = f(&present).into_iter();
+    faces
+        .iter()
+        .map(|f| match f {
+            Some(_) => results
+                .next()
+                .unwrap_or_else(|| Err(Error::Internal("stage result count".into()))),
+            None => Err(Error::Internal("job without a selected face".into())),
         })
         .collect()
 }
@@ -469,22 +473,26 @@ fn finish(job: Job) {
     let _ = reply.send(out);
 }
 
-/// Answers every job of a failed batch with the error.
-fn fail_all(batch: Vec<Job>, e: &Error) {
-    tracing::error!(error = %e, images = batch.len(), "batch failed");
-    for job in batch {
-        let Job { reply, _permit, .. } = job;
-        drop(_permit);
-        let _ = reply.send(Err(copy_err(e)));
+/// Answers a job that failed in a stage with its own error.
+fn fail(job: Job, e: Error) {
+    if !e.is_client_error() {
+        tracing::error!(error = %e, "image failed in a stage");
     }
+    let Job { reply, _permit, .. } = job;
+    drop(_permit);
+    let _ = reply.send(Err(e));
 }
 
-/// Errors of a shared batch are reported on every image of it.
-fn copy_err(e: &Error) -> Error {
-    match e {
-        Error::Overloaded { depth } => Error::Overloaded { depth: *depth },
-        other => Error::Unavailable(other.to_string()),
-    }
+/// `n` internal errors naming the stage and what broke.
+fn internal_all<T>(n: usize, stage: Stage, what: &str) -> Vec<Result<T>> {
+    (0..n)
+        .map(|_| {
+            Err(Error::Internal(format!(
+                "{} stage: {what}",
+                stage.name()
+            )))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -494,8 +502,9 @@ mod tests {
 
     use super::*;
 
-    /// Far enough away that reaching it would mean the wait ignored its other conditions.
-    const FAR: Duration = Duration::from_secs(600);
+    /// Far enough away that reaching it means the wait ignored its other conditions: the
+    /// tests then fail (they check they returned before it) after this long, not hang.
+    const FAR: Duration = Duration::from_secs(20);
 
     #[test]
     fn stops_waiting_when_decoding_ends_without_a_message() {
@@ -508,10 +517,13 @@ mod tests {
                 decoding.store(0, Ordering::SeqCst);
             });
             let mut got = Vec::new();
-            let open = wait_for_partners(&rx, Instant::now() + FAR, Some(&decoding), 4, |m| {
-                got.push(m)
-            });
+            let deadline = Instant::now() + FAR;
+            let open = wait_for_partners(&rx, deadline, Some(&decoding), 4, |m| got.push(m));
             assert!(open);
+            assert!(
+                Instant::now() < deadline,
+                "waited until the deadline although decoding had ended"
+            );
             got
         });
         assert!(got.is_empty());
@@ -526,14 +538,19 @@ mod tests {
         }
         let decoding = AtomicUsize::new(3);
         let mut got = Vec::new();
+        let deadline = Instant::now() + FAR;
         assert!(wait_for_partners(
             &rx,
-            Instant::now() + FAR,
+            deadline,
             Some(&decoding),
             3,
             |m| got.push(m)
         ));
         assert_eq!(got, [0, 1, 2]);
+        assert!(
+            Instant::now() < deadline,
+            "waited until the deadline with a full batch"
+        );
     }
 
     #[test]

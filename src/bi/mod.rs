@@ -369,7 +369,7 @@ pub fn bi_report(
 
 /// BI settings: where records live and how long they stay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BiConfig {
     /// SQLite database file; `:memory:` keeps records in memory only.
     pub path: PathBuf,
@@ -521,7 +521,9 @@ impl BiWriter {
         }
     }
 
-    /// Blocks until every record queued so far is stored (tests, shutdown; not request paths).
+    /// Blocks until every record queued so far is stored. BI reads call it (on the blocking
+    /// pool, never on the async reactor) so that a client reads its own decisions; it waits at
+    /// most for the queue ahead of it (`bi.queue` records).
     pub fn flush(&self) -> Result<()> {
         let tx = self
             .tx

@@ -50,7 +50,8 @@ impl SqliteStore {
         }
         .map_err(db_err)?;
         if path.as_os_str() != ":memory:" {
-            // WAL lets /bi_records read while the writer thread inserts.
+            // WAL keeps reads cheap and crash-safe; reads and the writer thread still take turns
+            // on the one connection behind the mutex below.
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(db_err)?;
             conn.pragma_update(None, "synchronous", "NORMAL")

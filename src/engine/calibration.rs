@@ -56,9 +56,10 @@ pub struct Profile {
     pub temperature: f32,
 }
 
-/// The three profiles, configurable as a whole.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+/// The three profiles. In the configuration any subset of them, and of each one's keys, may
+/// be given (`[calibrations.regular]` with only `offset`, say); what is not given keeps that
+/// profile's default.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Calibrations {
     /// SOFT profile.
     pub soft: Profile,
@@ -84,6 +85,49 @@ impl Default for Calibrations {
                 temperature: 1.5,
             },
         }
+    }
+}
+
+/// A profile as the configuration gives it: either key may be missing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfilePatch {
+    /// Replaces the offset when given.
+    offset: Option<f32>,
+    /// Replaces the temperature when given.
+    temperature: Option<f32>,
+}
+
+impl ProfilePatch {
+    fn over(self, p: Profile) -> Profile {
+        Profile {
+            offset: self.offset.unwrap_or(p.offset),
+            temperature: self.temperature.unwrap_or(p.temperature),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Calibrations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The `[calibrations]` table: any subset of the profiles.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Patch {
+            soft: Option<ProfilePatch>,
+            regular: Option<ProfilePatch>,
+            hardened: Option<ProfilePatch>,
+        }
+        let p = Patch::deserialize(d)?;
+        let def = Calibrations::default();
+        let pick = |patch: Option<ProfilePatch>, base: Profile| match patch {
+            Some(x) => x.over(base),
+            None => base,
+        };
+        Ok(Calibrations {
+            soft: pick(p.soft, def.soft),
+            regular: pick(p.regular, def.regular),
+            hardened: pick(p.hardened, def.hardened),
+        })
     }
 }
 

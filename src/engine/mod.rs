@@ -7,20 +7,23 @@
 //! separately; [`Engine::analyze_batch`] chains them for a batch of images.
 
 pub mod calibration;
+pub mod decision;
 pub mod pipeline;
 pub mod quality;
+pub mod session;
 pub mod template;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::models::Manifest;
 use crate::nn::face_descriptor::FaceDescriptor;
-use crate::nn::minifasnet::{MiniFasNet, Variant, LIVE_CLASS};
+use crate::nn::minifasnet::MiniFasNet;
 use crate::nn::retinaface::{DecodeParams, Detection, RetinaFace};
 use crate::preprocess::crop::{crop_rgb, mirror_rgb, pack_bgr};
 use crate::preprocess::decode::{decode_rgb, DecodeLimits};
@@ -28,15 +31,15 @@ use crate::preprocess::resize::downscale_area;
 use crate::{Error, Result};
 
 pub use calibration::{Calibration, Calibrations};
+pub use decision::{Decider, FrameOutcome, FrameVerdict, Fused};
+pub use pipeline::{PadNetwork, Pipeline};
+pub use session::{FrameState, Session, SessionOutcome, SessionPolicy};
 pub use quality::{QualityReport, QualityThresholds, Rejection};
 pub use template::{FaceTemplate, Match};
 
-/// Mean subtracted from BGR input by the detector.
-const DETECTOR_MEAN_BGR: [f32; 3] = [104.0, 117.0, 127.0];
-
 /// Detection settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DetectionConfig {
     /// Longer side of the downscaled copy the detector sees, pixels.
     pub max_side: u32,
@@ -74,7 +77,7 @@ impl Default for DetectionConfig {
 /// `../shared/models/reference` (widths x1.18, heights x0.86, centre 0.077 of the height lower);
 /// they are not tuned on any evaluation set.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BoxAdapter {
     /// Width multiplier.
     pub scale_w: f32,
@@ -110,7 +113,7 @@ impl BoxAdapter {
 
 /// Everything the engine needs, with embedded defaults that work out of the box.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Folder holding the files of `models/manifest.toml`.
     pub models_dir: PathBuf,
@@ -204,10 +207,10 @@ pub struct Face {
     pub landmarks: [[f32; 2]; 5],
 }
 
-/// One network's output for the selected face.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One network's raw output for the selected face.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkOutput {
-    /// Network name.
+    /// Network name ([`PadNetwork::name`]).
     pub name: String,
     /// Crop scale it was fed.
     pub crop_scale: f32,
@@ -217,8 +220,9 @@ pub struct NetworkOutput {
     pub softmax: [f32; 3],
 }
 
-/// Passive liveness verdict.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Passive liveness verdict under one (pipeline, calibration), with the raw outputs it came
+/// from (see [`decision::Decider::verdict`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Liveness {
     /// Calibrated probability of a live face, 0..1; live when >= 0.5.
     pub probability: f32,
@@ -232,19 +236,6 @@ pub struct Liveness {
     pub fused_live: f32,
     /// Per-network outputs.
     pub networks: Vec<NetworkOutput>,
-}
-
-impl Liveness {
-    /// Re-expresses this result under another calibration (same network outputs).
-    pub fn recalibrated(&self, c: Calibration, cals: &Calibrations) -> Liveness {
-        let p = calibration::probability(self.score, cals.profile(c));
-        Liveness {
-            probability: p,
-            is_live: p >= 0.5,
-            calibration: c,
-            ..self.clone()
-        }
-    }
 }
 
 /// Stage timings, milliseconds.
@@ -309,12 +300,22 @@ impl Analysis {
 }
 
 /// Loaded networks plus configuration. Cheap to share behind an `Arc`.
+///
+/// Every stage returns one result per image: one image failing (a broken input, a panic in
+/// its task) never fails its batch partners.
 pub struct Engine {
+    /// Configuration in force.
     cfg: EngineConfig,
+    /// Device the networks run on.
     device: Device,
+    /// Face detector.
     detector: RetinaFace,
-    pad: [(MiniFasNet, f32, &'static str); 2],
+    /// Passive-liveness networks, by name.
+    pad: Vec<(PadNetwork, MiniFasNet)>,
+    /// Face descriptor (templates), when loaded.
     descriptor: Option<FaceDescriptor>,
+    /// Turns network outputs into verdicts.
+    decider: Decider,
     /// Threads that run the images of a batch side by side (CPU with more than one thread).
     pool: Option<rayon::ThreadPool>,
 }
@@ -347,8 +348,13 @@ impl Engine {
             Ok(cfg.models_dir.join(&manifest.entry(name)?.file))
         };
         let detector = RetinaFace::load(&path("retinaface")?, &device)?;
-        let v2 = MiniFasNet::load(&path("minifasnet-v2")?, Variant::V2, &device)?;
-        let v1se = MiniFasNet::load(&path("minifasnet-v1se")?, Variant::V1SE, &device)?;
+        let pad = PadNetwork::ALL
+            .into_iter()
+            .map(|n| {
+                let net = MiniFasNet::load(&path(n.manifest_name())?, n.variant(), &device)?;
+                Ok((n, net))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let descriptor = if cfg.load_descriptor {
             Some(FaceDescriptor::load(
                 &path("face-descriptor-manifest")?,
@@ -373,13 +379,11 @@ impl Engine {
             None
         };
         Ok(Self {
+            decider: Decider::new(cfg.calibrations),
             cfg,
             device,
             detector,
-            pad: [
-                (v2, 2.7, "MiniFASNetV2@2.7"),
-                (v1se, 4.0, "MiniFASNetV1SE@4.0"),
-            ],
+            pad,
             descriptor,
             pool,
         })
@@ -390,18 +394,38 @@ impl Engine {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
-    /// `f(0..n)` in order: on the pool when there is one and more than one task, else here.
-    fn map_tasks<T: Send>(
-        &self,
-        n: usize,
-        f: impl Fn(usize) -> Result<T> + Sync,
-    ) -> Result<Vec<T>> {
+    /// `f(0..n)` in order, each task on its own: on the pool when there is one and more than
+    /// one task, else here. A task that panics fails alone ([`Error::Internal`]).
+    fn map_tasks<T: Send>(&self, n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Vec<Result<T>> {
+        let task = |i: usize| {
+            catch_unwind(AssertUnwindSafe(|| f(i)))
+                .unwrap_or_else(|_| Err(Error::Internal(format!("task {i} of {n} panicked"))))
+        };
         match &self.pool {
             Some(pool) if n > 1 => {
                 use rayon::prelude::*;
-                pool.install(|| (0..n).into_par_iter().map(&f).collect())
+                pool.install(|| (0..n).into_par_iter().map(task).collect())
             }
-            _ => (0..n).map(f).collect(),
+            _ => (0..n).map(task).collect(),
+        }
+    }
+
+    /// One batched call for devices where a large batch beats many small ones: `batch` on all
+    /// `n` items at once; if it fails, `one` on each item alone, so only the items that fail
+    /// on their own get an error.
+    fn batched<T>(
+        &self,
+        n: usize,
+        batch: impl FnOnce() -> Result<Vec<T>>,
+        one: impl Fn(usize) -> Result<T> + Sync,
+    ) -> Vec<Result<T>>
+    where
+        T: Send,
+    {
+        match catch_unwind(AssertUnwindSafe(batch)) {
+            Ok(Ok(v)) if v.len() == n => v.into_iter().map(Ok).collect(),
+            Ok(Err(e)) if n == 1 => vec![Err(e)],
+            _ => self.map_tasks(n, one),
         }
     }
 
@@ -415,6 +439,11 @@ impl Engine {
         &self.device
     }
 
+    /// Turns network outputs into verdicts with the configured calibrations.
+    pub fn decider(&self) -> &Decider {
+        &self.decider
+    }
+
     /// Decodes (bounded, EXIF-upright) and makes the detector's downscaled copy.
     pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared> {
         let t = Instant::now();
@@ -422,7 +451,31 @@ impl Engine {
         Ok(self.prepare_decoded(image, t))
     }
 
-    /// Same as [`Engine::prepare`] for an already decoded image.
+    /// Same as [`Engine::prepare`] for an already decoded, upright image (a video frame, a
+    /// decrypted frame), within the same pixel bounds.
+    pub fn prepare_frame(&self, image: RgbImage) -> Result<Prepared> {
+        let t = Instant::now();
+        let (width, height) = image.dimensions();
+        let limits = &self.cfg.decode;
+        if u64::from(width) * u64::from(height) > limits.max_pixels {
+            return Err(Error::TooManyPixels {
+                width,
+                height,
+                limit: limits.max_pixels,
+            });
+        }
+        if width.min(height) < limits.min_side {
+            return Err(Error::ImageTooSmall {
+                width,
+                height,
+                min: limits.min_side,
+            });
+        }
+        Ok(self.prepare_decoded(image, t))
+    }
+
+    /// Same as [`Engine::prepare`] for an already decoded image, without bounds (warm-up and
+    /// tests).
     pub fn prepare_image(&self, image: RgbImage) -> Prepared {
         self.prepare_decoded(image, Instant::now())
     }
@@ -447,22 +500,33 @@ impl Engine {
         }
     }
 
-    /// Runs the detector on a batch; faces come back in original pixels, largest first.
+    /// Runs the detector on a batch; faces come back in original pixels, largest first, one
+    /// result per image.
     ///
     /// With the cascade on, every image is first detected on its fast copy; those where that
     /// finds nothing, or only a small face, are detected again at full detection size.
-    pub fn detect(&self, items: &[&Prepared]) -> Result<Vec<Vec<Face>>> {
+    pub fn detect(&self, items: &[&Prepared]) -> Vec<Result<Vec<Face>>> {
         if self.device.is_cpu() {
             // One image per task (each runs its whole cascade on one thread): no image is
             // padded to a partner's size, so results never depend on the batch.
-            let per = self.map_tasks(items.len(), |i| self.detect_together(&items[i..=i]))?;
-            return Ok(per.into_iter().flatten().collect());
+            return self.map_tasks(items.len(), |i| self.detect_one(items[i]));
         }
-        self.detect_together(items)
+        self.batched(
+            items.len(),
+            || self.detect_together(items),
+            |i| self.detect_one(items[i]),
+        )
+    }
+
+    /// The detection cascade of one image.
+    fn detect_one(&self, item: &Prepared) -> Result<Vec<Face>> {
+        self.detect_together(&[item])?
+            .pop()
+            .ok_or_else(|| Error::Internal("detector result count".into()))
     }
 
     /// [`Engine::detect`] with the batch's images in one tensor per pass (padded to the
-    /// largest), for devices where one large batch beats many small ones.
+    /// largest, see [`crate::nn::retinaface::input_from_images`]).
     fn detect_together(&self, items: &[&Prepared]) -> Result<Vec<Vec<Face>>> {
         let min_h = self.cfg.detection.fast_min_face_px;
         let fast: Vec<(usize, &RgbImage, f32)> = items
@@ -495,37 +559,21 @@ impl Engine {
         Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// One detector batch over `(image, scale to original)` pairs. Images of different sizes
-    /// are padded (with the mean colour) to the largest.
+    /// One detector batch over `(image, scale to original)` pairs, faces largest first.
     fn run_detector(&self, items: &[(&RgbImage, f32)]) -> Result<Vec<Vec<Face>>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let h = items.iter().map(|p| p.0.height()).max().unwrap_or(1) as usize;
-        let w = items.iter().map(|p| p.0.width()).max().unwrap_or(1) as usize;
-        let plane = h * w;
-        let mut data = vec![0f32; items.len() * 3 * plane];
-        for (n, (img, _)) in items.iter().enumerate() {
-            let (iw, ih) = (img.width() as usize, img.height() as usize);
-            let base = n * 3 * plane;
-            let raw = img.as_raw();
-            for y in 0..ih {
-                for x in 0..iw {
-                    let s = (y * iw + x) * 3;
-                    let d = y * w + x;
-                    data[base + d] = f32::from(raw[s + 2]) - DETECTOR_MEAN_BGR[0];
-                    data[base + plane + d] = f32::from(raw[s + 1]) - DETECTOR_MEAN_BGR[1];
-                    data[base + 2 * plane + d] = f32::from(raw[s]) - DETECTOR_MEAN_BGR[2];
-                }
-            }
-        }
-        let input = Tensor::from_vec(data, (items.len(), 3, h, w), &self.device)?;
+        let images: Vec<&RgbImage> = items.iter().map(|(img, _)| *img).collect();
         let params = DecodeParams {
             score_threshold: self.cfg.detection.score_threshold,
             nms_iou: self.cfg.detection.nms_iou,
             top_k: self.cfg.detection.top_k,
         };
-        let dets = self.detector.detect_batch(&input, &params)?;
+        let dets = self.detector.detect_images(&images, &params)?;
+        if dets.len() != items.len() {
+            return Err(Error::Internal("detector result count".into()));
+        }
         Ok(dets
             .into_iter()
             .zip(items)
@@ -537,69 +585,68 @@ impl Engine {
             .collect())
     }
 
-    /// Runs both MiniFASNets on the selected faces (one batch per network) and fuses them.
-    pub fn liveness(
-        &self,
-        faces: &[(&RgbImage, &Face)],
-        calibration: Calibration,
-    ) -> Result<Vec<Liveness>> {
-        if faces.is_empty() {
-            return Ok(Vec::new());
+    /// Runs every passive-liveness network on the selected faces; one result per face holding
+    /// each network's raw output, in [`PadNetwork::ALL`] order. [`Engine::decider`] turns them
+    /// into a verdict.
+    pub fn liveness(&self, faces: &[(&RgbImage, &Face)]) -> Vec<Result<Vec<NetworkOutput>>> {
+        let n = faces.len();
+        if n == 0 {
+            return Vec::new();
         }
-        let per_net: Vec<Vec<([f32; 3], [f32; 3])>> = if self.device.is_cpu() {
+        let k = self.pad.len();
+        // Per network, one result per face.
+        let per_net: Vec<Vec<Result<NetworkOutput>>> = if self.device.is_cpu() {
             // One task per (network, face): two tasks even for a single face.
-            let n = faces.len();
-            let outs = self.map_tasks(self.pad.len() * n, |t| {
-                self.pad_outputs(t / n, &faces[t % n..=t % n])
-            })?;
-            outs.chunks(n)
-                .map(|c| c.iter().flatten().copied().collect())
-                .collect()
+            let mut outs = self
+                .map_tasks(k * n, |t| {
+                    self.pad_outputs(t / n, &faces[t % n..=t % n])?
+                        .pop()
+                        .ok_or_else(|| Error::Internal("liveness result count".into()))
+                })
+                .into_iter();
+            (0..k).map(|_| outs.by_ref().take(n).collect()).collect()
         } else {
-            (0..self.pad.len())
-                .map(|i| self.pad_outputs(i, faces))
-                .collect::<Result<_>>()?
+            (0..k)
+                .map(|net| {
+                    self.batched(
+                        n,
+                        || self.pad_outputs(net, faces),
+                        |i| {
+                            self.pad_outputs(net, &faces[i..=i])?
+                                .pop()
+                                .ok_or_else(|| Error::Internal("liveness result count".into()))
+                        },
+                    )
+                })
+                .collect()
         };
-        let profile = self.cfg.calibrations.profile(calibration);
-        Ok((0..faces.len())
-            .map(|i| {
-                let networks: Vec<NetworkOutput> = self
-                    .pad
-                    .iter()
-                    .zip(&per_net)
-                    .map(|((_, scale, name), outs)| NetworkOutput {
-                        name: (*name).to_string(),
-                        crop_scale: *scale,
-                        logits: outs[i].0,
-                        softmax: outs[i].1,
+        let mut per_net: Vec<std::vec::IntoIter<Result<NetworkOutput>>> =
+            per_net.into_iter().map(Vec::into_iter).collect();
+        (0..n)
+            .map(|_| {
+                per_net
+                    .iter_mut()
+                    .map(|it| {
+                        it.next()
+                            .unwrap_or_else(|| Err(Error::Internal("liveness result count".into())))
                     })
-                    .collect();
-                let fused = networks.iter().map(|n| n.softmax[LIVE_CLASS]).sum::<f32>()
-                    / networks.len() as f32;
-                let score = calibration::raw_score(fused);
-                let probability = calibration::probability(score, profile);
-                Liveness {
-                    probability,
-                    score,
-                    is_live: probability >= 0.5,
-                    calibration,
-                    fused_live: fused,
-                    networks,
-                }
+                    .collect::<Result<Vec<NetworkOutput>>>()
             })
-            .collect())
+            .collect()
     }
 
-    /// Logits and softmax of liveness network `index` for each face (one batch).
-    fn pad_outputs(
-        &self,
-        index: usize,
-        faces: &[(&RgbImage, &Face)],
-    ) -> Result<Vec<([f32; 3], [f32; 3])>> {
-        let (net, scale, _) = &self.pad[index];
+    /// The verdict of raw liveness outputs under the dual pipeline and `calibration`.
+    pub fn judge(&self, outputs: &[NetworkOutput], calibration: Calibration) -> Result<Liveness> {
+        self.decider.verdict(outputs, Pipeline::Dual, calibration)
+    }
+
+    /// Raw outputs of liveness network `index` for each face (one batch).
+    fn pad_outputs(&self, index: usize, faces: &[(&RgbImage, &Face)]) -> Result<Vec<NetworkOutput>> {
+        let (which, net) = &self.pad[index];
+        let scale = which.crop_scale();
         let mut crops: Vec<Vec<u8>> = faces
             .iter()
-            .map(|(img, f)| crop_rgb(img, self.cfg.pad_box.apply(f.bbox), *scale, 80))
+            .map(|(img, f)| crop_rgb(img, self.cfg.pad_box.apply(f.bbox), scale, 80))
             .collect();
         let n = crops.len();
         if self.cfg.mirror_average {
@@ -609,6 +656,9 @@ impl Engine {
         let logits: Vec<Vec<f32>> = net
             .forward(&pack_bgr(&crops, 80, &self.device)?)?
             .to_vec2()?;
+        if logits.len() != crops.len() || logits.iter().any(|l| l.len() < 3) {
+            return Err(Error::Internal("liveness output shape".into()));
+        }
         Ok((0..n)
             .map(|i| {
                 let l = &logits[i];
@@ -620,23 +670,41 @@ impl Engine {
                     l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
                     p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
                 }
-                (l3, p)
+                NetworkOutput {
+                    name: which.name().to_string(),
+                    crop_scale: scale,
+                    logits: l3,
+                    softmax: p,
+                }
             })
             .collect())
     }
 
-    /// Aligns each face to a 150x150 chip and computes its 128-D template (one batch).
-    pub fn describe(&self, faces: &[(&RgbImage, &Face)]) -> Result<Vec<FaceTemplate>> {
-        let net = self.descriptor.as_ref().ok_or_else(|| {
-            Error::Unavailable("the face descriptor is not loaded (load_descriptor = false)".into())
-        })?;
+    /// Aligns each face to a 150x150 chip and computes its 128-D template; one result per face.
+    pub fn describe(&self, faces: &[(&RgbImage, &Face)]) -> Vec<Result<FaceTemplate>> {
+        let Some(net) = self.descriptor.as_ref() else {
+            return faces
+                .iter()
+                .map(|_| {
+                    Err(Error::Unavailable(
+                        "the face descriptor is not loaded (load_descriptor = false)".into(),
+                    ))
+                })
+                .collect();
+        };
+        let one = |i: usize| {
+            template::describe(net, &faces[i..=i], &self.device)?
+                .pop()
+                .ok_or_else(|| Error::Internal("descriptor result count".into()))
+        };
         if self.device.is_cpu() {
-            let per = self.map_tasks(faces.len(), |i| {
-                template::describe(net, &faces[i..=i], &self.device)
-            })?;
-            return Ok(per.into_iter().flatten().collect());
+            return self.map_tasks(faces.len(), one);
         }
-        template::describe(net, faces, &self.device)
+        self.batched(
+            faces.len(),
+            || template::describe(net, faces, &self.device),
+            one,
+        )
     }
 
     /// Quality gate for one image after detection: the analysis without liveness or template
@@ -682,95 +750,100 @@ impl Engine {
         out
     }
 
-    /// Full analysis of already prepared images (errors are passed through per image).
+    /// Full analysis of already prepared images. Each image gets its own result: an error
+    /// passed in, or met by that image in any stage, fails that image alone.
     pub fn analyze_prepared(
         &self,
         prepared: Vec<Result<Prepared>>,
         opts: &AnalyzeOptions,
     ) -> Vec<Result<Analysis>> {
         let t0 = Instant::now();
-        let ok: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let mut results: Vec<Result<Analysis>> = Vec::with_capacity(prepared.len());
+        let mut images: Vec<Option<Prepared>> = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match p {
+                Ok(p) => {
+                    images.push(Some(p));
+                    results.push(Err(Error::Internal("image not analysed".into())));
+                }
+                Err(e) => {
+                    images.push(None);
+                    results.push(Err(e));
+                }
+            }
+        }
+        let live: Vec<usize> = (0..images.len()).filter(|&i| images[i].is_some()).collect();
+        let refs: Vec<&Prepared> = live.iter().filter_map(|&i| images[i].as_ref()).collect();
         let td = Instant::now();
-        let detections = match self.detect(&ok) {
-            Ok(d) => d,
-            Err(e) => return prepared.iter().map(|_| Err(clone_err(&e))).collect(),
-        };
+        let detections = self.detect(&refs);
         let detect_ms = ms(td);
-        // Quality per image.
         let tq = Instant::now();
-        let mut partial: Vec<Analysis> = ok
-            .iter()
-            .zip(detections)
-            .map(|(p, faces)| {
+        for ((&i, p), faces) in live.iter().zip(&refs).zip(detections) {
+            results[i] = faces.map(|faces| {
                 let mut a = self.assess(p, faces);
                 a.timings.detect_ms = detect_ms;
                 a
-            })
-            .collect();
-        let quality_ms = ms(tq) / ok.len().max(1) as f64;
+            });
+        }
+        let quality_ms = ms(tq) / live.len().max(1) as f64;
         // Which images go on to the networks.
-        let eligible: Vec<usize> = partial
+        let eligible: Vec<usize> = live
             .iter()
-            .enumerate()
-            .filter(|(_, a)| a.network_face(opts).is_some())
-            .map(|(i, _)| i)
+            .copied()
+            .filter(|&i| matches!(&results[i], Ok(a) if a.network_face(opts).is_some()))
+            .collect();
+        let faces: Vec<Option<Face>> = eligible
+            .iter()
+            .map(|&i| match &results[i] {
+                Ok(a) => a.network_face(opts).cloned(),
+                Err(_) => None,
+            })
             .collect();
         let selected: Vec<(&RgbImage, &Face)> = eligible
             .iter()
-            .filter_map(|&i| Some((&ok[i].image, partial[i].network_face(opts)?)))
+            .zip(&faces)
+            .filter_map(|(&i, f)| Some((&images[i].as_ref()?.image, f.as_ref()?)))
             .collect();
-        let mut stage_err: Option<Error> = None;
         let tl = Instant::now();
-        let live = if opts.liveness {
-            self.liveness(&selected, opts.calibration)
-                .map_err(|e| stage_err = Some(e))
-                .ok()
-        } else {
-            None
-        };
+        if opts.liveness {
+            for (&i, outputs) in eligible.iter().zip(self.liveness(&selected)) {
+                let verdict = outputs.and_then(|o| self.judge(&o, opts.calibration));
+                set_or_fail(&mut results[i], verdict, |a, l| a.liveness = Some(l));
+            }
+        }
         let liveness_ms = ms(tl);
         let tt = Instant::now();
-        let templates = if opts.template && stage_err.is_none() {
-            self.describe(&selected)
-                .map_err(|e| stage_err = Some(e))
-                .ok()
-        } else {
-            None
-        };
+        if opts.template {
+            for (&i, t) in eligible.iter().zip(self.describe(&selected)) {
+                set_or_fail(&mut results[i], t, |a, t| a.template = Some(t));
+            }
+        }
         let template_ms = ms(tt);
-        if let Some(e) = stage_err {
-            return prepared.iter().map(|_| Err(clone_err(&e))).collect();
-        }
-        for (k, &i) in eligible.iter().enumerate() {
-            let a = &mut partial[i];
-            a.liveness = live.as_ref().and_then(|l| l.get(k).cloned());
-            a.template = templates.as_ref().and_then(|t| t.get(k).cloned());
-        }
         let total = ms(t0);
-        let mut results = partial.into_iter();
-        prepared
-            .into_iter()
-            .map(|p| match p {
-                Err(e) => Err(e),
-                Ok(_) => {
-                    let mut a = results
-                        .next()
-                        .ok_or_else(|| Error::Unavailable("internal: result count".into()))?;
-                    a.timings.quality_ms = quality_ms;
-                    a.timings.liveness_ms = liveness_ms;
-                    a.timings.template_ms = template_ms;
-                    a.timings.total_ms = a.timings.decode_ms + total;
-                    Ok(a)
-                }
-            })
-            .collect()
+        for a in results.iter_mut().flatten() {
+            a.timings.quality_ms = quality_ms;
+            a.timings.liveness_ms = liveness_ms;
+            a.timings.template_ms = template_ms;
+            a.timings.total_ms = a.timings.decode_ms + total;
+        }
+        results
     }
 
     /// Full analysis of one encoded image.
     pub fn analyze(&self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Analysis> {
         self.analyze_batch(&[bytes], opts)
             .pop()
-            .unwrap_or_else(|| Err(Error::Unavailable("internal: empty batch".into())))
+            .unwrap_or_else(|| Err(Error::Internal("empty batch".into())))
+    }
+}
+
+/// Stores a stage's result into an image's analysis, or turns the analysis into the stage's
+/// error (that image alone fails).
+fn set_or_fail<T>(slot: &mut Result<Analysis>, r: Result<T>, set: impl FnOnce(&mut Analysis, T)) {
+    match (slot.as_mut(), r) {
+        (Ok(a), Ok(v)) => set(a, v),
+        (Ok(_), Err(e)) => *slot = Err(e),
+        (Err(_), _) => {}
     }
 }
 
@@ -791,12 +864,4 @@ fn softmax3(l: [f32; 3]) -> [f32; 3] {
     let e = l.map(|v| (v - m).exp());
     let s = e[0] + e[1] + e[2];
     e.map(|v| v / s)
-}
-
-/// Errors of a shared stage are reported on every image of the batch.
-fn clone_err(e: &Error) -> Error {
-    match e {
-        Error::Overloaded { depth } => Error::Overloaded { depth: *depth },
-        other => Error::Unavailable(other.to_string()),
-    }
 }

@@ -1,14 +1,61 @@
-//! Named liveness pipelines: which networks' outputs are fused into the score.
+//! Named liveness networks and pipelines: which networks' outputs are fused into the score.
 //!
-//! Every analysis runs both MiniFASNets once; a pipeline chooses which of their softmax
-//! outputs form `fused_live`, and carries its own calibration profiles (a single network's
-//! scores sit elsewhere than the pair's). The ID R&D dialect lists these names in
-//! `/api_version` and accepts them in `pipeline` parameters.
+//! Every analysis runs each [`PadNetwork`] once; a [`Pipeline`] names the networks whose softmax
+//! outputs it fuses, and carries its own calibration profiles (a single network's scores sit
+//! elsewhere than the pair's). The ID R&D dialect lists the pipeline names in `/api_version`
+//! and accepts them in `pipeline` parameters. Turning outputs into a verdict is
+//! [`super::decision`]'s job.
 
 use serde::{Deserialize, Serialize};
 
-use super::calibration::{self, Calibration, Calibrations, Profile};
-use super::Liveness;
+use super::calibration::{Calibrations, Profile};
+use crate::nn::minifasnet::Variant;
+
+/// A passive-liveness network with the crop it is fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PadNetwork {
+    /// MiniFASNetV2 on the 2.7x crop.
+    V2,
+    /// MiniFASNetV1SE on the 4.0x crop.
+    V1se,
+}
+
+impl PadNetwork {
+    /// Every network the engine runs, in the order of [`super::Liveness::networks`].
+    pub const ALL: [PadNetwork; 2] = [PadNetwork::V2, PadNetwork::V1se];
+
+    /// Name in analysis documents (`NetworkOutput::name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PadNetwork::V2 => "MiniFASNetV2@2.7",
+            PadNetwork::V1se => "MiniFASNetV1SE@4.0",
+        }
+    }
+
+    /// Entry of `models/manifest.toml` holding its weights.
+    pub fn manifest_name(self) -> &'static str {
+        match self {
+            PadNetwork::V2 => "minifasnet-v2",
+            PadNetwork::V1se => "minifasnet-v1se",
+        }
+    }
+
+    /// The architecture.
+    pub fn variant(self) -> Variant {
+        match self {
+            PadNetwork::V2 => Variant::V2,
+            PadNetwork::V1se => Variant::V1SE,
+        }
+    }
+
+    /// Crop scale around the face box (upstream's `scale`).
+    pub fn crop_scale(self) -> f32 {
+        match self {
+            PadNetwork::V2 => 2.7,
+            PadNetwork::V1se => 4.0,
+        }
+    }
+}
 
 /// A liveness pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -42,12 +89,12 @@ impl Pipeline {
             .find(|p| p.name().eq_ignore_ascii_case(s))
     }
 
-    /// Indices into [`Liveness::networks`] that this pipeline fuses.
-    pub fn networks(self) -> &'static [usize] {
+    /// The networks this pipeline fuses.
+    pub fn networks(self) -> &'static [PadNetwork] {
         match self {
-            Pipeline::Dual => &[0, 1],
-            Pipeline::V2 => &[0],
-            Pipeline::V1se => &[1],
+            Pipeline::Dual => &PadNetwork::ALL,
+            Pipeline::V2 => &[PadNetwork::V2],
+            Pipeline::V1se => &[PadNetwork::V1se],
         }
     }
 
@@ -75,81 +122,9 @@ impl Pipeline {
     }
 }
 
-/// Re-expresses an engine liveness result under a pipeline and calibration. `dual` holds the
-/// configured profiles of the dual pipeline.
-pub fn apply(l: &Liveness, pipeline: Pipeline, cal: Calibration, dual: &Calibrations) -> Liveness {
-    let idx = pipeline.networks();
-    let picked: Vec<f32> = idx
-        .iter()
-        .filter_map(|&i| {
-            l.networks
-                .get(i)
-                .map(|n| n.softmax[crate::nn::minifasnet::LIVE_CLASS])
-        })
-        .collect();
-    let fused = if picked.is_empty() {
-        l.fused_live
-    } else {
-        picked.iter().sum::<f32>() / picked.len() as f32
-    };
-    let cals = pipeline.single_network_calibrations().unwrap_or(*dual);
-    let score = calibration::raw_score(fused);
-    let probability = calibration::probability(score, cals.profile(cal));
-    Liveness {
-        probability,
-        score,
-        is_live: probability >= 0.5,
-        calibration: cal,
-        fused_live: fused,
-        networks: l.networks.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::NetworkOutput;
-
-    fn liveness(v2: f32, v1se: f32) -> Liveness {
-        let net = |p: f32| NetworkOutput {
-            name: "n".into(),
-            crop_scale: 1.0,
-            logits: [0.0; 3],
-            softmax: [1.0 - p, p, 0.0],
-        };
-        Liveness {
-            probability: 0.0,
-            score: 0.0,
-            is_live: false,
-            calibration: Calibration::Regular,
-            fused_live: (v2 + v1se) / 2.0,
-            networks: vec![net(v2), net(v1se)],
-        }
-    }
-
-    #[test]
-    fn pipelines_fuse_their_own_networks() {
-        let l = liveness(0.2, 0.8);
-        let cals = Calibrations::default();
-        assert!(
-            (apply(&l, Pipeline::Dual, Calibration::Regular, &cals).fused_live - 0.5).abs() < 1e-6
-        );
-        assert!(
-            (apply(&l, Pipeline::V2, Calibration::Regular, &cals).fused_live - 0.2).abs() < 1e-6
-        );
-        assert!(
-            (apply(&l, Pipeline::V1se, Calibration::Regular, &cals).fused_live - 0.8).abs() < 1e-6
-        );
-    }
-
-    #[test]
-    fn dual_under_its_calibration_matches_the_engine() {
-        let l = liveness(0.9, 0.7);
-        let cals = Calibrations::default();
-        let a = apply(&l, Pipeline::Dual, Calibration::Hardened, &cals);
-        let expect = calibration::probability(calibration::raw_score(0.8), cals.hardened);
-        assert!((a.probability - expect).abs() < 1e-6);
-    }
 
     #[test]
     fn names_parse() {
@@ -157,5 +132,12 @@ mod tests {
             assert_eq!(Pipeline::parse(&p.name().to_uppercase()), Some(p));
         }
         assert_eq!(Pipeline::parse("astraea"), None);
+    }
+
+    #[test]
+    fn pipelines_name_their_networks() {
+        assert_eq!(Pipeline::Dual.networks(), &PadNetwork::ALL);
+        assert_eq!(Pipeline::V1se.networks(), &[PadNetwork::V1se]);
+        assert_eq!(PadNetwork::V2.manifest_name(), "minifasnet-v2");
     }
 }

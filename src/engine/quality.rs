@@ -64,7 +64,7 @@ impl Rejection {
 
 /// Thresholds for the quality checks. Every check can be tuned; see `docs/operations.md`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct QualityThresholds {
     /// Most faces allowed (faces smaller than `secondary_face_ratio` of the largest are ignored).
     pub max_faces: usize,

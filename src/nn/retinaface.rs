@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor, D};
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::layers::{softmax_last, Activation, Conv2d, ConvAct, ConvGeom, Join};
@@ -110,6 +111,8 @@ pub struct RetinaFace {
     /// Per level, the class, box and landmark 1x1 heads fused into one conv whose output
     /// channels are ordered `[anchor][class 2, box 4, landmark 10]`.
     heads: [ConvAct; 3],
+    /// Device the weights live on (inputs are packed onto it).
+    device: Device,
 }
 
 /// One detected face, in pixels of the network input.
@@ -418,6 +421,7 @@ impl RetinaFace {
             merge1,
             ssh,
             heads,
+            device: device.clone(),
         })
     }
 
@@ -494,6 +498,17 @@ impl RetinaFace {
                 )
             })
             .collect())
+    }
+
+    /// Detects faces on a batch of images in detector pixels: packs them with
+    /// [`input_from_images`] (on this network's device) and runs [`Self::detect_batch`].
+    pub fn detect_images(
+        &self,
+        images: &[&RgbImage],
+        params: &DecodeParams,
+    ) -> Result<Vec<Vec<Detection>>> {
+        let input = input_from_images(images, &self.device)?;
+        self.detect_batch(&input, params)
     }
 }
 
@@ -658,14 +673,46 @@ pub fn input_from_rgb(rgb: &[u8], width: usize, height: usize, device: &Device) 
             ))
         })?;
     let mut data = vec![0f32; 3 * plane];
-    let (b, rest) = data.split_at_mut(plane);
-    let (g, r) = rest.split_at_mut(plane);
-    for (i, px) in rgb.chunks_exact(3).enumerate() {
-        b[i] = f32::from(px[2]) - MEAN_BGR[0];
-        g[i] = f32::from(px[1]) - MEAN_BGR[1];
-        r[i] = f32::from(px[0]) - MEAN_BGR[2];
-    }
+    pack_planes(rgb, width, height, width, &mut data, plane);
     Ok(Tensor::from_vec(data, (1, 3, height, width), device)?)
+}
+
+/// Builds the detector input `(N,3,H,W)` for a batch of images, each packed as
+/// [`input_from_rgb`] does; images smaller than the batch's largest are padded with the mean
+/// colour (zero after the mean is subtracted) on the right and bottom. This is the engine's
+/// packing: a batch of one is exactly [`input_from_rgb`].
+pub fn input_from_images(images: &[&RgbImage], device: &Device) -> Result<Tensor> {
+    let h = images.iter().map(|i| i.height()).max().unwrap_or(0) as usize;
+    let w = images.iter().map(|i| i.width()).max().unwrap_or(0) as usize;
+    if images.is_empty() || h == 0 || w == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "detector batch of {} images, largest {w}x{h}: need at least one non-empty image",
+            images.len()
+        )));
+    }
+    let plane = h * w;
+    let mut data = vec![0f32; images.len() * 3 * plane];
+    for (img, out) in images.iter().zip(data.chunks_exact_mut(3 * plane)) {
+        let (iw, ih) = (img.width() as usize, img.height() as usize);
+        pack_planes(img.as_raw(), iw, ih, w, out, plane);
+    }
+    Ok(Tensor::from_vec(data, (images.len(), 3, h, w), device)?)
+}
+
+/// Writes `rgb` (`iw` x `ih`, packed) as three mean-subtracted B, G, R planes of row stride
+/// `stride` and size `plane` into `out`.
+fn pack_planes(rgb: &[u8], iw: usize, ih: usize, stride: usize, out: &mut [f32], plane: usize) {
+    let (b, rest) = out.split_at_mut(plane);
+    let (g, r) = rest.split_at_mut(plane);
+    for y in 0..ih {
+        let row = &rgb[y * iw * 3..(y + 1) * iw * 3];
+        let d = y * stride;
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            b[d + x] = f32::from(px[2]) - MEAN_BGR[0];
+            g[d + x] = f32::from(px[1]) - MEAN_BGR[1];
+            r[d + x] = f32::from(px[0]) - MEAN_BGR[2];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -709,5 +756,25 @@ mod tests {
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(v, vec![-74.0, 116.0, -97.0, 93.0, -117.0, 73.0]);
         assert!(input_from_rgb(&[0; 5], 2, 1, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn batches_pad_with_the_mean_and_a_batch_of_one_is_the_single_input() {
+        let a = RgbImage::from_raw(2, 1, vec![10, 20, 30, 200, 210, 220]).unwrap();
+        let b = RgbImage::from_raw(1, 2, vec![1, 2, 3, 4, 5, 6]).unwrap();
+        let one = input_from_images(&[&a], &Device::Cpu).unwrap();
+        let single = input_from_rgb(a.as_raw(), 2, 1, &Device::Cpu).unwrap();
+        assert_eq!(
+            one.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            single.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let t = input_from_images(&[&a, &b], &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[2, 3, 2, 2]);
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Image b's B plane: (3, pad), (6, pad), pads are the mean (0).
+        assert_eq!(&v[12..16], &[3.0 - 104.0, 0.0, 6.0 - 104.0, 0.0]);
+        // Image a's second row is padding.
+        assert_eq!(&v[2..4], &[0.0, 0.0]);
+        assert!(input_from_images(&[], &Device::Cpu).is_err());
     }
 }

@@ -9,6 +9,7 @@ use crate::{Error, Result};
 
 /// Size bounds applied before any large allocation.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecodeLimits {
     /// Largest accepted encoded size, bytes.
     pub max_bytes: usize,

@@ -3,15 +3,21 @@
 //!
 //! - The listener is bound before the models load, so `/health` answers 503 while loading.
 //! - A semaphore caps open connections (`max_connections`); slow clients get
-//!   `header_timeout_ms` to send their headers and `body_timeout_ms` after that for the body;
-//!   bodies are read up to `max_body_bytes`. A body over the bound or late is answered in the
-//!   route's dialect (its error mapping, see [`RouteSpec::errors`]), naming the bound.
+//!   `header_timeout_ms` to send their headers.
+//! - Per request, after routing: the route's authenticator, then the server-wide guards
+//!   ([`hooks`]), then the body within the route's bounds (its own [`hooks::BodyLimits`], else
+//!   `max_body_bytes` and `body_timeout_ms`). A refusal or a body over the bound or late is
+//!   answered in the route's dialect (its error table, see [`RouteSpec::errors`]), naming the
+//!   bound.
+//! - The server knows transport, limits, the batcher and metrics, and no dialect: dialects hand
+//!   it their rows through a [`Registry`].
 //! - Shutdown (SIGTERM/SIGINT for `facegate serve`, [`ServerHandle::shutdown`] in tests) stops
 //!   accepting, lets in-flight requests finish (at most `drain_timeout_ms`), then stops the
 //!   batcher.
 //! - Every response carries `x-request-id` (the client's, or a generated one); every request is
 //!   counted and timed by route and status (see [`crate::telemetry`]).
 
+pub mod hooks;
 pub mod routes;
 
 use std::convert::Infallible;
@@ -37,19 +43,20 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::batcher::{Batcher, Status};
-use crate::bi::{BiConfig, BiWriter};
-use crate::capture::{CaptureConfig, CaptureVerifier};
 use crate::config::ServerConfig;
 use crate::telemetry as tm;
 use crate::{Error, Result};
+pub use hooks::{
+    AuthFailure, Authenticator, BodyLimits, EdgeError, GuardToken, Principal, RequestGuard,
+};
 use routes::Resolved;
-pub use routes::{handler, Ctx, HttpResponse, Mount, Registry, RouteSpec, Router};
+pub use routes::{handler, Ctx, ErrorRenderer, HttpResponse, Mount, Registry, RouteInfo, RouteSpec, Router};
 
 /// Most concurrent streams on one HTTP/2 connection (each stream is one request; admission
 /// to the batcher is still capped by `queue_bound`).
 const H2_MAX_STREAMS: u32 = 256;
 
-/// Server-wide state handed to every handler.
+/// Server-wide state handed to every handler (dialect state lives with each dialect).
 pub struct AppState {
     /// The batcher every analysis goes through.
     pub batcher: Batcher,
@@ -57,30 +64,6 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Settings in force.
     pub cfg: ServerConfig,
-    /// Where the ID R&D dialects record every decision (`/bi_records`, `/bi_report`).
-    pub bi: Arc<BiWriter>,
-    /// Opens and checks IAD capture bundles; `None` when the server was started without one
-    /// (the IAD bundle endpoints then answer 503).
-    pub capture: Option<Arc<CaptureVerifier>>,
-}
-
-/// Services a server is started with besides the batcher.
-#[derive(Default)]
-pub struct Services {
-    /// BI writer; `None` starts one over an in-memory store.
-    pub bi: Option<Arc<BiWriter>>,
-    /// Capture verifier for the IAD dialect; `None` leaves its bundle endpoints at 503.
-    pub capture: Option<Arc<CaptureVerifier>>,
-}
-
-/// The registry of every route served: server routes plus every dialect's.
-pub fn registry() -> Registry {
-    let mut r = Registry::new();
-    r.extend(server_routes())
-        .extend(crate::api::native::routes())
-        .extend(crate::api::idlive::routes())
-        .extend(crate::api::iad::routes());
-    r
 }
 
 /// `/health` and `/metrics`, served once.
@@ -139,36 +122,18 @@ impl ServerHandle {
     }
 }
 
-/// Binds `cfg.listen` and serves `registry` in front of `batcher` until shut down, with an
-/// in-memory BI store and no capture verifier (see [`start_with`]).
+/// Binds `cfg.listen` and serves `registry` in front of `batcher` until shut down. Contested
+/// bare paths are given to the dialects of `cfg.bare_owners`.
 pub async fn start(
     cfg: ServerConfig,
     registry: &Registry,
     batcher: Batcher,
-) -> Result<ServerHandle> {
-    start_with(cfg, registry, batcher, Services::default()).await
-}
-
-/// Binds `cfg.listen` and serves `registry` in front of `batcher` and `services` until shut
-/// down. Contested bare paths are given to the dialects of `cfg.bare_owners`.
-pub async fn start_with(
-    cfg: ServerConfig,
-    registry: &Registry,
-    batcher: Batcher,
-    services: Services,
 ) -> Result<ServerHandle> {
     let router = Arc::new(
         registry
             .build(&cfg.bare_owners)
             .map_err(Error::InvalidArgument)?,
     );
-    let bi = match services.bi {
-        Some(b) => b,
-        None => {
-            let store: Arc<dyn crate::bi::BiStore> = Arc::new(crate::bi::SqliteStore::in_memory()?);
-            Arc::new(BiWriter::start(store, &BiConfig::default())?)
-        }
-    };
     let listener = TcpListener::bind(&cfg.listen).await?;
     let addr = listener.local_addr()?;
     for (m, p, d, n) in router.table() {
@@ -178,8 +143,6 @@ pub async fn start_with(
         batcher: batcher.clone(),
         metrics: tm::install(),
         cfg,
-        bi,
-        capture: services.capture,
     });
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, app, router, rx));
@@ -322,17 +285,8 @@ async fn dispatch(
                 }
                 ("unmatched", "server", r)
             }
-            Resolved::Found(entry) => {
-                let ctx = Ctx {
-                    app: app.clone(),
-                    route: entry.info.clone(),
-                    request_id: id.clone(),
-                };
-                let limits = (app.cfg.max_body_bytes, app.cfg.body_timeout_ms);
-                let resp = match read_body(req, limits).await {
-                    Ok(req) => (entry.handler)(req, ctx).await,
-                    Err(e) => (entry.on_error)(&e, &entry.info),
-                };
+            Resolved::Found(entry, params) => {
+                let resp = run_route(&app, &router, entry, params, id.clone(), req).await;
                 (entry.info.name, entry.info.dialect, resp)
             }
         };
@@ -350,40 +304,89 @@ async fn dispatch(
     .await
 }
 
-/// Reads the body within `limit` bytes and `timeout_ms` of its headers.
-async fn read_body(
+/// Runs a matched route: authentication, guards, body within the route's bounds, handler.
+/// Every refusal is rendered by the route's dialect.
+async fn run_route(
+    app: &Arc<AppState>,
+    router: &Router,
+    entry: &routes::Entry,
+    params: Vec<(String, String)>,
+    request_id: Arc<str>,
     req: Request<Incoming>,
-    (limit, timeout_ms): (usize, u64),
-) -> Result<Request<Bytes>> {
-    let declared = req
-        .headers()
+) -> HttpResponse {
+    let refuse = |e: EdgeError| (entry.on_error)(&e, &entry.info);
+    let (parts, body) = req.into_parts();
+    let principal = match &entry.auth {
+        None => None,
+        Some(auth) => match auth.authenticate(&parts) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(f) => {
+                tracing::info!(scheme = auth.scheme(), reason = f.message(), "authentication refused");
+                return refuse(EdgeError::Unauthorized(f));
+            }
+        },
+    };
+    let limits = entry.limits.unwrap_or(BodyLimits {
+        max_bytes: app.cfg.max_body_bytes,
+        timeout_ms: app.cfg.body_timeout_ms,
+    });
+    let declared = parts
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::BodyTooLarge { limit });
+    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+        return refuse(EdgeError::BodyTooLarge {
+            limit: limits.max_bytes,
+        });
     }
-    let (parts, body) = req.into_parts();
-    let read = Limited::new(body, limit).collect();
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), read).await {
-        Err(_) => Err(Error::BodyTimeout { ms: timeout_ms }),
-        Ok(Ok(c)) => Ok(Request::from_parts(parts, c.to_bytes())),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Error::BodyTooLarge { limit })
+    let mut tokens: Vec<GuardToken> = Vec::with_capacity(router.guards().len());
+    for g in router.guards() {
+        match g.admit(&entry.info, &parts, declared) {
+            Ok(t) => tokens.push(t),
+            Err(e) => return refuse(e),
         }
-        Ok(Err(e)) => Err(Error::InvalidArgument(format!(
-            "could not read the request body: {e}"
-        ))),
+    }
+    let body = match read_body(body, limits).await {
+        Ok(b) => b,
+        Err(e) => return refuse(e),
+    };
+    let ctx = Ctx {
+        app: app.clone(),
+        route: entry.info.clone(),
+        request_id,
+        principal,
+        params: params.into(),
+    };
+    let resp = (entry.handler)(Request::from_parts(parts, body), ctx).await;
+    drop(tokens);
+    resp
+}
+
+/// Reads a body within `limits` (bytes, and time from now).
+async fn read_body(body: Incoming, limits: BodyLimits) -> std::result::Result<Bytes, EdgeError> {
+    let read = Limited::new(body, limits.max_bytes).collect();
+    match tokio::time::timeout(Duration::from_millis(limits.timeout_ms), read).await {
+        Err(_) => Err(EdgeError::BodyTimeout {
+            ms: limits.timeout_ms,
+        }),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(EdgeError::BodyTooLarge {
+            limit: limits.max_bytes,
+        }),
+        Ok(Err(e)) => Err(EdgeError::BodyRead(e.to_string())),
     }
 }
 
 /// Server-format rendering of an error met before a handler ran (routes without a dialect
-/// mapping: `/health`, `/metrics`).
-pub fn error_page(e: &Error, _route: &routes::RouteInfo) -> HttpResponse {
+/// table: `/health`, `/metrics`).
+pub fn error_page(e: &EdgeError, _route: &RouteInfo) -> HttpResponse {
     let status = match e {
-        Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-        _ => StatusCode::BAD_REQUEST,
+        EdgeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        EdgeError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+        EdgeError::BodyRead(_) => StatusCode::BAD_REQUEST,
+        EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        EdgeError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     server_error(status, e.kind(), e.to_string())
 }
@@ -400,7 +403,7 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpRespon
 /// A server-level error (routing, body limits) as `{"error":{"kind","message"}}`; counted in
 /// the errors metric.
 pub fn server_error(status: StatusCode, kind: &'static str, message: String) -> HttpResponse {
-    metrics::counter!(tm::ERRORS, "kind" => kind).increment(1);
+    metrics::counter!(tm::ERRORS, "kind" => kind, "dialect" => "server").increment(1);
     json_response(
         status,
         &json!({"error": {"kind": kind, "message": message}}),
@@ -453,48 +456,8 @@ async fn metrics_page(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
     r
 }
 
-/// `facegate serve`: opens the BI store, sets the capture verifier up, binds, loads the models
-/// in the background and serves until SIGTERM/SIGINT.
-///
-/// Without `capture_cfg.private_key` an ephemeral RSA key is generated: clients must then fetch
-/// its public key from `GET /iad/public_key` after every start.
-pub async fn serve(
-    cfg: ServerConfig,
-    engine_cfg: crate::engine::EngineConfig,
-    bi_cfg: BiConfig,
-    capture_cfg: CaptureConfig,
-) -> Result<()> {
-    let bi = Arc::new(BiWriter::start(crate::bi::open_store(&bi_cfg)?, &bi_cfg)?);
-    let capture = if capture_cfg.private_key.is_some() {
-        CaptureVerifier::from_config(capture_cfg)?
-    } else {
-        let key = tokio::task::spawn_blocking(|| crate::capture::generate_key(2048))
-            .await
-            .map_err(|e| Error::Unavailable(format!("key generation task: {e}")))??;
-        tracing::warn!(
-            "no capture.private_key configured: generated an ephemeral RSA key; capture clients \
-             must fetch its public key from GET /iad/public_key after every start"
-        );
-        CaptureVerifier::new(capture_cfg, key)?
-    };
-    let services = Services {
-        bi: Some(bi),
-        capture: Some(Arc::new(capture)),
-    };
-    let loader: crate::batcher::Loader = Box::new(move || {
-        crate::engine::Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new)
-    });
-    let batcher = Batcher::start(cfg.batcher, loader)?;
-    let handle = start_with(cfg, &registry(), batcher, services).await?;
-    shutdown_signal().await;
-    tracing::info!("signal received");
-    handle.shutdown();
-    handle.stopped().await;
-    Ok(())
-}
-
 /// Resolves on SIGINT or (on Unix) SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

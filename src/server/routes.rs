@@ -1,13 +1,16 @@
-//! The route registry: one table of (method, path, dialect, name, handler) rows that every
-//! dialect module contributes to, and the exact-match router built from it.
+//! The route registry: one table of (method, path, dialect, name, handler, hooks) rows that
+//! every dialect contributes to, and the router built from it.
 //!
-//! A dialect module exposes `pub fn routes() -> Vec<RouteSpec>`; `server::registry()` collects
-//! them. Rows mounted with [`Mount::Dialect`] are served under `/{dialect}{path}` and, unless
-//! another dialect claims the same bare path, also at `{path}` itself; a bare path claimed by
-//! several dialects is served only by the one named in the `bare_owners` map given to
-//! [`Registry::build`] (building fails, naming the path and the claimants, when none is).
-//! Rows mounted with [`Mount::Exact`] (`/health`, `/metrics`, `/facegate/v1/...`) are served
-//! once, exactly as written.
+//! A dialect hands its rows to [`Registry::extend`] (the binary assembles the registry in one
+//! place, `app::registry`). Rows mounted with [`Mount::Dialect`] are served under
+//! `/{dialect}{path}` and, unless another dialect claims the same bare path, also at `{path}`
+//! itself; a bare path claimed by several dialects is served only by the one named in the
+//! `bare_owners` map given to [`Registry::build`] (building fails, naming the path and the
+//! claimants, when none is). Rows mounted with [`Mount::Exact`] (`/health`, `/metrics`,
+//! `/facegate/v1/...`) are served once, exactly as written.
+//!
+//! A path segment written `{name}` matches any one non-empty segment; the handler finds its
+//! value in [`Ctx::params`]. Exact paths win over patterns; patterns are tried in table order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -18,14 +21,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response};
 
+use super::hooks::{Authenticator, BodyLimits, EdgeError, Principal, RequestGuard};
 use super::AppState;
-use crate::Error;
 
 /// Every handler answers with a fully buffered body.
 pub type HttpResponse = Response<Full<Bytes>>;
 /// The future a handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
-/// A route handler: the request with its body read (within `max_body_bytes`) and its context.
+/// A route handler: the request with its body read (within the route's limits) and its context.
 pub type Handler = Arc<dyn Fn(Request<Bytes>, Ctx) -> HandlerFuture + Send + Sync>;
 
 /// Wraps an `async fn(Request<Bytes>, Ctx) -> HttpResponse` as a [`Handler`].
@@ -37,9 +40,9 @@ where
     Arc::new(move |req, ctx| Box::pin(f(req, ctx)))
 }
 
-/// Renders an error that stops a request before its handler runs (its body exceeded
-/// `max_body_bytes` or did not arrive within `body_timeout_ms`) in the route's dialect.
-pub type ErrorRenderer = fn(&Error, &RouteInfo) -> HttpResponse;
+/// Renders an error met before the handler runs (a hook's refusal, a body over the limit or
+/// late) in the route's dialect.
+pub type ErrorRenderer = Arc<dyn Fn(&EdgeError, &RouteInfo) -> HttpResponse + Send + Sync>;
 
 /// What a handler gets besides the request.
 #[derive(Clone)]
@@ -50,6 +53,20 @@ pub struct Ctx {
     pub route: Arc<RouteInfo>,
     /// This request's id (from `x-request-id` or generated).
     pub request_id: Arc<str>,
+    /// Who the route's authenticator admitted (None on open routes).
+    pub principal: Option<Arc<Principal>>,
+    /// Values of the path's `{name}` segments, in order.
+    pub params: Arc<[(String, String)]>,
+}
+
+impl Ctx {
+    /// The value of path segment `{name}`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Where a row is served.
@@ -66,7 +83,7 @@ pub enum Mount {
 pub struct RouteSpec {
     /// HTTP method.
     pub method: Method,
-    /// Path as the dialect's reference document writes it.
+    /// Path as the dialect's reference document writes it (`{name}` segments match any one).
     pub path: &'static str,
     /// Dialect that serves it (also its path prefix for [`Mount::Dialect`]).
     pub dialect: &'static str,
@@ -76,12 +93,16 @@ pub struct RouteSpec {
     pub mount: Mount,
     /// The handler.
     pub handler: Handler,
-    /// How errors before the handler are rendered (the dialect's own error mapping).
+    /// How errors before the handler are rendered (the dialect's own error table).
     pub on_error: ErrorRenderer,
+    /// Authentication the route requires (None: open).
+    pub auth: Option<Arc<dyn Authenticator>>,
+    /// The route's own body bounds (None: the server's).
+    pub limits: Option<BodyLimits>,
 }
 
 impl RouteSpec {
-    /// A row whose early errors are rendered in the server's own format (see
+    /// An open row whose early errors are rendered in the server's own format (see
     /// [`RouteSpec::errors`] for dialect rows).
     pub fn new(
         method: Method,
@@ -98,14 +119,29 @@ impl RouteSpec {
             name,
             mount,
             handler,
-            on_error: super::error_page,
+            on_error: Arc::new(super::error_page),
+            auth: None,
+            limits: None,
         }
     }
 
-    /// The same row with early errors rendered by `render` (the dialect's error mapping).
+    /// The same row with early errors rendered by `render` (the dialect's error table).
     pub fn errors(self, render: ErrorRenderer) -> Self {
         Self {
             on_error: render,
+            ..self
+        }
+    }
+
+    /// The same row behind `auth` (None leaves it open).
+    pub fn auth(self, auth: Option<Arc<dyn Authenticator>>) -> Self {
+        Self { auth, ..self }
+    }
+
+    /// The same row with its own body bounds.
+    pub fn limits(self, limits: BodyLimits) -> Self {
+        Self {
+            limits: Some(limits),
             ..self
         }
     }
@@ -116,7 +152,7 @@ impl RouteSpec {
 pub struct RouteInfo {
     /// HTTP method.
     pub method: Method,
-    /// Path it was matched at.
+    /// Path it is served at (a pattern for routes with `{name}` segments).
     pub path: String,
     /// Dialect that serves it.
     pub dialect: &'static str,
@@ -132,13 +168,19 @@ pub struct Entry {
     pub handler: Handler,
     /// Its dialect's rendering of errors met before the handler.
     pub on_error: ErrorRenderer,
+    /// Authentication it requires.
+    pub auth: Option<Arc<dyn Authenticator>>,
+    /// Its own body bounds.
+    pub limits: Option<BodyLimits>,
 }
 
-/// The table of routes, in the order the dialects added them.
+/// The table of routes, in the order the dialects added them, plus server-wide guards.
 #[derive(Clone, Default)]
 pub struct Registry {
     /// The rows.
     rows: Vec<RouteSpec>,
+    /// Admission hooks run on every routed request, in order.
+    guards: Vec<Arc<dyn RequestGuard>>,
 }
 
 impl Registry {
@@ -147,9 +189,15 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds rows (a dialect's `routes()`).
+    /// Adds rows (a dialect's routes).
     pub fn extend(&mut self, rows: impl IntoIterator<Item = RouteSpec>) -> &mut Self {
         self.rows.extend(rows);
+        self
+    }
+
+    /// Adds a server-wide admission hook.
+    pub fn guard(&mut self, g: Arc<dyn RequestGuard>) -> &mut Self {
+        self.guards.push(g);
         self
     }
 
@@ -160,7 +208,10 @@ impl Registry {
 
     /// Builds the router. `bare_owners` maps a contested bare path to the dialect serving it.
     pub fn build(&self, bare_owners: &BTreeMap<String, String>) -> Result<Router, String> {
-        let mut router = Router::default();
+        let mut router = Router {
+            guards: self.guards.clone(),
+            ..Router::default()
+        };
         // Bare paths of dialect rows, by path: which dialects claim them.
         let mut claims: BTreeMap<&str, Vec<&'static str>> = BTreeMap::new();
         for r in &self.rows {
@@ -207,51 +258,102 @@ impl Registry {
 
 /// Outcome of matching a request.
 pub enum Resolved<'a> {
-    /// A route serves this method and path.
-    Found(&'a Entry),
+    /// A route serves this method and path, with the values of its `{name}` segments.
+    Found(&'a Entry, Vec<(String, String)>),
     /// The path exists with other methods.
     MethodNotAllowed(Vec<Method>),
     /// No route has this path.
     NotFound,
 }
 
-/// Exact path + method matching.
+/// Path + method matching: exact paths, then `{name}` patterns in table order.
 #[derive(Default)]
 pub struct Router {
-    /// Routes by path.
+    /// Routes by exact path.
     paths: HashMap<String, Vec<Entry>>,
+    /// Routes whose path has `{name}` segments: the split pattern and its entries.
+    patterns: Vec<(Vec<String>, Vec<Entry>)>,
+    /// Admission hooks run on every routed request.
+    guards: Vec<Arc<dyn RequestGuard>>,
+}
+
+/// Whether a path segment is a `{name}` parameter.
+fn param_name(seg: &str) -> Option<&str> {
+    seg.strip_prefix('{')?.strip_suffix('}')
 }
 
 impl Router {
     fn insert(&mut self, path: String, r: &RouteSpec) -> Result<(), String> {
-        let entries = self.paths.entry(path.clone()).or_default();
-        if entries.iter().any(|e| e.info.method == r.method) {
-            return Err(format!("route {} {} is registered twice", r.method, path));
-        }
-        entries.push(Entry {
+        let entry = Entry {
             info: Arc::new(RouteInfo {
                 method: r.method.clone(),
-                path,
+                path: path.clone(),
                 dialect: r.dialect,
                 name: r.name,
             }),
             handler: r.handler.clone(),
-            on_error: r.on_error,
-        });
+            on_error: r.on_error.clone(),
+            auth: r.auth.clone(),
+            limits: r.limits,
+        };
+        let twice = || format!("route {} {} is registered twice", r.method, path);
+        let segments: Vec<String> = path.split('/').map(str::to_string).collect();
+        let entries = if segments.iter().any(|s| param_name(s).is_some()) {
+            match self.patterns.iter().position(|(p, _)| *p == segments) {
+                Some(i) => &mut self.patterns[i].1,
+                None => {
+                    self.patterns.push((segments, Vec::new()));
+                    let last = self.patterns.len() - 1;
+                    &mut self.patterns[last].1
+                }
+            }
+        } else {
+            self.paths.entry(path.clone()).or_default()
+        };
+        if entries.iter().any(|e| e.info.method == r.method) {
+            return Err(twice());
+        }
+        entries.push(entry);
         Ok(())
     }
 
+    /// The admission hooks every routed request passes.
+    pub fn guards(&self) -> &[Arc<dyn RequestGuard>] {
+        &self.guards
+    }
+
     /// Matches a request. `HEAD` is not implied by `GET`.
-    pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_> {
-        match self.paths.get(path) {
-            None => Resolved::NotFound,
-            Some(entries) => match entries.iter().find(|e| e.info.method == *method) {
-                Some(e) => Resolved::Found(e),
-                None => Resolved::MethodNotAllowed(
-                    entries.iter().map(|e| e.info.method.clone()).collect(),
-                ),
-            },
+    pub fn resolve<'a>(&'a self, method: &Method, path: &str) -> Resolved<'a> {
+        let pick = |entries: &'a [Entry], params: Vec<(String, String)>| -> Resolved<'a> {
+            match entries.iter().find(|e| e.info.method == *method) {
+                Some(e) => Resolved::Found(e, params),
+                None => {
+                    Resolved::MethodNotAllowed(entries.iter().map(|e| e.info.method.clone()).collect())
+                }
+            }
+        };
+        if let Some(entries) = self.paths.get(path) {
+            return pick(entries, Vec::new());
         }
+        let segs: Vec<&str> = path.split('/').collect();
+        for (pattern, entries) in &self.patterns {
+            if pattern.len() != segs.len() {
+                continue;
+            }
+            let mut params = Vec::new();
+            let matched = pattern.iter().zip(&segs).all(|(p, s)| match param_name(p) {
+                Some(name) if !s.is_empty() => {
+                    params.push((name.to_string(), (*s).to_string()));
+                    true
+                }
+                Some(_) => false,
+                None => p == s,
+            });
+            if matched {
+                return pick(entries, params);
+            }
+        }
+        Resolved::NotFound
     }
 
     /// Every served (method, path, dialect, name), sorted by path (for logs and docs).
@@ -260,6 +362,7 @@ impl Router {
             .paths
             .values()
             .flatten()
+            .chain(self.patterns.iter().flat_map(|(_, e)| e))
             .map(|e| {
                 (
                     e.info.method.clone(),
@@ -289,7 +392,7 @@ mod tests {
 
     fn found(r: &Router, m: Method, p: &str) -> Option<&'static str> {
         match r.resolve(&m, p) {
-            Resolved::Found(e) => Some(e.info.dialect),
+            Resolved::Found(e, _) => Some(e.info.dialect),
             _ => None,
         }
     }
@@ -341,5 +444,36 @@ mod tests {
             row(Method::GET, "/health", "server", Mount::Exact),
         ]);
         assert!(reg.build(&BTreeMap::new()).err().unwrap().contains("twice"));
+    }
+
+    #[test]
+    fn patterns_match_one_segment_and_exact_paths_win() {
+        let mut reg = Registry::new();
+        reg.extend([
+            row(Method::GET, "/v1/face/{id}", "oz", Mount::Dialect),
+            row(Method::DELETE, "/v1/face/{id}", "oz", Mount::Dialect),
+            row(Method::GET, "/v1/face/list", "oz", Mount::Dialect),
+        ]);
+        let r = reg.build(&BTreeMap::new()).unwrap();
+        match r.resolve(&Method::GET, "/oz/v1/face/abc") {
+            Resolved::Found(e, params) => {
+                assert_eq!(e.info.path, "/oz/v1/face/{id}");
+                assert_eq!(params, vec![("id".to_string(), "abc".to_string())]);
+            }
+            _ => panic!("pattern not matched"),
+        }
+        assert!(matches!(r.resolve(&Method::GET, "/v1/face/list"), Resolved::Found(_, p) if p.is_empty()));
+        assert!(matches!(r.resolve(&Method::GET, "/v1/face/"), Resolved::NotFound));
+        assert!(matches!(r.resolve(&Method::GET, "/v1/face/a/b"), Resolved::NotFound));
+        assert!(matches!(
+            r.resolve(&Method::POST, "/v1/face/x"),
+            Resolved::MethodNotAllowed(m) if m == [Method::GET, Method::DELETE]
+        ));
+        let mut twice = Registry::new();
+        twice.extend([
+            row(Method::GET, "/a/{x}", "t", Mount::Exact),
+            row(Method::GET, "/a/{x}", "t", Mount::Exact),
+        ]);
+        assert!(twice.build(&BTreeMap::new()).is_err());
     }
 }

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
 use crate::bi::now_ms;
-use crate::capture::{self, checks, BundlePayload, CaptureMeta, ExifTags};
+use super::capture::{self, checks, BundlePayload, CaptureMeta, ExifTags};
 use crate::{Error, Result};
 
 /// `facegate keys ...`

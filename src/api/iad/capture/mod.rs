@@ -3,8 +3,10 @@
 //! what the capture SDK reports about the device and the capture (`docs/capture-bundle.md`).
 //!
 //! [`CaptureVerifier`] opens a bundle with the server's RSA private key and runs the checks of
-//! [`checks`]; each rejection reason of the IAD reference comes from its own check. With an
-//! [`Engine`] it also runs passive liveness on the image (`face_liveness`).
+//! [`checks`]; each rejection reason of the IAD reference comes from its own check.
+//! [`check_capture`] is the whole of `/check_capture_liveness`: the engine-free checks on the
+//! blocking pool, then (face liveness on) the payload's image through the micro-batcher like
+//! every other route, then [`CaptureVerifier::finish`].
 
 pub mod bundle;
 pub mod checks;
@@ -22,11 +24,34 @@ use rsa::rand_core::{OsRng, RngCore};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+
+use crate::batcher::Batcher;
 use crate::bi::{normalize_os, now_ms};
-use crate::engine::{Analysis, AnalyzeOptions, Calibration, Engine, Rejection};
-use crate::nn::minifasnet::LIVE_CLASS;
-use crate::preprocess::decode::{decode_rgb, DecodeLimits};
-use crate::{Error, Result};
+use crate::engine::decision::fuse;
+use crate::engine::{Analysis, AnalyzeOptions, Calibration, Pipeline, Rejection};
+use crate::Error;
+
+/// What can go wrong with a capture: a bundle that cannot be opened (IAD's three bundle
+/// errors), or an engine error.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A capture bundle could not be opened (IAD's "Failed to parse file", "Failed to read a
+    /// meta data", "Failed to decrypt message"; HTTP 400 with error_code UNKNOWN).
+    #[error("{}: {detail}", failure.message())]
+    Bundle {
+        /// Which of the IAD reference's three bundle errors this is.
+        failure: BundleFailure,
+        /// What exactly was wrong (for logs; clients get `failure.message()`).
+        detail: String,
+    },
+    /// Anything else (bad parameters, overload, the engine).
+    #[error(transparent)]
+    Engine(#[from] Error),
+}
+
+/// Result over [`CaptureError`].
+pub type Result<T> = std::result::Result<T, CaptureError>;
 
 pub use bundle::{seal, BundleFailure, BundlePayload, CaptureMeta, Environment};
 pub use checks::{ExifTags, Finding, JpegFacts};
@@ -85,7 +110,7 @@ impl CaptureRejection {
 
 /// Capture-check settings. Every threshold is documented in `docs/capture-bundle.md`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
     /// RSA private key (PKCS#8 or PKCS#1 PEM) the bundles are sealed for.
     pub private_key: Option<PathBuf>,
@@ -194,7 +219,7 @@ impl Default for CaptureConfig {
 
 impl CaptureConfig {
     /// Rejects settings that cannot work.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
         if self.nonce_ttl_s == 0 || self.max_nonces == 0 || self.max_capture_age_s == 0 {
             return bad("capture.nonce_ttl_s, max_nonces and max_capture_age_s must be positive");
@@ -241,7 +266,7 @@ pub struct CaptureArgs {
 
 impl CaptureArgs {
     /// Applies the flags/environment on top of `cfg` (from defaults or a TOML `[capture]` table).
-    pub fn apply(&self, mut cfg: CaptureConfig) -> Result<CaptureConfig> {
+    pub fn apply(&self, mut cfg: CaptureConfig) -> crate::Result<CaptureConfig> {
         if let Some(v) = &self.capture_private_key {
             cfg.private_key = Some(v.clone());
         }
@@ -267,7 +292,7 @@ impl CaptureArgs {
 }
 
 /// Generates an RSA key pair of `bits` (2048..=8192).
-pub fn generate_key(bits: usize) -> Result<RsaPrivateKey> {
+pub fn generate_key(bits: usize) -> crate::Result<RsaPrivateKey> {
     if !(2048..=8192).contains(&bits) {
         return Err(Error::InvalidArgument(format!(
             "RSA key size {bits}: use 2048 to 8192 bits"
@@ -278,32 +303,32 @@ pub fn generate_key(bits: usize) -> Result<RsaPrivateKey> {
 }
 
 /// PKCS#8 PEM of a private key.
-pub fn private_key_pem(key: &RsaPrivateKey) -> Result<String> {
+pub fn private_key_pem(key: &RsaPrivateKey) -> crate::Result<String> {
     key.to_pkcs8_pem(LineEnding::LF)
         .map(|s| s.to_string())
         .map_err(|e| Error::InvalidArgument(format!("private key PEM: {e}")))
 }
 
 /// SPKI PEM of a public key.
-pub fn public_key_pem(key: &RsaPublicKey) -> Result<String> {
+pub fn public_key_pem(key: &RsaPublicKey) -> crate::Result<String> {
     key.to_public_key_pem(LineEnding::LF)
         .map_err(|e| Error::InvalidArgument(format!("public key PEM: {e}")))
 }
 
 /// Reads a private key from PEM text (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
-pub fn parse_private_key(pem: &str) -> Result<RsaPrivateKey> {
+pub fn parse_private_key(pem: &str) -> crate::Result<RsaPrivateKey> {
     RsaPrivateKey::from_pkcs8_pem(pem)
         .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
         .map_err(|e| Error::InvalidArgument(format!("RSA private key: {e}")))
 }
 
 /// Reads a public key from SPKI PEM text (`PUBLIC KEY`).
-pub fn parse_public_key(pem: &str) -> Result<RsaPublicKey> {
+pub fn parse_public_key(pem: &str) -> crate::Result<RsaPublicKey> {
     RsaPublicKey::from_public_key_pem(pem)
         .map_err(|e| Error::InvalidArgument(format!("RSA public key: {e}")))
 }
 
-fn read_text(path: &Path) -> Result<String> {
+fn read_text(path: &Path) -> crate::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
 }
@@ -562,7 +587,7 @@ pub struct CaptureVerifier {
 
 impl CaptureVerifier {
     /// A verifier for `key` with the checks of `cfg` (`cfg.private_key` is ignored).
-    pub fn new(cfg: CaptureConfig, key: RsaPrivateKey) -> Result<CaptureVerifier> {
+    pub fn new(cfg: CaptureConfig, key: RsaPrivateKey) -> crate::Result<CaptureVerifier> {
         cfg.validate()?;
         if cfg.sdk_digests.is_empty() {
             tracing::warn!("capture.sdk_digests is empty: every bundle will fail SDK integrity");
@@ -582,7 +607,7 @@ impl CaptureVerifier {
     }
 
     /// A verifier whose private key is read from `cfg.private_key`.
-    pub fn from_config(cfg: CaptureConfig) -> Result<CaptureVerifier> {
+    pub fn from_config(cfg: CaptureConfig) -> crate::Result<CaptureVerifier> {
         let path = cfg.private_key.clone().ok_or_else(|| {
             Error::InvalidArgument("capture.private_key (--capture-private-key) is not set".into())
         })?;
@@ -596,21 +621,21 @@ impl CaptureVerifier {
     }
 
     /// The public key clients seal bundles for (SPKI PEM), for distribution.
-    pub fn public_key_pem(&self) -> Result<String> {
+    pub fn public_key_pem(&self) -> crate::Result<String> {
         public_key_pem(&self.key.to_public_key())
     }
 
     /// Issues a single-use nonce valid for `nonce_ttl_s`.
-    pub fn issue_nonce(&self) -> Result<IssuedNonce> {
+    pub fn issue_nonce(&self) -> crate::Result<IssuedNonce> {
         self.issue_nonce_at(now_ms())
     }
 
     /// [`CaptureVerifier::issue_nonce`] at a given time (Unix ms).
-    pub fn issue_nonce_at(&self, now_ms: i64) -> Result<IssuedNonce> {
+    pub fn issue_nonce_at(&self, now_ms: i64) -> crate::Result<IssuedNonce> {
         Ok(self.lock_nonces()?.issue(now_ms))
     }
 
-    fn lock_nonces(&self) -> Result<std::sync::MutexGuard<'_, NonceRegistry>> {
+    fn lock_nonces(&self) -> crate::Result<std::sync::MutexGuard<'_, NonceRegistry>> {
         self.nonces
             .lock()
             .map_err(|_| Error::Unavailable("capture nonce registry: lock poisoned".into()))
@@ -669,44 +694,6 @@ impl CaptureVerifier {
             out.insert(t.to_string(), v);
         }
         Ok(out)
-    }
-
-    /// `/check_capture_liveness`: opens the bundle, runs every check and, with an engine,
-    /// passive liveness. Errors are the IAD 400s with error_code UNKNOWN ([`Error::Bundle`]);
-    /// image validation errors come back in [`CaptureReport::face_error`].
-    pub fn verify(&self, bytes: &[u8], engine: Option<&Engine>) -> Result<CaptureReport> {
-        self.verify_at(bytes, engine, now_ms())
-    }
-
-    /// [`CaptureVerifier::verify`] at a given time (Unix ms).
-    pub fn verify_at(
-        &self,
-        bytes: &[u8],
-        engine: Option<&Engine>,
-        now_ms: i64,
-    ) -> Result<CaptureReport> {
-        let pending = match self.check_bundle_at(bytes, now_ms)? {
-            Checked::Final(report) => return Ok(report),
-            Checked::Pending(p) => p,
-        };
-        let analysis = match engine {
-            Some(engine) => {
-                let limits = DecodeLimits {
-                    min_side: 1,
-                    ..engine.config().decode
-                };
-                let image = decode_rgb(&pending.image, &limits).map_err(|e| {
-                    bundle_err(BundleFailure::Metadata, format!("payload image: {e}"))
-                })?;
-                let a = engine
-                    .analyze_prepared(vec![Ok(engine.prepare_image(image))], &face_options())
-                    .pop()
-                    .unwrap_or_else(|| Err(Error::Unavailable("internal: empty batch".into())))?;
-                Some(a)
-            }
-            None => None,
-        };
-        Ok(self.finish(pending, analysis.as_ref()))
     }
 
     /// The engine-free part of `/check_capture_liveness` at a given time (Unix ms): opens the
@@ -771,13 +758,14 @@ impl CaptureVerifier {
             if let Some(r) = &a.rejection {
                 face_error = Some(FaceError::from_rejection(r.code));
             } else if let Some(l) = &a.liveness {
-                let n = l.networks.len().max(1) as f32;
-                let mean = |k: usize| l.networks.iter().map(|o| o.softmax[k]).sum::<f32>() / n;
-                let (print, replay) = (mean(0), mean(2));
-                let spoof = 1.0 - mean(LIVE_CLASS);
-                findings.extend(checks::check_engine_content(
-                    spoof, replay, print, &self.cfg,
-                ));
+                if let Some(f) = fuse(&l.networks, Pipeline::Dual) {
+                    findings.extend(checks::check_engine_content(
+                        f.spoof(),
+                        f.replay,
+                        f.print,
+                        &self.cfg,
+                    ));
+                }
                 face_liveness = Some(FaceLiveness {
                     probability: l.probability,
                 });
@@ -841,8 +829,56 @@ impl CaptureVerifier {
     }
 }
 
+/// How a finished `/check_capture_liveness` went: the report, and the queue and inference
+/// times of its face analysis when one ran.
+pub struct CaptureOutcome {
+    /// The capture verdict (or its face error).
+    pub report: CaptureReport,
+    /// Queue and inference ms of the face analysis.
+    pub times: Option<(f64, f64)>,
+}
+
+/// The whole of `/check_capture_liveness` at `now_ms` (Unix ms): the engine-free checks on the
+/// blocking pool, then, with a batcher (face liveness on), the payload's image through it as
+/// route `origin`, then [`CaptureVerifier::finish`]. A payload image the engine cannot use is
+/// the bundle error "Failed to read a meta data"; overload and loading pass through.
+pub async fn check_capture(
+    verifier: &std::sync::Arc<CaptureVerifier>,
+    batcher: Option<&Batcher>,
+    bundle: Bytes,
+    now_ms: i64,
+    origin: &'static str,
+) -> Result<CaptureOutcome> {
+    let v = verifier.clone();
+    let checked = tokio::task::spawn_blocking(move || v.check_bundle_at(&bundle, now_ms))
+        .await
+        .map_err(|e| Error::Unavailable(format!("capture check task: {e}")))??;
+    let pending = match checked {
+        Checked::Final(report) => return Ok(CaptureOutcome { report, times: None }),
+        Checked::Pending(p) => p,
+    };
+    let Some(batcher) = batcher else {
+        return Ok(CaptureOutcome {
+            report: verifier.finish(pending, None),
+            times: None,
+        });
+    };
+    let image = Bytes::from(pending.image.clone());
+    match batcher.submit(image, face_options(), origin).await {
+        Ok(p) => Ok(CaptureOutcome {
+            report: verifier.finish(pending, Some(&p.analysis)),
+            times: Some((p.queue_ms, p.inference_ms)),
+        }),
+        Err(e) if e.is_client_error() => Err(bundle_err(
+            BundleFailure::Metadata,
+            format!("payload image: {e}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Parses `/extract_data`'s `types` list (`photo`, `external`; comma-separated, each once).
-pub fn parse_types(types: &str) -> Result<Vec<&'static str>> {
+pub fn parse_types(types: &str) -> crate::Result<Vec<&'static str>> {
     let mut out = Vec::new();
     for t in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let t = match t.to_ascii_lowercase().as_str() {

@@ -25,7 +25,8 @@ use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use super::{CaptureError, Result};
+use crate::Error;
 
 /// The four magic bytes that open every bundle.
 pub const MAGIC: &[u8; 4] = b"FGCB";
@@ -61,9 +62,9 @@ impl BundleFailure {
     }
 }
 
-/// Shorthand for an [`Error::Bundle`].
-pub(crate) fn bundle_err(failure: BundleFailure, detail: impl Into<String>) -> Error {
-    Error::Bundle {
+/// Shorthand for a [`CaptureError::Bundle`].
+pub(crate) fn bundle_err(failure: BundleFailure, detail: impl Into<String>) -> CaptureError {
+    CaptureError::Bundle {
         failure,
         detail: detail.into(),
     }
@@ -167,7 +168,7 @@ mod b64 {
 }
 
 /// The 8-byte key id of a public key: SHA-256 over its SPKI DER, truncated.
-pub fn key_id(key: &RsaPublicKey) -> Result<[u8; 8]> {
+pub fn key_id(key: &RsaPublicKey) -> crate::Result<[u8; 8]> {
     let der = key
         .to_public_key_der()
         .map_err(|e| Error::InvalidArgument(format!("public key: {e}")))?;
@@ -178,7 +179,7 @@ pub fn key_id(key: &RsaPublicKey) -> Result<[u8; 8]> {
 }
 
 /// Seals a payload for the holder of `key`'s private half (the client side of the format).
-pub fn seal(key: &RsaPublicKey, payload: &BundlePayload) -> Result<Vec<u8>> {
+pub fn seal(key: &RsaPublicKey, payload: &BundlePayload) -> crate::Result<Vec<u8>> {
     let plain = serde_json::to_vec(payload)
         .map_err(|e| Error::InvalidArgument(format!("bundle payload: {e}")))?;
     let mut rng = OsRng;
@@ -341,7 +342,7 @@ mod tests {
         let is_parse = |b: &[u8]| {
             matches!(
                 parse_envelope(b),
-                Err(Error::Bundle {
+                Err(CaptureError::Bundle {
                     failure: BundleFailure::Parse,
                     ..
                 })

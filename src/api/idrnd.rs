@@ -1,0 +1,108 @@
+//! What the two ID R&D dialects (IDLive Face and IAD) share: their decision records (one BI
+//! store, filtered by dialect) and the licence expiry both references report and export.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::query::Query;
+use crate::bi::{check_range, parse_iso_ms, BiRecord, BiWriter, Date};
+use crate::telemetry as tm;
+use crate::{Error, Result};
+
+/// Default licence expiry: facegate has no licence, so a far-future instant.
+pub const DEFAULT_LICENSE_EXPIRATION: &str = "2999-12-31T23:59:59Z";
+
+/// Checks a configured licence expiry (`key` names it in errors): an ISO 8601 instant
+/// starting with a `yyyy-MM-dd` date.
+pub fn validate_license(key: &str, value: &str) -> Result<()> {
+    let day = value.get(..10).unwrap_or("");
+    if Date::parse(day).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "{key} {value:?} must start with a yyyy-MM-dd date, e.g. {DEFAULT_LICENSE_EXPIRATION}"
+        )));
+    }
+    Ok(())
+}
+
+/// Unix seconds of a licence expiry: the full instant when it has seconds (`...THH:mm:ssZ`
+/// or with milliseconds), else the end of its day.
+pub fn license_unix_s(value: &str) -> i64 {
+    let full = match value.len() {
+        20 if value.ends_with('Z') => parse_iso_ms(&format!("{}.000Z", &value[..19])).ok(),
+        24 => parse_iso_ms(value).ok(),
+        _ => None,
+    };
+    full.map(|ms| ms / 1000).unwrap_or_else(|| {
+        value
+            .get(..10)
+            .and_then(|d| Date::parse(d).ok())
+            .map_or(0, |d| d.end_ms() / 1000 - 1)
+    })
+}
+
+/// Exports a dialect's licence expiry as `facegate_license_expiration_seconds{dialect}`, so
+/// operators can "monitor a license expiration date" from `/metrics` as both references say.
+pub fn export_license(dialect: &'static str, value: &str) {
+    metrics::gauge!(tm::LICENSE_EXPIRATION, "dialect" => dialect).set(license_unix_s(value) as f64);
+}
+
+/// The licence section both ID R&D dialects accept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Licensed {
+    /// Licence expiry reported (`expirationDate`; `licenseExpirationDate` is its date part).
+    pub license_expiration: String,
+}
+
+impl Default for Licensed {
+    fn default() -> Self {
+        Self {
+            license_expiration: DEFAULT_LICENSE_EXPIRATION.into(),
+        }
+    }
+}
+
+/// The BI records of `dialect` within the `date_from`/`date_to` query parameters
+/// (`yyyy-MM-dd`, UTC, both inclusive, both optional). Records queued before the call are
+/// flushed first, so a client reads its own decisions.
+pub async fn read_bi(
+    bi: &Arc<BiWriter>,
+    dialect: &'static str,
+    query: &Query,
+) -> std::result::Result<Vec<BiRecord>, ApiError> {
+    let date = |k: &str| {
+        Date::parse_opt(query.get(k)).map_err(|e| match e {
+            Error::InvalidArgument(m) => ApiError::invalid(format!("{k}: {m}")),
+            other => ApiError::Engine(other),
+        })
+    };
+    let (from, to) = (date("date_from")?, date("date_to")?);
+    check_range(from, to)?;
+    let bi = bi.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        bi.flush()?;
+        bi.store().records(from, to)
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("BI read task: {e}")))??;
+    Ok(records
+        .into_iter()
+        .filter(|r| r.dialect == dialect)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn license_dates_become_unix_seconds() {
+        assert_eq!(license_unix_s("1970-01-02T00:00:00Z"), 86_400);
+        assert_eq!(license_unix_s("1970-01-02T00:00:01.500Z"), 86_401);
+        assert_eq!(license_unix_s("1970-01-01"), 86_399);
+        assert!(validate_license("idlive.license_expiration", "never").is_err());
+        assert!(validate_license("x", DEFAULT_LICENSE_EXPIRATION).is_ok());
+    }
+}

@@ -1,0 +1,280 @@
+//! The assembly: the one configuration struct, the dialects the binary serves and the
+//! registry built from them. This is the only module that names every dialect; adding one is
+//! a section here, a line in [`dialects`] and its module under `src/api/`
+//! (`docs/adding-a-dialect.md`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::api::auth::ApiKeys;
+use crate::api::iad::capture::CaptureVerifier;
+use crate::api::iad::{Iad, IadArgs, IadConfig};
+use crate::api::idlive::{IdLive, IdliveConfig};
+use crate::api::native::Native;
+use crate::api::{Dialect, Edge};
+use crate::batcher::{Batcher, Loader};
+use crate::bi::{BiArgs, BiConfig, BiStore, BiWriter, SqliteStore};
+use crate::config::{ConfigFile, EngineArgs, ServerArgs, ServerConfig};
+use crate::engine::{Engine, EngineConfig};
+use crate::server::{self, Authenticator, Registry, ServerHandle};
+use crate::{Error, Result};
+
+/// The sections of the configuration file besides the engine's top-level keys.
+pub const SECTIONS: [&str; 5] = ["server", "auth", "bi", "idlive", "iad"];
+
+/// The whole configuration: the TOML file parsed once into this struct (unknown keys are
+/// errors naming the key; every section takes any subset of its keys), then flags and
+/// environment over it.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Engine settings: the file's top-level keys (`models_dir`, `[detection]`, ...).
+    pub engine: EngineConfig,
+    /// `[server]`: transport, limits, batching, bare-path owners.
+    pub server: ServerConfig,
+    /// `[auth]`: credentials the dialect routes require.
+    pub auth: AuthConfig,
+    /// `[bi]`: the ID R&D dialects' decision records.
+    pub bi: BiConfig,
+    /// `[idlive]`: the IDLive Face dialect.
+    pub idlive: IdliveConfig,
+    /// `[iad]` (and `[iad.capture]`): the IAD dialect.
+    pub iad: IadConfig,
+}
+
+impl Config {
+    /// Parses configuration text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        Self::from_file(ConfigFile::parse(text, origin)?)
+    }
+
+    /// Reads the file at `path`, or the embedded defaults without one.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            Some(p) => Self::from_file(ConfigFile::read(p)?),
+            None => Ok(Config::default()),
+        }
+    }
+
+    fn from_file(mut f: ConfigFile) -> Result<Config> {
+        Ok(Config {
+            server: f.section("server")?,
+            auth: f.section("auth")?,
+            bi: f.section("bi")?,
+            idlive: f.section("idlive")?,
+            iad: f.section("iad")?,
+            engine: f.rest(&SECTIONS)?,
+        })
+    }
+}
+
+/// `[auth]`: authentication of the dialect routes (`/health` and `/metrics` stay open).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys, each `NAME:KEY` or a bare `KEY` (at least 16 bytes). When any is set, every
+    /// dialect route requires one (`X-API-Key` or `Authorization: Bearer`); keys are never
+    /// logged.
+    pub api_keys: Vec<String>,
+}
+
+impl AuthConfig {
+    /// The authenticator these settings ask for (None: routes are open).
+    pub fn authenticator(&self) -> Result<Option<Arc<dyn Authenticator>>> {
+        if self.api_keys.is_empty() {
+            return Ok(None);
+        }
+        let keys = ApiKeys::parse_list(&self.api_keys)
+            .map_err(|e| Error::InvalidArgument(format!("auth.api_keys: {e}")))?;
+        Ok(Some(Arc::new(keys)))
+    }
+}
+
+/// Flags and environment of `facegate serve` (and `facegate bench --spawn-server`), each over
+/// its section of the file.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Server options.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Engine options (and `--config`).
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// API keys the dialect routes require, `NAME:KEY` or `KEY` (comma-separated in the
+    /// environment) [default: none, routes open].
+    #[arg(long = "api-key", env = "FACEGATE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// BI record options.
+    #[command(flatten)]
+    pub bi: BiArgs,
+    /// Licence expiry IDLive reports, ISO 8601 [default: 2999-12-31T23:59:59Z].
+    #[arg(long = "idlive-license-expiration", env = "FACEGATE_IDLIVE_LICENSE_EXPIRATION")]
+    pub idlive_license_expiration: Option<String>,
+    /// IAD options.
+    #[command(flatten)]
+    pub iad: IadArgs,
+}
+
+impl ServeArgs {
+    /// The configuration in force: defaults < `--config` file < environment < flags.
+    pub fn resolve(&self) -> Result<Config> {
+        let mut cfg = Config::load(self.engine.config.as_deref())?;
+        cfg.engine = self.engine.apply(cfg.engine)?;
+        cfg.server = self.server.apply(cfg.server)?;
+        if !self.api_keys.is_empty() {
+            cfg.auth.api_keys = self.api_keys.clone();
+        }
+        cfg.auth.authenticator()?;
+        cfg.bi = self.bi.apply(cfg.bi)?;
+        if let Some(v) = &self.idlive_license_expiration {
+            cfg.idlive.licensed.license_expiration = v.clone();
+        }
+        cfg.idlive.validate()?;
+        cfg.iad = self.iad.apply(cfg.iad)?;
+        Ok(cfg)
+    }
+}
+
+/// The engine configuration for the one-shot commands (`check`, `eval`, `compare`): the file's
+/// engine keys (the whole file is still checked) under the flags.
+pub fn engine_config(args: &EngineArgs) -> Result<EngineConfig> {
+    args.apply(Config::load(args.config.as_deref())?.engine)
+}
+
+/// Services the dialects are built over.
+#[derive(Default)]
+pub struct Services {
+    /// BI writer; `None` starts one over an in-memory store.
+    pub bi: Option<Arc<BiWriter>>,
+    /// Capture verifier for the IAD dialect; `None` leaves its bundle endpoints at 503.
+    pub capture: Option<Arc<CaptureVerifier>>,
+}
+
+/// Every dialect the binary serves, built from its section and the services.
+pub fn dialects(cfg: &Config, services: Services) -> Result<Vec<Arc<dyn Dialect>>> {
+    let bi = match services.bi {
+        Some(b) => b,
+        None => {
+            let store: Arc<dyn BiStore> = Arc::new(SqliteStore::in_memory()?);
+            Arc::new(BiWriter::start(store, &BiConfig::default())?)
+        }
+    };
+    Ok(vec![
+        Native::new(),
+        IdLive::new(cfg.idlive.clone(), bi.clone())?,
+        Iad::new(cfg.iad.clone(), services.capture, bi)?,
+    ])
+}
+
+/// The registry of every route (server routes, then each dialect's) and the bare-path owners
+/// in force: each dialect's defaults, then the configuration's `server.bare_owners`.
+pub fn registry(
+    cfg: &Config,
+    dialects: &[Arc<dyn Dialect>],
+) -> Result<(Registry, BTreeMap<String, String>)> {
+    let edge = Edge {
+        auth: cfg.auth.authenticator()?,
+    };
+    let mut reg = Registry::new();
+    reg.extend(server::server_routes());
+    let mut owners = BTreeMap::new();
+    for d in dialects {
+        for p in d.default_bare_paths() {
+            owners
+                .entry(p.to_string())
+                .or_insert_with(|| d.dialect().to_string());
+        }
+        reg.extend(d.clone().routes(&edge));
+    }
+    owners.extend(cfg.server.bare_owners.clone());
+    Ok((reg, owners))
+}
+
+/// Starts the server for `cfg` in front of `batcher`, with the dialects over `services`.
+pub async fn start(cfg: &Config, batcher: Batcher, services: Services) -> Result<ServerHandle> {
+    let dialects = dialects(cfg, services)?;
+    let (reg, owners) = registry(cfg, &dialects)?;
+    let server_cfg = ServerConfig {
+        bare_owners: owners,
+        ..cfg.server.clone()
+    };
+    server::start(server_cfg, &reg, batcher).await
+}
+
+/// `facegate serve`: opens the BI store, sets the capture verifier up (the configured key, or
+/// an ephemeral one), binds, loads the models in the background and serves until
+/// SIGTERM/SIGINT.
+pub async fn serve(cfg: Config) -> Result<()> {
+    let bi = Arc::new(BiWriter::start(crate::bi::open_store(&cfg.bi)?, &cfg.bi)?);
+    let capture = Iad::verifier_from_config(&cfg.iad.capture).await?;
+    let services = Services {
+        bi: Some(bi),
+        capture: Some(Arc::new(capture)),
+    };
+    let engine_cfg = cfg.engine.clone();
+    let loader: Loader = Box::new(move || {
+        Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new)
+    });
+    let batcher = Batcher::start(cfg.server.batcher(), loader)?;
+    let handle = start(&cfg, batcher, services).await?;
+    server::shutdown_signal().await;
+    tracing::info!("signal received");
+    handle.shutdown();
+    handle.stopped().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deploy_example_parses_into_every_section() {
+        let cfg = Config::parse(include_str!("../deploy/facegate.toml"), "deploy/facegate.toml")
+            .unwrap();
+        assert_eq!(cfg.engine.detection.max_side, 320);
+        assert_eq!(cfg.engine.calibrations.regular.offset, -0.6);
+        assert_eq!(cfg.server.body_timeout_ms, 30_000);
+        assert_eq!(cfg.server.queue_bound, 256);
+        crate::config::validate(&cfg.engine).unwrap();
+    }
+
+    #[test]
+    fn partial_sections_and_unknown_keys() {
+        let cfg = Config::parse(
+            "[decode]\nmax_bytes = 1000\n[iad]\nface_liveness = false\n[iad.capture]\nnonce_ttl_s = 9\n[idlive]\nlicense_expiration = \"2031-01-01T00:00:00Z\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.engine.decode.max_bytes, 1000);
+        assert!(!cfg.iad.face_liveness);
+        assert_eq!(cfg.iad.capture.nonce_ttl_s, 9);
+        assert_eq!(cfg.iad.capture.max_nonces, IadConfig::default().capture.max_nonces);
+        assert_eq!(cfg.idlive.licensed.license_expiration, "2031-01-01T00:00:00Z");
+        for (text, key) in [
+            ("[server]\nlicense_expiration = \"x\"\n", "license_expiration"),
+            ("[iad.capture]\nprivate_kye = \"k.pem\"\n", "private_kye"),
+            ("[bi]\nretention = 3\n", "retention"),
+            ("[capture]\nnonce_ttl_s = 3\n", "capture"),
+        ] {
+            let e = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn api_keys_make_an_authenticator() {
+        let cfg = AuthConfig {
+            api_keys: vec!["ops:0123456789abcdef0123".into()],
+        };
+        assert!(cfg.authenticator().unwrap().is_some());
+        assert!(AuthConfig::default().authenticator().unwrap().is_none());
+        let short = AuthConfig {
+            api_keys: vec!["short".into()],
+        };
+        assert!(short.authenticator().is_err());
+    }
+}
