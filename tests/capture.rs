@@ -1,18 +1,23 @@
 //! FGCB capture bundles end to end: sealing, every IAD rejection reason from its own crafted
 //! bundle, the bundle errors, extraction, the engine's face liveness, and the CLI tools.
+//!
+//! Every check goes through the production path of `/check_capture_liveness`
+//! (`capture::check_capture`: the checks on the blocking pool, then, with face liveness on,
+//! the payload image through the micro-batcher, then `finish`).
 
 mod common;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
 use common::*;
-use facegate::bi::now_ms;
-use facegate::capture::checks::{insert_exif, ExifTags};
-use facegate::capture::{
-    self, seal, BundleFailure, BundlePayload, CaptureConfig, CaptureMeta, CaptureRejection as R,
-    CaptureReport, CaptureVerifier,
+use facegate::api::iad::capture::checks::{insert_exif, ExifTags};
+use facegate::api::iad::capture::{
+    self, check_capture, seal, BundleFailure, BundlePayload, CaptureConfig, CaptureError,
+    CaptureMeta, CaptureRejection as R, CaptureReport, CaptureVerifier,
 };
+use facegate::batcher::{Batcher, BatcherConfig, Loader, Status};
+use facegate::bi::now_ms;
 use facegate::engine::{Engine, EngineConfig};
 use facegate::Error;
 use rsa::RsaPrivateKey;
@@ -24,12 +29,43 @@ fn key() -> &'static RsaPrivateKey {
     K.get_or_init(|| capture::generate_key(2048).unwrap())
 }
 
-fn verifier() -> CaptureVerifier {
+fn verifier() -> Arc<CaptureVerifier> {
     let cfg = CaptureConfig {
         sdk_digests: vec![SDK.to_string()],
         ..CaptureConfig::default()
     };
-    CaptureVerifier::new(cfg, key().clone()).unwrap()
+    Arc::new(CaptureVerifier::new(cfg, key().clone()).unwrap())
+}
+
+/// `/check_capture_liveness` as the server runs it, at `now` (Unix ms), with face liveness
+/// through `batcher` when given.
+fn check_at(
+    v: &Arc<CaptureVerifier>,
+    bytes: &[u8],
+    batcher: Option<&Batcher>,
+    now: i64,
+) -> Result<CaptureReport, CaptureError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(check_capture(
+        v,
+        batcher,
+        bytes::Bytes::copy_from_slice(bytes),
+        now,
+        "test.capture",
+    ))
+    .map(|o| o.report)
+}
+
+/// [`check_at`] now.
+fn check(
+    v: &Arc<CaptureVerifier>,
+    bytes: &[u8],
+    batcher: Option<&Batcher>,
+) -> Result<CaptureReport, CaptureError> {
+    check_at(v, bytes, batcher, now_ms())
 }
 
 /// A 640x480 JPEG with EXIF Make/Model, as a phone camera writes it.
@@ -70,9 +106,8 @@ fn good_payload(v: &CaptureVerifier) -> BundlePayload {
     }
 }
 
-fn verify(v: &CaptureVerifier, p: &BundlePayload) -> CaptureReport {
-    v.verify(&seal(&key().to_public_key(), p).unwrap(), None)
-        .unwrap()
+fn verify(v: &Arc<CaptureVerifier>, p: &BundlePayload) -> CaptureReport {
+    check(v, &seal(&key().to_public_key(), p).unwrap(), None).unwrap()
 }
 
 /// Asserts that the report rejects with exactly `reasons`, below 0.5.
@@ -85,9 +120,9 @@ fn assert_rejects(r: &CaptureReport, reasons: &[R]) {
     );
 }
 
-fn bundle_failure(e: Error) -> BundleFailure {
+fn bundle_failure(e: CaptureError) -> BundleFailure {
     match e {
-        Error::Bundle { failure, .. } => failure,
+        CaptureError::Bundle { failure, .. } => failure,
         other => panic!("expected a bundle error, got {other:?}"),
     }
 }
@@ -98,7 +133,7 @@ fn round_trip_passes_every_check_and_extracts() {
     let p = good_payload(&v);
     let bytes = seal(&key().to_public_key(), &p).unwrap();
     assert_eq!(&bytes[..5], b"FGCB\x01");
-    let r = v.verify(&bytes, None).unwrap();
+    let r = check(&v, &bytes, None).unwrap();
     assert!(r.capture_liveness.rejection.is_empty(), "{:#?}", r.findings);
     assert_eq!(
         (r.capture_liveness.probability, r.capture_liveness.score),
@@ -174,13 +209,12 @@ fn replayed_unknown_and_expired_nonces_are_suspicious() {
     let v = verifier();
     let p = good_payload(&v);
     let bytes = seal(&key().to_public_key(), &p).unwrap();
-    assert!(v
-        .verify(&bytes, None)
+    assert!(check(&v, &bytes, None)
         .unwrap()
         .capture_liveness
         .rejection
         .is_empty());
-    let again = v.verify(&bytes, None).unwrap();
+    let again = check(&v, &bytes, None).unwrap();
     assert_rejects(&again, &[R::SuspiciousActivity]);
     assert_eq!(again.findings[0].check, "nonce_replayed");
 
@@ -198,8 +232,7 @@ fn replayed_unknown_and_expired_nonces_are_suspicious() {
     let now = now_ms();
     let mut p = good_payload(&v);
     p.meta.nonce = v.issue_nonce_at(now - 360_000).unwrap().nonce;
-    let r = v
-        .verify_at(&seal(&key().to_public_key(), &p).unwrap(), None, now)
+    let r = check_at(&v, &seal(&key().to_public_key(), &p).unwrap(), None, now)
         .unwrap();
     assert_rejects(&r, &[R::SuspiciousActivity]);
     assert_eq!(r.findings[0].check, "nonce_expired");
@@ -228,8 +261,7 @@ fn implausible_capture_times_are_suspicious() {
     let mut p = good_payload(&v);
     p.meta.nonce = v.issue_nonce_at(now).unwrap().nonce;
     p.meta.capture_time_ms = now - 120_000;
-    let r = v
-        .verify_at(&seal(&key().to_public_key(), &p).unwrap(), None, now)
+    let r = check_at(&v, &seal(&key().to_public_key(), &p).unwrap(), None, now)
         .unwrap();
     assert_eq!(r.findings[0].check, "capture_before_nonce");
 }
@@ -304,7 +336,7 @@ fn tampering_with_any_byte_is_caught() {
     for at in [bytes.len() / 2, bytes.len() - 1] {
         let mut t = bytes.clone();
         t[at] ^= 0x01;
-        let r = v.verify(&t, None).unwrap();
+        let r = check(&v, &t, None).unwrap();
         assert!(corrupted(&r), "byte {at}: {:?}", r.capture_liveness);
         assert_eq!(r.capture_liveness.score, -1.0);
         assert_eq!(
@@ -317,7 +349,7 @@ fn tampering_with_any_byte_is_caught() {
     for at in [5, 16, 100, 271, 272, 283] {
         let mut t = bytes.clone();
         t[at] ^= 0x80;
-        assert!(corrupted(&v.verify(&t, None).unwrap()), "header byte {at}");
+        assert!(corrupted(&check(&v, &t, None).unwrap()), "header byte {at}");
     }
     // Magic, version, length -> cannot parse; key id -> sealed for another key.
     for (at, want) in [
@@ -329,7 +361,7 @@ fn tampering_with_any_byte_is_caught() {
         let mut t = bytes.clone();
         t[at] ^= 0x80;
         assert_eq!(
-            bundle_failure(v.verify(&t, None).unwrap_err()),
+            bundle_failure(check(&v, &t, None).unwrap_err()),
             want,
             "byte {at}"
         );
@@ -338,13 +370,13 @@ fn tampering_with_any_byte_is_caught() {
     for at in 0..header_len {
         let mut t = bytes.clone();
         t[at] ^= 0x04;
-        if let Ok(r) = v.verify(&t, None) {
+        if let Ok(r) = check(&v, &t, None) {
             assert!(corrupted(&r), "header byte {at} accepted");
         }
     }
     // Truncation.
     assert_eq!(
-        bundle_failure(v.verify(&bytes[..header_len + 8], None).unwrap_err()),
+        bundle_failure(check(&v, &bytes[..header_len + 8], None).unwrap_err()),
         BundleFailure::Parse
     );
 }
@@ -355,7 +387,7 @@ fn wrong_key_garbage_and_bad_payloads_are_errors() {
     let p = good_payload(&v);
     let other = capture::generate_key(2048).unwrap();
     let foreign = seal(&other.to_public_key(), &p).unwrap();
-    let e = v.verify(&foreign, None).unwrap_err();
+    let e = check(&v, &foreign, None).unwrap_err();
     assert_eq!(
         e.to_string().split(':').next(),
         Some("Failed to decrypt message")
@@ -368,7 +400,7 @@ fn wrong_key_garbage_and_bad_payloads_are_errors() {
 
     assert_eq!(
         bundle_failure(
-            v.verify(b"\xFF\xD8\xFF\xE0 a JPEG, not a bundle", None)
+            check(&v, b"\xFF\xD8\xFF\xE0 a JPEG, not a bundle", None)
                 .unwrap_err()
         ),
         BundleFailure::Parse
@@ -380,15 +412,17 @@ fn wrong_key_garbage_and_bad_payloads_are_errors() {
 
     let mut not_jpeg = good_payload(&v);
     not_jpeg.image = b"GIF89a...".to_vec();
-    let e = v
-        .verify(&seal(&key().to_public_key(), &not_jpeg).unwrap(), None)
+    let e = check(&v, &seal(&key().to_public_key(), &not_jpeg).unwrap(), None)
         .unwrap_err();
     assert_eq!(bundle_failure(e), BundleFailure::Metadata);
 
     let e = v
         .extract_data(&seal(&key().to_public_key(), &p).unwrap(), "selfie")
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert!(
+        matches!(e, CaptureError::Engine(Error::InvalidArgument(_))),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -417,20 +451,31 @@ fn images_below_480p_are_too_small() {
     assert_eq!(r.bi_error_code(), Some("IMAGE_TOO_SMALL"));
 }
 
-fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| {
-        let cfg = EngineConfig {
-            models_dir: models_dir(),
-            load_descriptor: false,
-            ..EngineConfig::default()
-        };
-        Engine::load(cfg, Device::Cpu).expect("engine loads (run `facegate models fetch`)")
+/// A batcher over the real engine, started once per test binary (face liveness on).
+fn engine() -> &'static Batcher {
+    static B: OnceLock<Batcher> = OnceLock::new();
+    B.get_or_init(|| {
+        let loader: Loader = Box::new(|| {
+            let cfg = EngineConfig {
+                models_dir: models_dir(),
+                load_descriptor: false,
+                ..EngineConfig::default()
+            };
+            Engine::load(cfg, Device::Cpu).map(Arc::new)
+        });
+        let b = Batcher::start(BatcherConfig::default(), loader).unwrap();
+        let t = std::time::Instant::now();
+        while b.status() == Status::Loading {
+            assert!(t.elapsed().as_secs() < 300, "engine never loaded");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(b.status(), Status::Ready, "{:?}", b.failure());
+        b
     })
 }
 
 /// A fixture photo as a desktop web capture (the fixtures carry a desktop editor's EXIF).
-fn fixture_payload(v: &CaptureVerifier, name: &str) -> BundlePayload {
+fn fixture_payload(v: &Arc<CaptureVerifier>, name: &str) -> BundlePayload {
     let mut p = good_payload(v);
     p.image = std::fs::read(fixture(name)).unwrap();
     p.meta.os = "Windows".into();
@@ -446,9 +491,7 @@ fn engine_face_liveness_live_and_replay() {
     let v = verifier();
     let seal_it = |p: &BundlePayload| seal(&key().to_public_key(), p).unwrap();
 
-    let live = v
-        .verify(
-            &seal_it(&fixture_payload(&v, "image_T1.jpg")),
+    let live = check(&v, &seal_it(&fixture_payload(&v, "image_T1.jpg")),
             Some(engine()),
         )
         .unwrap();
@@ -464,9 +507,7 @@ fn engine_face_liveness_live_and_replay() {
     assert_eq!(body["capture_liveness"]["probability"], 1.0);
     assert!(body["face_liveness"]["probability"].as_f64().unwrap() > 0.9);
 
-    let replay = v
-        .verify(
-            &seal_it(&fixture_payload(&v, "image_F2.jpg")),
+    let replay = check(&v, &seal_it(&fixture_payload(&v, "image_F2.jpg")),
             Some(engine()),
         )
         .unwrap();
@@ -483,7 +524,7 @@ fn engine_face_liveness_live_and_replay() {
     // The same live photo claimed as a phone capture: its EXIF names a desktop editor.
     let mut phone = fixture_payload(&v, "image_T1.jpg");
     phone.meta.os = "Android".into();
-    let r = v.verify(&seal_it(&phone), Some(engine())).unwrap();
+    let r = check(&v, &seal_it(&phone), Some(engine())).unwrap();
     assert_eq!(
         r.capture_liveness.rejection,
         [R::UntrustedContent],
@@ -494,8 +535,7 @@ fn engine_face_liveness_live_and_replay() {
     assert!(r.face_liveness.unwrap().probability > 0.9);
 
     // No face at all: the IAD image error.
-    let r = v
-        .verify(&seal_it(&good_payload(&v)), Some(engine()))
+    let r = check(&v, &seal_it(&good_payload(&v)), Some(engine()))
         .unwrap();
     let e = r.face_error.expect("face error");
     assert_eq!(
@@ -540,7 +580,7 @@ fn cli_generates_keys_and_seals_bundles() {
         sdk_digests: vec![SDK.into()],
         ..CaptureConfig::default()
     };
-    let v = CaptureVerifier::from_config(cfg).unwrap();
+    let v = Arc::new(CaptureVerifier::from_config(cfg).unwrap());
     let nonce = v.issue_nonce().unwrap().nonce;
     let plain = image::RgbImage::from_pixel(640, 480, image::Rgb([90, 90, 90]));
     plain.save(dir.join("capture.jpg")).unwrap();
@@ -558,7 +598,7 @@ fn cli_generates_keys_and_seals_bundles() {
         "--out", bundle.to_str().unwrap(),
     ]);
     let bytes = std::fs::read(&bundle).unwrap();
-    let r = v.verify(&bytes, None).unwrap();
+    let r = check(&v, &bytes, None).unwrap();
     assert!(r.capture_liveness.rejection.is_empty(), "{:#?}", r.findings);
     let facts = r.jpeg.unwrap();
     assert_eq!(facts.exif_make.as_deref(), Some("samsung"));

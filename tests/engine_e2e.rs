@@ -280,8 +280,8 @@ fn detection_cascade_finds_the_same_faces() {
             cascade.prepare(&bytes).unwrap(),
             full.prepare(&bytes).unwrap(),
         );
-        let fa = &cascade.detect(&[&a]).unwrap()[0];
-        let fb = &full.detect(&[&b]).unwrap()[0];
+        let fa = cascade.detect(&[&a]).pop().unwrap().unwrap();
+        let fb = full.detect(&[&b]).pop().unwrap().unwrap();
         assert_eq!(fa.len(), fb.len(), "{}: face count", p.display());
         if let (Some(x), Some(y)) = (fa.first(), fb.first()) {
             let h = y.bbox[3] - y.bbox[1];

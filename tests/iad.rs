@@ -9,10 +9,11 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use common::http::*;
 use facegate::bi::now_ms;
-use facegate::capture::{
+use facegate::api::iad::capture::{
     self, bundle::to_base64, seal, BundlePayload, CaptureConfig, CaptureMeta, CaptureVerifier,
 };
-use facegate::server::{ServerHandle, Services};
+use facegate::app::Services;
+use facegate::server::ServerHandle;
 use hyper::{Method, StatusCode};
 use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
@@ -270,7 +271,7 @@ async fn extraction_and_its_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn face_liveness_can_be_off_and_a_server_without_a_key_answers_503() {
-    let h = start(config(|c| c.iad_face_liveness = false), services()).await;
+    let h = start(config(|c| c.iad.face_liveness = false), services()).await;
     let (b, _) = bundle(&h, "image_T1.jpg").await;
     let v = post_bundle(&h, "/check_capture_liveness", b).await.json();
     assert_eq!(keys(&v), key_set(&["capture_liveness"]));

@@ -11,7 +11,8 @@ use common::http::*;
 use facegate::api::idlive::UNSUPPORTED_PIPELINE;
 use facegate::batcher::{Batcher, Loader};
 use facegate::bi::{now_ms, Date};
-use facegate::server::{self, Services};
+use facegate::app::{self, Services};
+use facegate::server;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -74,8 +75,8 @@ async fn api_version_and_bare_path_ownership() {
     // The owner of the bare path is configurable; both stay under their prefixes.
     let h = start(
         config(|c| {
-            c.bare_owners.insert("/api_version".into(), "iad".into());
-            c.license_expiration = "2030-01-31T23:59:59Z".into();
+            c.server.bare_owners.insert("/api_version".into(), "iad".into());
+            c.iad.licensed.license_expiration = "2030-01-31T23:59:59Z".into();
         }),
         Services::default(),
     )
@@ -94,12 +95,12 @@ async fn api_version_and_bare_path_ownership() {
 
     // An owner that does not serve the path is refused at start.
     let cfg = config(|c| {
-        c.bare_owners.insert("/api_version".into(), "oz".into());
+        c.server.bare_owners.insert("/api_version".into(), "oz".into());
     });
     let e = engine();
     let loader: Loader = Box::new(move || Ok(e));
-    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
-    let err = server::start(cfg, &server::registry(), batcher)
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let err = app::start(&cfg, batcher, Services::default())
         .await
         .err()
         .expect("refused");
@@ -583,8 +584,8 @@ async fn not_ready_is_200_with_an_error_and_retry_after() {
         let _ = rx.recv();
         Err(facegate::Error::Unavailable("test over".into()))
     });
-    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
-    let h = server::start(cfg, &server::registry(), batcher)
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let h = app::start(&cfg, batcher, Services::default())
         .await
         .unwrap();
     let t1 = fixture_bytes("image_T1.jpg");

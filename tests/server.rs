@@ -11,12 +11,14 @@ use bytes::Bytes;
 use candle_core::Device;
 use common::http::{config, request, Answer, PATIENCE};
 use common::*;
-use facegate::api::native;
+use facegate::api::native::Native;
+use facegate::api::Dialect;
+use facegate::app::{self, Config, Services};
 use facegate::batcher::{Batcher, Loader, Status};
 use facegate::bench::{connect, send};
 use facegate::config::ServerConfig;
 use facegate::engine::{AnalyzeOptions, Calibration, Engine, EngineConfig};
-use facegate::server::{self, handler, Mount, RouteSpec, ServerHandle};
+use facegate::server::{self, ServerHandle};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,12 +41,19 @@ fn t1() -> Bytes {
     Bytes::from(std::fs::read(fixture("image_T1.jpg")).unwrap())
 }
 
-/// Starts a server with the shared engine and waits until it is ready.
-async fn start(cfg: ServerConfig, registry: &server::Registry) -> ServerHandle {
+/// Starts every dialect, plus `extra` ones, with the shared engine and waits until ready.
+async fn start(cfg: Config, extra: &[Arc<dyn Dialect>]) -> ServerHandle {
     let e = engine();
     let loader: Loader = Box::new(move || Ok(e));
-    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
-    let h = server::start(cfg, registry, batcher).await.unwrap();
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let mut dialects = app::dialects(&cfg, Services::default()).unwrap();
+    dialects.extend(extra.iter().cloned());
+    let (registry, owners) = app::registry(&cfg, &dialects).unwrap();
+    let server_cfg = ServerConfig {
+        bare_owners: owners,
+        ..cfg.server.clone()
+    };
+    let h = server::start(server_cfg, &registry, batcher).await.unwrap();
     wait_until("ready", || h.batcher().status() == Status::Ready).await;
     h
 }
@@ -91,7 +100,7 @@ fn multipart(parts: &[(&str, &[u8])]) -> (String, Bytes) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_over_http_matches_the_engine() {
-    let h = start(config(|_| {}), &server::registry()).await;
+    let h = start(config(|_| {}), &[]).await;
     for cal in [
         Calibration::Regular,
         Calibration::Soft,
@@ -160,7 +169,7 @@ async fn analyze_over_http_matches_the_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_answers_each_part_in_order() {
-    let h = start(config(|_| {}), &server::registry()).await;
+    let h = start(config(|_| {}), &[]).await;
     let f1 = std::fs::read(fixture("image_F1.jpg")).unwrap();
     let (ct, body) = multipart(&[("live", &t1()), ("junk", b"not an image"), ("spoof", &f1)]);
     let a = request(
@@ -186,23 +195,15 @@ async fn multipart_answers_each_part_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_from_two_routes_share_a_batch() {
     // A second route, as a dialect module would add it.
-    let mut reg = server::registry();
-    reg.extend([RouteSpec::new(
-        Method::POST,
-        "/analyze",
-        "test",
-        "test.analyze",
-        Mount::Dialect,
-        handler(native::analyze),
-    )]);
+    let test_dialect: Arc<dyn Dialect> = Native::mounted("test", "/analyze", "test.analyze");
     // Batches of two, and a delay long enough that the first image always waits for the second.
     let h = start(
         config(|c| {
-            c.batcher.max_batch = 2;
-            c.batcher.max_queue_delay_ms = 60_000;
-            c.batcher.adaptive_delay = false;
+            c.server.max_batch = 2;
+            c.server.max_queue_delay_ms = 60_000;
+            c.server.adaptive_delay = false;
         }),
-        &reg,
+        &[test_dialect],
     )
     .await;
     let (a, b) = tokio::join!(
@@ -238,12 +239,12 @@ async fn full_queue_answers_429_while_admitted_requests_complete() {
     // Two images fit; they wait (batch of 4 never fills) while everything else is refused.
     let h = start(
         config(|c| {
-            c.batcher.queue_bound = 2;
-            c.batcher.max_batch = 4;
-            c.batcher.max_queue_delay_ms = 5_000;
-            c.batcher.adaptive_delay = false;
+            c.server.queue_bound = 2;
+            c.server.max_batch = 4;
+            c.server.max_queue_delay_ms = 5_000;
+            c.server.adaptive_delay = false;
         }),
-        &server::registry(),
+        &[],
     )
     .await;
     let mut tasks = Vec::new();
@@ -302,11 +303,11 @@ async fn shutdown_drains_in_flight_requests() {
     // The request waits in the detect queue (delay 2 s, batch never full) while we shut down.
     let h = start(
         config(|c| {
-            c.batcher.max_batch = 8;
-            c.batcher.max_queue_delay_ms = 2_000;
-            c.batcher.adaptive_delay = false;
+            c.server.max_batch = 8;
+            c.server.max_queue_delay_ms = 2_000;
+            c.server.adaptive_delay = false;
         }),
-        &server::registry(),
+        &[],
     )
     .await;
     let addr = h.local_addr();
@@ -343,7 +344,7 @@ async fn shutdown_drains_in_flight_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_multiplexes_requests_on_one_connection() {
     use http_body_util::{BodyExt, Full};
-    let h = start(config(|_| {}), &server::registry()).await;
+    let h = start(config(|_| {}), &[]).await;
     let stream = tokio::net::TcpStream::connect(h.local_addr())
         .await
         .unwrap();
@@ -389,7 +390,7 @@ async fn http2_multiplexes_requests_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_the_series() {
-    let h = start(config(|_| {}), &server::registry()).await;
+    let h = start(config(|_| {}), &[]).await;
     assert_eq!(
         post_jpeg(&h, "/facegate/v1/analyze", t1()).await.status,
         StatusCode::OK
@@ -433,8 +434,8 @@ async fn health_is_503_until_the_models_are_ready() {
         Ok(e)
     });
     let cfg = config(|_| {});
-    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
-    let h = server::start(cfg, &server::registry(), batcher)
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let h = app::start(&cfg, batcher, Services::default())
         .await
         .unwrap();
     let a = request(&h, Method::GET, "/health", &[], Bytes::new()).await;
@@ -462,8 +463,8 @@ async fn health_is_503_until_the_models_are_ready() {
     // A worker that failed to load reports it.
     let loader: Loader = Box::new(|| Err(facegate::Error::Unavailable("no models here".into())));
     let cfg = config(|_| {});
-    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
-    let h = server::start(cfg, &server::registry(), batcher)
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let h = app::start(&cfg, batcher, Services::default())
         .await
         .unwrap();
     wait_until("failed", || h.batcher().status() == Status::Failed).await;
@@ -517,10 +518,10 @@ fn raw_json(raw: &str) -> Value {
 async fn early_errors_are_answered_in_each_dialects_format() {
     let h = start(
         config(|c| {
-            c.max_body_bytes = 100_000;
-            c.body_timeout_ms = 300;
+            c.server.max_body_bytes = 100_000;
+            c.server.body_timeout_ms = 300;
         }),
-        &server::registry(),
+        &[],
     )
     .await;
     // Too large, refused from the headers.
@@ -573,7 +574,7 @@ async fn early_errors_are_answered_in_each_dialects_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clean_json_errors() {
-    let h = start(config(|c| c.max_body_bytes = 100_000), &server::registry()).await;
+    let h = start(config(|c| c.server.max_body_bytes = 100_000), &[]).await;
     let path = "/facegate/v1/analyze";
     let jpeg = t1();
     let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
@@ -679,11 +680,11 @@ async fn work_of_a_departed_client_is_dropped_before_it_runs() {
     // The image waits 1.5 s for a batch that never fills; its client leaves meanwhile.
     let h = start(
         config(|c| {
-            c.batcher.max_batch = 4;
-            c.batcher.max_queue_delay_ms = 1_500;
-            c.batcher.adaptive_delay = false;
+            c.server.max_batch = 4;
+            c.server.max_queue_delay_ms = 1_500;
+            c.server.adaptive_delay = false;
         }),
-        &server::registry(),
+        &[],
     )
     .await;
     let jpeg = t1();
@@ -715,11 +716,11 @@ async fn a_lone_request_does_not_wait_for_a_batch_partner() {
     // request would otherwise outlast PATIENCE and fail).
     let h = start(
         config(|c| {
-            c.batcher.max_batch = 8;
-            c.batcher.max_queue_delay_ms = 600_000;
-            c.batcher.adaptive_delay = true;
+            c.server.max_batch = 8;
+            c.server.max_queue_delay_ms = 600_000;
+            c.server.adaptive_delay = true;
         }),
-        &server::registry(),
+        &[],
     )
     .await;
     let a = post_jpeg(&h, "/facegate/v1/analyze", t1()).await;

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use candle_core::Device;
 use facegate::batcher::{Batcher, Loader, Status};
 use facegate::bench::{connect, send};
-use facegate::config::ServerConfig;
+use facegate::app::{self, Config, Services};
 use facegate::engine::{Engine, EngineConfig};
-use facegate::server::{self, ServerHandle, Services};
+use facegate::server::ServerHandle;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
@@ -32,25 +32,21 @@ pub fn engine() -> Arc<Engine> {
     .clone()
 }
 
-/// A server configuration on 127.0.0.1:0, edited by `edit`.
-pub fn config(edit: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
-    let mut cfg = ServerConfig {
-        listen: "127.0.0.1:0".into(),
-        ..ServerConfig::default()
-    };
-    cfg.batcher.prepare_threads = 2;
+/// A configuration with the server on 127.0.0.1:0, edited by `edit`.
+pub fn config(edit: impl FnOnce(&mut Config)) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.server.prepare_threads = 2;
     edit(&mut cfg);
     cfg
 }
 
-/// Starts the full registry with the shared engine and `services`; waits until ready.
-pub async fn start(cfg: ServerConfig, services: Services) -> ServerHandle {
+/// Starts every dialect with the shared engine and `services`; waits until ready.
+pub async fn start(cfg: Config, services: Services) -> ServerHandle {
     let e = engine();
     let loader: Loader = Box::new(move || Ok(e));
-    let batcher = Batcher::start(cfg.batcher, loader).unwrap();
-    let h = server::start_with(cfg, &server::registry(), batcher, services)
-        .await
-        .unwrap();
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let h = app::start(&cfg, batcher, services).await.unwrap();
     let t = Instant::now();
     while h.batcher().status() != Status::Ready {
         assert!(t.elapsed() < PATIENCE, "server never became ready");

@@ -371,8 +371,9 @@ mod tests {
             BundleFailure::Decrypt.message(),
             "Failed to decrypt message"
         );
-        let e = bundle_err(BundleFailure::Decrypt, "x");
+        let e = crate::api::ApiError::from(bundle_err(BundleFailure::Decrypt, "x"));
         assert_eq!(e.kind(), "bundle");
-        assert!(e.is_client_error());
+        assert_eq!(e.class(), crate::api::ErrorClass::BadRequest);
+        assert_eq!(e.to_string(), "Failed to decrypt message");
     }
 }
