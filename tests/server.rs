@@ -406,7 +406,9 @@ async fn metrics_expose_the_series() {
     let text = String::from_utf8_lossy(&m.body);
     for series in [
         "facegate_requests_total{route=\"facegate.analyze\",dialect=\"facegate\",method=\"POST\",status=\"200\"}",
-        "facegate_errors_total{kind=\"empty_image\"}",
+        "facegate_errors_total{kind=\"empty_image\",dialect=\"facegate\"}",
+        "facegate_license_expiration_seconds{dialect=\"idlive\"} 32503679999",
+        "facegate_license_expiration_seconds{dialect=\"iad\"} 32503679999",
         "facegate_request_duration_seconds_bucket{route=\"facegate.analyze\"",
         "facegate_prepare_duration_seconds_bucket",
         "facegate_queue_wait_seconds_bucket{stage=\"detect\"",
@@ -630,7 +632,7 @@ async fn bad_input_gets_clean_json_errors() {
             )
             .await,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_argument",
+            "unsupported_media_type",
         ),
         (
             "malformed multipart",
