@@ -105,13 +105,21 @@ pub struct ServeArgs {
     pub engine: EngineArgs,
     /// API keys the dialect routes require, `NAME:KEY` or `KEY` (comma-separated in the
     /// environment) [default: none, routes open].
-    #[arg(long = "api-key", env = "FACEGATE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        env = "FACEGATE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
     /// BI record options.
     #[command(flatten)]
     pub bi: BiArgs,
     /// Licence expiry IDLive reports, ISO 8601 [default: 2999-12-31T23:59:59Z].
-    #[arg(long = "idlive-license-expiration", env = "FACEGATE_IDLIVE_LICENSE_EXPIRATION")]
+    #[arg(
+        long = "idlive-license-expiration",
+        env = "FACEGATE_IDLIVE_LICENSE_EXPIRATION"
+    )]
     pub idlive_license_expiration: Option<String>,
     /// IAD options.
     #[command(flatten)]
@@ -215,9 +223,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
         capture: Some(Arc::new(capture)),
     };
     let engine_cfg = cfg.engine.clone();
-    let loader: Loader = Box::new(move || {
-        Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new)
-    });
+    let loader: Loader =
+        Box::new(move || Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new));
     let batcher = Batcher::start(cfg.server.batcher(), loader)?;
     let handle = start(&cfg, batcher, services).await?;
     server::shutdown_signal().await;
@@ -233,8 +240,11 @@ mod tests {
 
     #[test]
     fn the_deploy_example_parses_into_every_section() {
-        let cfg = Config::parse(include_str!("../deploy/facegate.toml"), "deploy/facegate.toml")
-            .unwrap();
+        let cfg = Config::parse(
+            include_str!("../deploy/facegate.toml"),
+            "deploy/facegate.toml",
+        )
+        .unwrap();
         assert_eq!(cfg.engine.detection.max_side, 320);
         assert_eq!(cfg.engine.calibrations.regular.offset, -0.6);
         assert_eq!(cfg.server.body_timeout_ms, 30_000);
@@ -252,10 +262,19 @@ mod tests {
         assert_eq!(cfg.engine.decode.max_bytes, 1000);
         assert!(!cfg.iad.face_liveness);
         assert_eq!(cfg.iad.capture.nonce_ttl_s, 9);
-        assert_eq!(cfg.iad.capture.max_nonces, IadConfig::default().capture.max_nonces);
-        assert_eq!(cfg.idlive.licensed.license_expiration, "2031-01-01T00:00:00Z");
+        assert_eq!(
+            cfg.iad.capture.max_nonces,
+            IadConfig::default().capture.max_nonces
+        );
+        assert_eq!(
+            cfg.idlive.licensed.license_expiration,
+            "2031-01-01T00:00:00Z"
+        );
         for (text, key) in [
-            ("[server]\nlicense_expiration = \"x\"\n", "license_expiration"),
+            (
+                "[server]\nlicense_expiration = \"x\"\n",
+                "license_expiration",
+            ),
             ("[iad.capture]\nprivate_kye = \"k.pem\"\n", "private_kye"),
             ("[bi]\nretention = 3\n", "retention"),
             ("[capture]\nnonce_ttl_s = 3\n", "capture"),

@@ -215,7 +215,11 @@ impl ConfigFile {
         match self.table.remove(name) {
             None => Ok(T::default()),
             Some(v) => v.try_into().map_err(|e: toml::de::Error| {
-                Error::InvalidArgument(format!("config file {}: [{name}]: {}", self.path, e.message()))
+                Error::InvalidArgument(format!(
+                    "config file {}: [{name}]: {}",
+                    self.path,
+                    e.message()
+                ))
             }),
         }
     }
@@ -223,14 +227,16 @@ impl ConfigFile {
     /// Deserialises what is left (the top-level keys) into `T`; `sections` are named in the
     /// error for an unknown key, as the other things it could have been.
     pub fn rest<T: serde::de::DeserializeOwned>(self, sections: &[&str]) -> Result<T> {
-        toml::Value::Table(self.table).try_into().map_err(|e: toml::de::Error| {
-            Error::InvalidArgument(format!(
-                "config file {}: {} (sections: {})",
-                self.path,
-                e.message(),
-                sections.join(", ")
-            ))
-        })
+        toml::Value::Table(self.table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                Error::InvalidArgument(format!(
+                    "config file {}: {} (sections: {})",
+                    self.path,
+                    e.message(),
+                    sections.join(", ")
+                ))
+            })
     }
 }
 
@@ -361,14 +367,23 @@ mod tests {
         assert_eq!(server.listen, ServerConfig::default().listen);
         let engine: EngineConfig = f.rest(&["server"]).unwrap();
         assert_eq!((engine.threads, engine.decode.max_bytes), (3, 1000));
-        assert_eq!(engine.decode.max_pixels, crate::preprocess::decode::DecodeLimits::default().max_pixels);
+        assert_eq!(
+            engine.decode.max_pixels,
+            crate::preprocess::decode::DecodeLimits::default().max_pixels
+        );
 
         let mut f = ConfigFile::parse("[server]\nmax_bacth = 2\n", "test.toml").unwrap();
         let e = f.section::<ServerConfig>("server").unwrap_err().to_string();
         assert!(e.contains("max_bacth") && e.contains("[server]"), "{e}");
         let f = ConfigFile::parse("detectoin = 1\n", "test.toml").unwrap();
-        let e = f.rest::<EngineConfig>(&["server", "bi"]).unwrap_err().to_string();
-        assert!(e.contains("detectoin") && e.contains("sections: server, bi"), "{e}");
+        let e = f
+            .rest::<EngineConfig>(&["server", "bi"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("detectoin") && e.contains("sections: server, bi"),
+            "{e}"
+        );
         let f = ConfigFile::parse("[detection]\nmax_sid = 1\n", "test.toml").unwrap();
         let e = f.rest::<EngineConfig>(&[]).unwrap_err().to_string();
         assert!(e.contains("max_sid"), "{e}");
@@ -383,7 +398,11 @@ mod tests {
         assert_eq!(cfg.calibrations.regular.offset, def.regular.offset);
         assert_eq!(cfg.calibrations.hardened, def.hardened);
         let f = ConfigFile::parse("[calibrations.regular]\nofset = 2.0\n", "t").unwrap();
-        assert!(f.rest::<EngineConfig>(&[]).unwrap_err().to_string().contains("ofset"));
+        assert!(f
+            .rest::<EngineConfig>(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("ofset"));
     }
 
     #[test]
@@ -396,13 +415,20 @@ mod tests {
         let cfg = args.apply(ServerConfig::default()).unwrap();
         assert_eq!(cfg.max_batch, 1);
         assert_eq!(cfg.batcher().max_batch, 1);
-        assert_eq!(cfg.bare_owners.get("/api_version").map(String::as_str), Some("iad"));
+        assert_eq!(
+            cfg.bare_owners.get("/api_version").map(String::as_str),
+            Some("iad")
+        );
         assert_eq!(cfg.bare_owners.get("/x").map(String::as_str), Some("knomi"));
         let bad = ServerArgs {
             listen: Some("localhost".into()),
             ..ServerArgs::default()
         };
-        assert!(bad.apply(ServerConfig::default()).unwrap_err().to_string().contains("listen"));
+        assert!(bad
+            .apply(ServerConfig::default())
+            .unwrap_err()
+            .to_string()
+            .contains("listen"));
         let bad = ServerArgs {
             bare_owner: vec!["/api_version".into()],
             ..ServerArgs::default()

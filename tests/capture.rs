@@ -232,8 +232,7 @@ fn replayed_unknown_and_expired_nonces_are_suspicious() {
     let now = now_ms();
     let mut p = good_payload(&v);
     p.meta.nonce = v.issue_nonce_at(now - 360_000).unwrap().nonce;
-    let r = check_at(&v, &seal(&key().to_public_key(), &p).unwrap(), None, now)
-        .unwrap();
+    let r = check_at(&v, &seal(&key().to_public_key(), &p).unwrap(), None, now).unwrap();
     assert_rejects(&r, &[R::SuspiciousActivity]);
     assert_eq!(r.findings[0].check, "nonce_expired");
 }
@@ -261,8 +260,7 @@ fn implausible_capture_times_are_suspicious() {
     let mut p = good_payload(&v);
     p.meta.nonce = v.issue_nonce_at(now).unwrap().nonce;
     p.meta.capture_time_ms = now - 120_000;
-    let r = check_at(&v, &seal(&key().to_public_key(), &p).unwrap(), None, now)
-        .unwrap();
+    let r = check_at(&v, &seal(&key().to_public_key(), &p).unwrap(), None, now).unwrap();
     assert_eq!(r.findings[0].check, "capture_before_nonce");
 }
 
@@ -399,10 +397,7 @@ fn wrong_key_garbage_and_bad_payloads_are_errors() {
     );
 
     assert_eq!(
-        bundle_failure(
-            check(&v, b"\xFF\xD8\xFF\xE0 a JPEG, not a bundle", None)
-                .unwrap_err()
-        ),
+        bundle_failure(check(&v, b"\xFF\xD8\xFF\xE0 a JPEG, not a bundle", None).unwrap_err()),
         BundleFailure::Parse
     );
     assert_eq!(
@@ -412,8 +407,7 @@ fn wrong_key_garbage_and_bad_payloads_are_errors() {
 
     let mut not_jpeg = good_payload(&v);
     not_jpeg.image = b"GIF89a...".to_vec();
-    let e = check(&v, &seal(&key().to_public_key(), &not_jpeg).unwrap(), None)
-        .unwrap_err();
+    let e = check(&v, &seal(&key().to_public_key(), &not_jpeg).unwrap(), None).unwrap_err();
     assert_eq!(bundle_failure(e), BundleFailure::Metadata);
 
     let e = v
@@ -491,10 +485,12 @@ fn engine_face_liveness_live_and_replay() {
     let v = verifier();
     let seal_it = |p: &BundlePayload| seal(&key().to_public_key(), p).unwrap();
 
-    let live = check(&v, &seal_it(&fixture_payload(&v, "image_T1.jpg")),
-            Some(engine()),
-        )
-        .unwrap();
+    let live = check(
+        &v,
+        &seal_it(&fixture_payload(&v, "image_T1.jpg")),
+        Some(engine()),
+    )
+    .unwrap();
     assert!(
         live.capture_liveness.rejection.is_empty(),
         "{:#?}",
@@ -507,10 +503,12 @@ fn engine_face_liveness_live_and_replay() {
     assert_eq!(body["capture_liveness"]["probability"], 1.0);
     assert!(body["face_liveness"]["probability"].as_f64().unwrap() > 0.9);
 
-    let replay = check(&v, &seal_it(&fixture_payload(&v, "image_F2.jpg")),
-            Some(engine()),
-        )
-        .unwrap();
+    let replay = check(
+        &v,
+        &seal_it(&fixture_payload(&v, "image_F2.jpg")),
+        Some(engine()),
+    )
+    .unwrap();
     let fl = replay.face_liveness.as_ref().expect("face_liveness");
     assert!(fl.probability < 0.5, "{fl:?}");
     let rej = &replay.capture_liveness.rejection;
@@ -535,8 +533,7 @@ fn engine_face_liveness_live_and_replay() {
     assert!(r.face_liveness.unwrap().probability > 0.9);
 
     // No face at all: the IAD image error.
-    let r = check(&v, &seal_it(&good_payload(&v)), Some(engine()))
-        .unwrap();
+    let r = check(&v, &seal_it(&good_payload(&v)), Some(engine())).unwrap();
     let e = r.face_error.expect("face error");
     assert_eq!(
         (e.error_code, e.message),

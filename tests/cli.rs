@@ -133,3 +133,53 @@ fn open_loop_bench_retries_keep_alive_connections_the_server_closed() {
     assert_eq!(report["ok"], report["requests"], "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
 }
+
+#[test]
+fn config_files_take_partial_sections_and_name_unknown_keys() {
+    let dir = std::env::temp_dir().join(format!("facegate-cli-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // One key of [decode]: the others keep their defaults, and this one is in force.
+    let partial = dir.join("partial.toml");
+    std::fs::write(
+        &partial,
+        "[decode]\nmax_bytes = 1000\n[calibrations.regular]\noffset = -0.6\n",
+    )
+    .unwrap();
+    let out = facegate()
+        .args(["check", "--no-descriptor", "--config"])
+        .arg(&partial)
+        .arg(fixture("image_T1.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["error"]["kind"], "image_too_large", "{line}");
+    assert!(line["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1000 bytes"));
+    // An unknown key anywhere in the file stops every command, naming the key.
+    for (text, key) in [
+        ("[server]\nmax_bacth = 2\n", "max_bacth"),
+        ("[decode]\nmax_byte = 2\n", "max_byte"),
+        ("threadz = 2\n", "threadz"),
+    ] {
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = facegate()
+            .args(["check", "--no-descriptor", "--config"])
+            .arg(&bad)
+            .arg(fixture("image_T1.jpg"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

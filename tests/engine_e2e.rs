@@ -297,3 +297,66 @@ fn detection_cascade_finds_the_same_faces() {
         }
     }
 }
+
+#[test]
+fn one_failing_image_never_fails_its_batch_partners() {
+    let e = engine();
+    let read = |n: &str| std::fs::read(fixture(n)).unwrap();
+    let good = e.prepare(&read("image_T1.jpg")).unwrap();
+    let other = e.prepare(&read("image_F2.jpg")).unwrap();
+    // An image whose detector copy is empty fails in the detection stage, on its own.
+    let mut broken = e.prepare(&read("person-linda.jpg")).unwrap();
+    broken.det_image = image::RgbImage::new(0, 0);
+    broken.fast_image = None;
+
+    let dets = e.detect(&[&good, &broken, &other]);
+    assert_eq!(dets.len(), 3);
+    assert!(dets[1].is_err(), "{:?}", dets[1]);
+    for (i, alone) in [(0, &good), (2, &other)] {
+        let single = e.detect(&[alone]).pop().unwrap().unwrap();
+        let faces = dets[i].as_ref().unwrap();
+        assert_eq!(faces.len(), single.len());
+        assert_eq!(faces[0].bbox, single[0].bbox, "image {i}");
+    }
+
+    // The whole pipeline: a broken image, an undecodable one, and two good ones in one batch
+    // give the good ones exactly their single-image results.
+    let opts = AnalyzeOptions {
+        template: true,
+        ..AnalyzeOptions::default()
+    };
+    let alone: Vec<_> = [&good, &other]
+        .iter()
+        .map(|p| {
+            e.analyze_prepared(vec![Ok((*p).clone())], &opts)
+                .pop()
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let mixed = e.analyze_prepared(
+        vec![
+            Ok(good.clone()),
+            Ok(broken),
+            Err(Error::UnsupportedFormat),
+            Ok(other.clone()),
+        ],
+        &opts,
+    );
+    assert_eq!(mixed.len(), 4);
+    assert!(
+        mixed[1].is_err(),
+        "{:?}",
+        mixed[1].as_ref().map(|a| &a.faces)
+    );
+    assert!(matches!(mixed[2], Err(Error::UnsupportedFormat)));
+    for (m, a) in [(&mixed[0], &alone[0]), (&mixed[3], &alone[1])] {
+        let m = m.as_ref().expect("partner succeeded");
+        assert_eq!(m.liveness, a.liveness);
+        assert_eq!(
+            m.template.as_ref().map(|t| &t.descriptor),
+            a.template.as_ref().map(|t| &t.descriptor)
+        );
+        assert!(m.liveness.is_some());
+    }
+}

@@ -8,11 +8,11 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use common::http::*;
-use facegate::bi::now_ms;
 use facegate::api::iad::capture::{
     self, bundle::to_base64, seal, BundlePayload, CaptureConfig, CaptureMeta, CaptureVerifier,
 };
 use facegate::app::Services;
+use facegate::bi::now_ms;
 use facegate::server::ServerHandle;
 use hyper::{Method, StatusCode};
 use rsa::RsaPrivateKey;

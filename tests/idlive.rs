@@ -9,9 +9,9 @@ use std::sync::mpsc;
 use bytes::Bytes;
 use common::http::*;
 use facegate::api::idlive::UNSUPPORTED_PIPELINE;
+use facegate::app::{self, Services};
 use facegate::batcher::{Batcher, Loader};
 use facegate::bi::{now_ms, Date};
-use facegate::app::{self, Services};
 use facegate::server;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -75,7 +75,9 @@ async fn api_version_and_bare_path_ownership() {
     // The owner of the bare path is configurable; both stay under their prefixes.
     let h = start(
         config(|c| {
-            c.server.bare_owners.insert("/api_version".into(), "iad".into());
+            c.server
+                .bare_owners
+                .insert("/api_version".into(), "iad".into());
             c.iad.licensed.license_expiration = "2030-01-31T23:59:59Z".into();
         }),
         Services::default(),
@@ -95,7 +97,9 @@ async fn api_version_and_bare_path_ownership() {
 
     // An owner that does not serve the path is refused at start.
     let cfg = config(|c| {
-        c.server.bare_owners.insert("/api_version".into(), "oz".into());
+        c.server
+            .bare_owners
+            .insert("/api_version".into(), "oz".into());
     });
     let e = engine();
     let loader: Loader = Box::new(move || Ok(e));

@@ -731,3 +731,119 @@ async fn a_lone_request_does_not_wait_for_a_batch_partner() {
     h.shutdown();
     h.stopped().await;
 }
+
+/// Refuses requests that carry `x-refuse`, and counts the tokens it has handed out and not
+/// yet seen dropped.
+struct TestGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Held for the life of one admitted request.
+struct Held(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl server::RequestGuard for TestGuard {
+    fn admit(
+        &self,
+        _route: &server::RouteInfo,
+        head: &hyper::http::request::Parts,
+        _declared: Option<u64>,
+    ) -> Result<server::GuardToken, server::EdgeError> {
+        if head.headers.contains_key("x-refuse") {
+            return Err(server::EdgeError::Overloaded {
+                what: "test budget of 0 bytes".into(),
+                retry_after_s: 7,
+            });
+        }
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Box::new(Held(self.0.clone())))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_hooks_bound_bodies_per_route_and_guards_refuse_in_the_dialect() {
+    let cfg = config(|_| {});
+    let dialects = app::dialects(&cfg, Services::default()).unwrap();
+    let (mut registry, owners) = app::registry(&cfg, &dialects).unwrap();
+    // A route with its own 16-byte body limit, answering the length it read.
+    registry.extend([server::RouteSpec::new(
+        Method::POST,
+        "/small",
+        "test",
+        "test.small",
+        server::Mount::Exact,
+        server::handler(|req: hyper::Request<Bytes>, _ctx| async move {
+            server::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"len": req.body().len()}),
+            )
+        }),
+    )
+    .limits(server::BodyLimits {
+        max_bytes: 16,
+        timeout_ms: 30_000,
+    })]);
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    registry.guard(Arc::new(TestGuard(live.clone())));
+    let e = engine();
+    let loader: Loader = Box::new(move || Ok(e));
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let server_cfg = ServerConfig {
+        bare_owners: owners,
+        ..cfg.server.clone()
+    };
+    let h = server::start(server_cfg, &registry, batcher).await.unwrap();
+    wait_until("ready", || h.batcher().status() == Status::Ready).await;
+
+    let a = request(
+        &h,
+        Method::POST,
+        "/small",
+        &[],
+        Bytes::from_static(b"0123456789"),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.json()["len"].clone()),
+        (StatusCode::OK, 10.into())
+    );
+    let a = request(&h, Method::POST, "/small", &[], Bytes::from(vec![b'x'; 17])).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("16 bytes"));
+    // Other routes keep the server's limit.
+    let a = post_jpeg(&h, "/facegate/v1/analyze", t1()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    // A guard's refusal is rendered by the route's dialect, with its retry hint.
+    let a = request(
+        &h,
+        Method::POST,
+        "/facegate/v1/analyze",
+        &[("content-type", "image/jpeg"), ("x-refuse", "1")],
+        t1(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.json()["error"]["kind"], "overloaded");
+    assert_eq!(a.headers.get("retry-after").unwrap(), "7");
+    let a = request(
+        &h,
+        Method::POST,
+        "/check_liveness",
+        &[("x-refuse", "1")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "IDLive answers 200 with an error");
+    assert_eq!(a.json()["error_code"], Value::Null);
+    assert_eq!(a.headers.get("retry-after").unwrap(), "7");
+    // Every token was released with its response.
+    assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 0);
+    h.shutdown();
+    h.stopped().await;
+}

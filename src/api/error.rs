@@ -217,10 +217,21 @@ mod tests {
             what: "memory budget of 1 bytes".into(),
             retry_after_s: 3,
         });
-        assert_eq!((e.class(), e.retry_after_s()), (ErrorClass::Overloaded, Some(3)));
-        assert_eq!(ApiError::from(Error::Unavailable("x".into())).retry_after_s(), Some(1));
+        assert_eq!(
+            (e.class(), e.retry_after_s()),
+            (ErrorClass::Overloaded, Some(3))
+        );
+        assert_eq!(
+            ApiError::from(Error::Unavailable("x".into())).retry_after_s(),
+            Some(1)
+        );
         let e = ApiError::from(EdgeError::Unauthorized(AuthFailure::Missing("key".into())));
-        assert_eq!((e.class(), e.retry_after_s(), e.kind()), (ErrorClass::Unauthorized, None, "unauthorized"));
-        assert!(ErrorClass::Internal.is_server_fault() && !ErrorClass::BadRequest.is_server_fault());
+        assert_eq!(
+            (e.class(), e.retry_after_s(), e.kind()),
+            (ErrorClass::Unauthorized, None, "unauthorized")
+        );
+        assert!(
+            ErrorClass::Internal.is_server_fault() && !ErrorClass::BadRequest.is_server_fault()
+        );
     }
 }

@@ -50,7 +50,11 @@ pub const FAILED_TO_READ_IMAGE: &str = "FAILED_TO_READ_IMAGE";
 pub const IMAGE_TOO_SMALL: &str = "IMAGE_TOO_SMALL";
 /// Routes that answer malformed request data with 400 (the reference's `/check_image`; the BI
 /// reads); every other error of every route is a 200 with `error`.
-const MALFORMED_IS_400: [&str; 3] = ["idlive.check_image", "idlive.bi_records", "idlive.bi_report"];
+const MALFORMED_IS_400: [&str; 3] = [
+    "idlive.check_image",
+    "idlive.bi_records",
+    "idlive.bi_report",
+];
 
 /// The `[idlive]` configuration section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,7 +68,10 @@ pub struct IdliveConfig {
 impl IdliveConfig {
     /// Rejects settings that cannot work.
     pub fn validate(&self) -> crate::Result<()> {
-        validate_license("idlive.license_expiration", &self.licensed.license_expiration)
+        validate_license(
+            "idlive.license_expiration",
+            &self.licensed.license_expiration,
+        )
     }
 }
 
@@ -93,9 +100,33 @@ impl Dialect for IdLive {
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let d = Mount::Dialect;
         vec![
-            route(&self, edge, Method::GET, "/api_version", "idlive.api_version", d, Self::api_version),
-            route(&self, edge, Method::POST, "/check_liveness", "idlive.check_liveness", d, Self::check_liveness),
-            route(&self, edge, Method::POST, "/check_image", "idlive.check_image", d, Self::check_image),
+            route(
+                &self,
+                edge,
+                Method::GET,
+                "/api_version",
+                "idlive.api_version",
+                d,
+                Self::api_version,
+            ),
+            route(
+                &self,
+                edge,
+                Method::POST,
+                "/check_liveness",
+                "idlive.check_liveness",
+                d,
+                Self::check_liveness,
+            ),
+            route(
+                &self,
+                edge,
+                Method::POST,
+                "/check_image",
+                "idlive.check_image",
+                d,
+                Self::check_image,
+            ),
             route(
                 &self,
                 edge,
@@ -105,8 +136,24 @@ impl Dialect for IdLive {
                 d,
                 Self::check_liveness_batch,
             ),
-            route(&self, edge, Method::GET, "/bi_report", "idlive.bi_report", d, Self::bi_report),
-            route(&self, edge, Method::GET, "/bi_records", "idlive.bi_records", d, Self::bi_records),
+            route(
+                &self,
+                edge,
+                Method::GET,
+                "/bi_report",
+                "idlive.bi_report",
+                d,
+                Self::bi_report,
+            ),
+            route(
+                &self,
+                edge,
+                Method::GET,
+                "/bi_records",
+                "idlive.bi_records",
+                d,
+                Self::bi_records,
+            ),
         ]
     }
 }
@@ -262,9 +309,7 @@ fn copy_error(e: &Error) -> Error {
 fn pipeline_param(q: &Query) -> Result<Pipeline, ApiError> {
     match q.get_nonempty("pipeline") {
         None => Ok(Pipeline::default()),
-        Some(name) => {
-            Pipeline::parse(name).ok_or_else(|| ApiError::invalid(UNSUPPORTED_PIPELINE))
-        }
+        Some(name) => Pipeline::parse(name).ok_or_else(|| ApiError::invalid(UNSUPPORTED_PIPELINE)),
     }
 }
 
@@ -342,7 +387,11 @@ impl IdLive {
     }
 
     /// `GET /api_version`.
-    async fn api_version(self: Arc<Self>, _req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn api_version(
+        self: Arc<Self>,
+        _req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -356,7 +405,11 @@ impl IdLive {
     }
 
     /// `POST /check_liveness`: one result for one image or a series (one engine session).
-    async fn check_liveness(self: Arc<Self>, req: Request<Bytes>, ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn check_liveness(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let t0 = Instant::now();
         let a = Self::analyze_parts(req, &ctx).await?;
         let decider = ctx.app.batcher.decider();
@@ -374,7 +427,9 @@ impl IdLive {
         let result = match session.decide(&decider, &states) {
             SessionOutcome::Verdict { verdict, .. } => Outcome::Verdict(verdict),
             SessionOutcome::Frame(i) => outcome(&decider, &a.results[i], a.pipeline, cal),
-            SessionOutcome::Empty => Outcome::of_error(ApiError::invalid("no image in the request")),
+            SessionOutcome::Empty => {
+                Outcome::of_error(ApiError::invalid("no image in the request"))
+            }
         };
         self.record(&ctx, t0, a.pipeline, cal, None, a.os, &result);
         let mut r = json_response(StatusCode::OK, &Value::Object(result.fields()));
@@ -387,7 +442,11 @@ impl IdLive {
     }
 
     /// `POST /check_liveness_batch`: one entry per image, keyed by `file_name`.
-    async fn check_liveness_batch(self: Arc<Self>, req: Request<Bytes>, ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn check_liveness_batch(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let t0 = Instant::now();
         let a = Self::analyze_parts(req, &ctx).await?;
         let decider = ctx.app.batcher.decider();
@@ -417,7 +476,11 @@ impl IdLive {
     }
 
     /// `POST /check_image`: one image, several pipelines and calibrations.
-    async fn check_image(self: Arc<Self>, req: Request<Bytes>, ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn check_image(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let t0 = Instant::now();
         let os = meta_os(&req);
         let (parts, body) = req.into_parts();
@@ -462,13 +525,21 @@ impl IdLive {
     }
 
     /// `GET /bi_records`: this dialect's records within the dates, oldest first.
-    async fn bi_records(self: Arc<Self>, req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn bi_records(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let records = read_bi(&self.bi, DIALECT, &Query::parse(req.uri().query())?).await?;
         Ok(json_response(StatusCode::OK, &json!(records)))
     }
 
     /// `GET /bi_report`: the reference's histogram keys over this dialect's records.
-    async fn bi_report(self: Arc<Self>, req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn bi_report(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let records = read_bi(&self.bi, DIALECT, &Query::parse(req.uri().query())?).await?;
         Ok(json_response(
             StatusCode::OK,
@@ -503,7 +574,10 @@ struct CheckImageRequest {
 }
 
 /// Parses the `data` and `image` parts; every problem is an invalid argument.
-async fn parse_check_image(headers: &hyper::HeaderMap, body: Bytes) -> Result<CheckImageRequest, ApiError> {
+async fn parse_check_image(
+    headers: &hyper::HeaderMap,
+    body: Bytes,
+) -> Result<CheckImageRequest, ApiError> {
     let bad = |m: String| ApiError::invalid(m);
     let parts = multipart(headers, body, MAX_PARTS).await?;
     let find = |n: &str| parts.iter().find(|p| p.name.as_deref() == Some(n));

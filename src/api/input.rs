@@ -74,7 +74,9 @@ pub async fn multipart(
         )));
     }
     let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        ApiError::invalid(format!("multipart/form-data without a usable boundary: {e}"))
+        ApiError::invalid(format!(
+            "multipart/form-data without a usable boundary: {e}"
+        ))
     })?;
     let stream =
         futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
@@ -159,10 +161,7 @@ pub fn base64_image(text: &str, max_bytes: usize, what: &str) -> Result<Bytes, A
         }
         .into());
     }
-    let compact: Vec<u8> = body
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let compact: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if compact.is_empty() {
         return Err(Error::EmptyImage.into());
     }
@@ -228,14 +227,23 @@ mod tests {
             "_9j_4GhlbGxv",
             "data:image/jpeg;base64,/9j/4GhlbGxv",
         ] {
-            assert_eq!(base64_image(text, 100, "image").unwrap().to_vec(), want, "{text}");
+            assert_eq!(
+                base64_image(text, 100, "image").unwrap().to_vec(),
+                want,
+                "{text}"
+            );
         }
         assert_eq!(
             base64_image("/9j/4GhlbGxv", 4, "image").unwrap_err().kind(),
             "image_too_large"
         );
-        assert_eq!(base64_image("  ", 4, "image").unwrap_err().kind(), "empty_image");
-        let e = base64_image("no*base64", 100, "selfie").unwrap_err().to_string();
+        assert_eq!(
+            base64_image("  ", 4, "image").unwrap_err().kind(),
+            "empty_image"
+        );
+        let e = base64_image("no*base64", 100, "selfie")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("selfie"), "{e}");
         assert!(base64_image("data:image/jpeg,abc", 100, "x").is_err());
     }
@@ -243,8 +251,14 @@ mod tests {
     #[test]
     fn frames_are_named_and_bounded() {
         let f = base64_frames(["/9j/", "/9j/"], 2, 100).unwrap();
-        assert_eq!(f.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["frame0", "frame1"]);
-        assert!(base64_frames(["/9j/"; 3], 2, 100).unwrap_err().to_string().contains("at most 2"));
+        assert_eq!(
+            f.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["frame0", "frame1"]
+        );
+        assert!(base64_frames(["/9j/"; 3], 2, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 2"));
         assert!(base64_frames([], 2, 100).is_err());
     }
 
@@ -255,7 +269,11 @@ mod tests {
             file_name: file.map(str::to_string),
             bytes: Bytes::new(),
         };
-        let named = named_parts(vec![p(Some("a"), Some("f.jpg")), p(Some("b"), None), p(None, Some(""))]);
+        let named = named_parts(vec![
+            p(Some("a"), Some("f.jpg")),
+            p(Some("b"), None),
+            p(None, Some("")),
+        ]);
         assert_eq!(
             named.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
             ["f.jpg", "b", "image2"]

@@ -70,7 +70,11 @@ impl Native {
     }
 
     /// `POST /facegate/v1/analyze`.
-    async fn analyze(self: Arc<Self>, req: Request<Bytes>, ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn analyze(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let opts = options(&Query::parse(req.uri().query())?)?;
         let media = media_type(req.headers());
         if is_raw_image(&media) {

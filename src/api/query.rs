@@ -18,11 +18,10 @@ impl Query {
     /// Parses `query` (the part after `?`, absent for none). More than [`MAX_PAIRS`] pairs is an
     /// invalid argument naming the bound.
     pub fn parse(query: Option<&str>) -> Result<Query, ApiError> {
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(query.unwrap_or("").as_bytes())
-                .take(MAX_PAIRS + 1)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .take(MAX_PAIRS + 1)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         if pairs.len() > MAX_PAIRS {
             return Err(ApiError::invalid(format!(
                 "too many query parameters: at most {MAX_PAIRS}"
@@ -71,7 +70,11 @@ impl Query {
 
     /// Refuses a key outside `known`, naming it.
     pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
-        match self.pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(ApiError::invalid(format!(
                 "unknown query parameter {k}: this route takes {}",
                 if known.is_empty() {
@@ -91,7 +94,10 @@ mod tests {
 
     #[test]
     fn decodes_like_a_form() {
-        let q = Query::parse(Some("types=photo%2Cexternal&a+b=c+d&flag&x=%zz%4&u=%C3%BC%26")).unwrap();
+        let q = Query::parse(Some(
+            "types=photo%2Cexternal&a+b=c+d&flag&x=%zz%4&u=%C3%BC%26",
+        ))
+        .unwrap();
         assert_eq!(q.get("types"), Some("photo,external"));
         assert_eq!(q.get("a b"), Some("c d"));
         assert_eq!(q.get("flag"), Some(""));
@@ -110,7 +116,10 @@ mod tests {
         assert!(q.flag("bad").unwrap_err().to_string().contains("bad"));
         let e = q.only(&["t", "on", "off"]).unwrap_err().to_string();
         assert!(e.contains("unknown query parameter bad"), "{e}");
-        let many = (0..=MAX_PAIRS).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join("&");
+        let many = (0..=MAX_PAIRS)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join("&");
         assert!(Query::parse(Some(&many)).is_err());
     }
 }

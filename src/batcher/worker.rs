@@ -486,12 +486,7 @@ fn fail(job: Job, e: Error) {
 /// `n` internal errors naming the stage and what broke.
 fn internal_all<T>(n: usize, stage: Stage, what: &str) -> Vec<Result<T>> {
     (0..n)
-        .map(|_| {
-            Err(Error::Internal(format!(
-                "{} stage: {what}",
-                stage.name()
-            )))
-        })
+        .map(|_| Err(Error::Internal(format!("{} stage: {what}", stage.name()))))
         .collect()
 }
 
@@ -539,13 +534,9 @@ mod tests {
         let decoding = AtomicUsize::new(3);
         let mut got = Vec::new();
         let deadline = Instant::now() + FAR;
-        assert!(wait_for_partners(
-            &rx,
-            deadline,
-            Some(&decoding),
-            3,
-            |m| got.push(m)
-        ));
+        assert!(wait_for_partners(&rx, deadline, Some(&decoding), 3, |m| {
+            got.push(m)
+        }));
         assert_eq!(got, [0, 1, 2]);
         assert!(
             Instant::now() < deadline,

@@ -33,8 +33,8 @@ use crate::{Error, Result};
 pub use calibration::{Calibration, Calibrations};
 pub use decision::{Decider, FrameOutcome, FrameVerdict, Fused};
 pub use pipeline::{PadNetwork, Pipeline};
-pub use session::{FrameState, Session, SessionOutcome, SessionPolicy};
 pub use quality::{QualityReport, QualityThresholds, Rejection};
+pub use session::{FrameState, Session, SessionOutcome, SessionPolicy};
 pub use template::{FaceTemplate, Match};
 
 /// Detection settings.
@@ -396,7 +396,11 @@ impl Engine {
 
     /// `f(0..n)` in order, each task on its own: on the pool when there is one and more than
     /// one task, else here. A task that panics fails alone ([`Error::Internal`]).
-    fn map_tasks<T: Send>(&self, n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Vec<Result<T>> {
+    fn map_tasks<T: Send>(
+        &self,
+        n: usize,
+        f: impl Fn(usize) -> Result<T> + Sync,
+    ) -> Vec<Result<T>> {
         let task = |i: usize| {
             catch_unwind(AssertUnwindSafe(|| f(i)))
                 .unwrap_or_else(|_| Err(Error::Internal(format!("task {i} of {n} panicked"))))
@@ -641,7 +645,11 @@ impl Engine {
     }
 
     /// Raw outputs of liveness network `index` for each face (one batch).
-    fn pad_outputs(&self, index: usize, faces: &[(&RgbImage, &Face)]) -> Result<Vec<NetworkOutput>> {
+    fn pad_outputs(
+        &self,
+        index: usize,
+        faces: &[(&RgbImage, &Face)],
+    ) -> Result<Vec<NetworkOutput>> {
         let (which, net) = &self.pad[index];
         let scale = which.crop_scale();
         let mut crops: Vec<Vec<u8>> = faces

@@ -178,7 +178,10 @@ mod tests {
     fn mean_score_fuses_verdicts_and_skips_rejections() {
         let d = Decider::new(Calibrations::default());
         let s = session(SessionPolicy::MeanScore);
-        match s.decide(&d, &[v(1.0, 0.0, 0.4), FrameState::Rejected, v(3.0, 0.0, 0.8)]) {
+        match s.decide(
+            &d,
+            &[v(1.0, 0.0, 0.4), FrameState::Rejected, v(3.0, 0.0, 0.8)],
+        ) {
             SessionOutcome::Verdict { verdict, frames } => {
                 assert_eq!(frames, 2);
                 assert!((verdict.score - 2.0).abs() < 1e-6);

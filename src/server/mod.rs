@@ -50,7 +50,9 @@ pub use hooks::{
     AuthFailure, Authenticator, BodyLimits, EdgeError, GuardToken, Principal, RequestGuard,
 };
 use routes::Resolved;
-pub use routes::{handler, Ctx, ErrorRenderer, HttpResponse, Mount, Registry, RouteInfo, RouteSpec, Router};
+pub use routes::{
+    handler, Ctx, ErrorRenderer, HttpResponse, Mount, Registry, RouteInfo, RouteSpec, Router,
+};
 
 /// Most concurrent streams on one HTTP/2 connection (each stream is one request; admission
 /// to the batcher is still capped by `queue_bound`).
@@ -321,7 +323,11 @@ async fn run_route(
         Some(auth) => match auth.authenticate(&parts) {
             Ok(p) => Some(Arc::new(p)),
             Err(f) => {
-                tracing::info!(scheme = auth.scheme(), reason = f.message(), "authentication refused");
+                tracing::info!(
+                    scheme = auth.scheme(),
+                    reason = f.message(),
+                    "authentication refused"
+                );
                 return refuse(EdgeError::Unauthorized(f));
             }
         },

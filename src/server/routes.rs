@@ -327,9 +327,9 @@ impl Router {
         let pick = |entries: &'a [Entry], params: Vec<(String, String)>| -> Resolved<'a> {
             match entries.iter().find(|e| e.info.method == *method) {
                 Some(e) => Resolved::Found(e, params),
-                None => {
-                    Resolved::MethodNotAllowed(entries.iter().map(|e| e.info.method.clone()).collect())
-                }
+                None => Resolved::MethodNotAllowed(
+                    entries.iter().map(|e| e.info.method.clone()).collect(),
+                ),
             }
         };
         if let Some(entries) = self.paths.get(path) {
@@ -462,9 +462,17 @@ mod tests {
             }
             _ => panic!("pattern not matched"),
         }
-        assert!(matches!(r.resolve(&Method::GET, "/v1/face/list"), Resolved::Found(_, p) if p.is_empty()));
-        assert!(matches!(r.resolve(&Method::GET, "/v1/face/"), Resolved::NotFound));
-        assert!(matches!(r.resolve(&Method::GET, "/v1/face/a/b"), Resolved::NotFound));
+        assert!(
+            matches!(r.resolve(&Method::GET, "/v1/face/list"), Resolved::Found(_, p) if p.is_empty())
+        );
+        assert!(matches!(
+            r.resolve(&Method::GET, "/v1/face/"),
+            Resolved::NotFound
+        ));
+        assert!(matches!(
+            r.resolve(&Method::GET, "/v1/face/a/b"),
+            Resolved::NotFound
+        ));
         assert!(matches!(
             r.resolve(&Method::POST, "/v1/face/x"),
             Resolved::MethodNotAllowed(m) if m == [Method::GET, Method::DELETE]

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use candle_core::Device;
+use facegate::app::{self, Config, Services};
 use facegate::batcher::{Batcher, Loader, Status};
 use facegate::bench::{connect, send};
-use facegate::app::{self, Config, Services};
 use facegate::engine::{Engine, EngineConfig};
 use facegate::server::ServerHandle;
 use hyper::{Method, StatusCode};

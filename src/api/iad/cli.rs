@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
-use crate::bi::now_ms;
 use super::capture::{self, checks, BundlePayload, CaptureMeta, ExifTags};
+use crate::bi::now_ms;
 use crate::{Error, Result};
 
 /// `facegate keys ...`

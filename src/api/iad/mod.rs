@@ -37,7 +37,9 @@ use super::{reference_path, route, timing_headers, Dialect, Edge};
 use crate::bi::{self, now_ms, BiRecord, BiWriter};
 use crate::server::{json_response, Ctx, HttpResponse, Mount, RouteInfo, RouteSpec};
 use crate::Error;
-use capture::{check_capture, CaptureArgs, CaptureConfig, CaptureError, CaptureReport, CaptureVerifier};
+use capture::{
+    check_capture, CaptureArgs, CaptureConfig, CaptureError, CaptureReport, CaptureVerifier,
+};
 
 /// Dialect name and path prefix.
 pub const DIALECT: &str = "iad";
@@ -83,7 +85,10 @@ impl IadConfig {
 #[derive(Debug, Clone, Default, Args)]
 pub struct IadArgs {
     /// Licence expiry IAD reports, ISO 8601 [default: 2999-12-31T23:59:59Z].
-    #[arg(long = "iad-license-expiration", env = "FACEGATE_IAD_LICENSE_EXPIRATION")]
+    #[arg(
+        long = "iad-license-expiration",
+        env = "FACEGATE_IAD_LICENSE_EXPIRATION"
+    )]
     pub license_expiration: Option<String>,
     /// check_capture_liveness also runs face liveness (true|false) [default: true].
     #[arg(long = "iad-face-liveness", env = "FACEGATE_IAD_FACE_LIVENESS")]
@@ -183,7 +188,11 @@ impl Iad {
     }
 
     /// `GET /api_version`.
-    async fn api_version(self: Arc<Self>, _req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn api_version(
+        self: Arc<Self>,
+        _req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -196,7 +205,11 @@ impl Iad {
 
     /// `POST /check_capture_liveness`: the capture checks and, when on, face liveness through
     /// the micro-batcher ([`check_capture`]).
-    async fn check_capture_liveness(self: Arc<Self>, req: Request<Bytes>, ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn check_capture_liveness(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let t0 = Instant::now();
         let v = self.verifier()?;
         let batcher = self.cfg.face_liveness.then_some(&ctx.app.batcher);
@@ -221,7 +234,12 @@ impl Iad {
                         detail: fe.error_code.into(),
                     }),
                 );
-                render_error(StatusCode::BAD_REQUEST, fe.message, fe.error_code, &ctx.route.path)
+                render_error(
+                    StatusCode::BAD_REQUEST,
+                    fe.message,
+                    fe.error_code,
+                    &ctx.route.path,
+                )
             }
             None => json_response(StatusCode::OK, &out.report.response()),
         };
@@ -232,7 +250,11 @@ impl Iad {
     }
 
     /// `POST /extract_image`: the JPEG inside the bundle.
-    async fn extract_image(self: Arc<Self>, req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn extract_image(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let v = self.verifier()?.clone();
         let body = req.into_body();
         let jpeg = blocking(move || v.extract_image(&body)).await?;
@@ -243,7 +265,11 @@ impl Iad {
     }
 
     /// `POST /extract_data?types=photo,external` (also `types=photo&types=external`).
-    async fn extract_data(self: Arc<Self>, req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn extract_data(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let v = self.verifier()?.clone();
         let types = Query::parse(req.uri().query())?
             .all("types")
@@ -252,17 +278,28 @@ impl Iad {
         capture::parse_types(&types)?;
         let body = req.into_body();
         let map = blocking(move || v.extract_data(&body, &types)).await?;
-        Ok(json_response(StatusCode::OK, &serde_json::Value::Object(map)))
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::Value::Object(map),
+        ))
     }
 
     /// `GET /bi_records`: this dialect's records within the dates, oldest first.
-    async fn bi_records(self: Arc<Self>, req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn bi_records(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let records = read_bi(&self.bi, DIALECT, &Query::parse(req.uri().query())?).await?;
         Ok(json_response(StatusCode::OK, &json!(records)))
     }
 
     /// `POST /nonce` (facegate extension): a single-use nonce for the next capture bundle.
-    async fn nonce(self: Arc<Self>, _req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn nonce(
+        self: Arc<Self>,
+        _req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let n = self.verifier()?.issue_nonce()?;
         Ok(json_response(
             StatusCode::OK,
@@ -271,7 +308,11 @@ impl Iad {
     }
 
     /// `GET /public_key` (facegate extension): the SPKI PEM capture clients seal bundles for.
-    async fn public_key(self: Arc<Self>, _req: Request<Bytes>, _ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    async fn public_key(
+        self: Arc<Self>,
+        _req: Request<Bytes>,
+        _ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
         let pem = self.verifier()?.public_key_pem()?;
         let mut r = Response::new(Full::new(Bytes::from(pem)));
         r.headers_mut().insert(
@@ -286,7 +327,15 @@ impl Dialect for Iad {
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let d = Mount::Dialect;
         vec![
-            route(&self, edge, Method::GET, "/api_version", "iad.api_version", d, Self::api_version),
+            route(
+                &self,
+                edge,
+                Method::GET,
+                "/api_version",
+                "iad.api_version",
+                d,
+                Self::api_version,
+            ),
             route(
                 &self,
                 edge,
@@ -296,11 +345,51 @@ impl Dialect for Iad {
                 d,
                 Self::check_capture_liveness,
             ),
-            route(&self, edge, Method::POST, "/extract_image", "iad.extract_image", d, Self::extract_image),
-            route(&self, edge, Method::POST, "/extract_data", "iad.extract_data", d, Self::extract_data),
-            route(&self, edge, Method::GET, "/bi_records", "iad.bi_records", d, Self::bi_records),
-            route(&self, edge, Method::POST, "/nonce", "iad.nonce", d, Self::nonce),
-            route(&self, edge, Method::GET, "/public_key", "iad.public_key", d, Self::public_key),
+            route(
+                &self,
+                edge,
+                Method::POST,
+                "/extract_image",
+                "iad.extract_image",
+                d,
+                Self::extract_image,
+            ),
+            route(
+                &self,
+                edge,
+                Method::POST,
+                "/extract_data",
+                "iad.extract_data",
+                d,
+                Self::extract_data,
+            ),
+            route(
+                &self,
+                edge,
+                Method::GET,
+                "/bi_records",
+                "iad.bi_records",
+                d,
+                Self::bi_records,
+            ),
+            route(
+                &self,
+                edge,
+                Method::POST,
+                "/nonce",
+                "iad.nonce",
+                d,
+                Self::nonce,
+            ),
+            route(
+                &self,
+                edge,
+                Method::GET,
+                "/public_key",
+                "iad.public_key",
+                d,
+                Self::public_key,
+            ),
         ]
     }
 }

@@ -854,7 +854,12 @@ pub async fn check_capture(
         .await
         .map_err(|e| Error::Unavailable(format!("capture check task: {e}")))??;
     let pending = match checked {
-        Checked::Final(report) => return Ok(CaptureOutcome { report, times: None }),
+        Checked::Final(report) => {
+            return Ok(CaptureOutcome {
+                report,
+                times: None,
+            })
+        }
         Checked::Pending(p) => p,
     };
     let Some(batcher) = batcher else {
