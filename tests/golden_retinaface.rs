@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use facegate::nn::retinaface::{self, input_from_rgb, DecodeParams, RetinaFace};
+use facegate::nn::retinaface::{self, input_from_images, input_from_rgb, DecodeParams, RetinaFace};
 use facegate::preprocess::decode::{decode_rgb, DecodeLimits};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -59,16 +59,19 @@ fn reference() -> Value {
     read_json(&shared_dir().join("models/reference/retinaface_reference.json"))
 }
 
-/// Decodes a fixture like the reference: EXIF orientation applied, RGB8.
+/// Decodes a fixture like the reference (EXIF orientation applied, RGB8) and packs it as the
+/// engine does ([`input_from_images`]).
 fn load_input(name: &str) -> (Tensor, usize, usize) {
+    let (rgb, w, h) = load_rgb(name);
+    (input_from_images(&[&rgb], &Device::Cpu).unwrap(), w, h)
+}
+
+/// A fixture decoded like the reference, with its size.
+fn load_rgb(name: &str) -> (image::RgbImage, usize, usize) {
     let bytes = std::fs::read(fixture(name)).unwrap();
     let rgb = decode_rgb(&bytes, &DecodeLimits::default()).unwrap();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    (
-        input_from_rgb(rgb.as_raw(), w, h, &Device::Cpu).unwrap(),
-        w,
-        h,
-    )
+    (rgb, w, h)
 }
 
 fn first8(t: &Tensor) -> Vec<f32> {
@@ -165,6 +168,17 @@ fn model_matches_reference_on_every_fixture() {
             &DecodeParams::default(),
         )
         .unwrap();
+        // The engine's own call (pack, forward, decode) gives exactly these faces.
+        let (rgb, _, _) = load_rgb(name);
+        let engine_path = net
+            .detect_images(&[&rgb], &DecodeParams::default())
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            engine_path, faces,
+            "{name}: detect_images differs from decode"
+        );
         let want_faces = want["faces"].as_array().unwrap();
         if faces.len() != want_faces.len() {
             failures.push(format!(
@@ -255,6 +269,14 @@ fn network_matches_onnxruntime_on_synthetic_input() {
         assert!(max_diff <= ORT_VALUE_TOL, "{key}: value off by {max_diff}");
         assert!(rel <= ORT_SUM_REL_TOL, "{key}: sum {got} vs {exp}");
     }
+}
+
+#[test]
+fn packing_equals_the_single_image_input() {
+    let (rgb, w, h) = load_rgb("image_T1.jpg");
+    let single = input_from_rgb(rgb.as_raw(), w, h, &Device::Cpu).unwrap();
+    let packed = input_from_images(&[&rgb], &Device::Cpu).unwrap();
+    assert_eq!(max_abs_diff(&single, &packed), 0.0);
 }
 
 #[test]
