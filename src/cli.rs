@@ -101,14 +101,9 @@ fn read_image_file(p: &Path, max_bytes: usize) -> Result<Vec<u8>> {
     Ok(std::fs::read(p)?)
 }
 
-/// Short verdict for people: LIVE, SPOOF or the rejection code.
+/// Short verdict for people: LIVE, SPOOF or the rejection code ([`Analysis::verdict`]).
 pub fn verdict(a: &Analysis) -> String {
-    match (&a.rejection, &a.liveness) {
-        (Some(r), _) => r.code.code().to_string(),
-        (None, Some(l)) if l.is_live => "LIVE".into(),
-        (None, Some(_)) => "SPOOF".into(),
-        (None, None) => "NO_VERDICT".into(),
-    }
+    a.verdict()
 }
 
 /// Prints one JSON object per image; exit 1 if any image could not be processed.

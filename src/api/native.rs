@@ -21,7 +21,6 @@ use super::error::{note, ApiError, ErrorClass, ErrorTable};
 use super::input::{image_parts, is_raw_image, media_type};
 use super::query::Query;
 use super::{max_times, route, timing_headers, Dialect, Edge};
-use crate::cli::verdict;
 use crate::engine::{Analysis, AnalyzeOptions, Calibration};
 use crate::server::{json_response, Ctx, HttpResponse, Mount, RouteInfo, RouteSpec};
 
@@ -175,7 +174,7 @@ fn error_body(e: &ApiError) -> Value {
 fn analysis_doc(a: &Analysis) -> Value {
     let mut v =
         serde_json::to_value(a).unwrap_or_else(|e| json!({"serialization_error": e.to_string()}));
-    v["verdict"] = json!(verdict(a));
+    v["verdict"] = json!(a.verdict());
     v
 }
 

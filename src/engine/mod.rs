@@ -288,6 +288,17 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// One word for the outcome: the rejection code, else `LIVE` or `SPOOF` from the liveness
+    /// verdict, else `NO_VERDICT`.
+    pub fn verdict(&self) -> String {
+        match (&self.rejection, &self.liveness) {
+            (Some(r), _) => r.code.code().to_string(),
+            (None, Some(l)) if l.is_live => "LIVE".into(),
+            (None, Some(_)) => "SPOOF".into(),
+            (None, None) => "NO_VERDICT".into(),
+        }
+    }
+
     /// The face the networks judge under `opts`: the selected face, unless the quality gate
     /// rejected the image and `opts.ignore_quality` is off.
     pub fn network_face(&self, opts: &AnalyzeOptions) -> Option<&Face> {

@@ -12,8 +12,20 @@
 use std::any::Any;
 
 use hyper::http::request::Parts;
+use hyper::Method;
 
-use super::routes::RouteInfo;
+/// A served route, as handlers and metrics see it.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// HTTP method.
+    pub method: Method,
+    /// Path it is served at (a pattern for routes with `{name}` segments).
+    pub path: String,
+    /// Dialect that serves it.
+    pub dialect: &'static str,
+    /// Route name.
+    pub name: &'static str,
+}
 
 /// Who a request was authenticated as (handed to the handler in the request context).
 #[derive(Debug, Clone, PartialEq)]

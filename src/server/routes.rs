@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response};
 
+pub use super::hooks::RouteInfo;
 use super::hooks::{Authenticator, BodyLimits, EdgeError, Principal, RequestGuard};
 use super::AppState;
 
@@ -145,19 +146,6 @@ impl RouteSpec {
             ..self
         }
     }
-}
-
-/// A served route, as handlers and metrics see it.
-#[derive(Debug, Clone)]
-pub struct RouteInfo {
-    /// HTTP method.
-    pub method: Method,
-    /// Path it is served at (a pattern for routes with `{name}` segments).
-    pub path: String,
-    /// Dialect that serves it.
-    pub dialect: &'static str,
-    /// Route name.
-    pub name: &'static str,
 }
 
 /// A matched route.
