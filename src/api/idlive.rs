@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::error::{note, set_retry_after, ApiError, ErrorClass, ErrorTable};
-use super::idrnd::{export_license, read_bi, validate_license, Licensed};
+use super::idrnd::{bi_records, export_license, read_bi, validate_license, Licensed};
 use super::input::{image_parts, multipart};
 use super::query::Query;
 use super::{max_times, reference_path, route, timing_headers, Dialect, Edge};
@@ -305,6 +305,18 @@ fn copy_error(e: &Error) -> Error {
     }
 }
 
+/// A liveness endpoint's 200: `Retry-After: 1` when a result says to retry, and the largest
+/// queue and inference times of its images.
+fn answer(body: &Value, transient: bool, results: &[Result<Processed, Error>]) -> HttpResponse {
+    let mut r = json_response(StatusCode::OK, body);
+    if transient {
+        set_retry_after(&mut r, 1);
+    }
+    let (q, i) = max_times(results.iter().filter_map(|r| r.as_ref().ok()));
+    timing_headers(&mut r, q, i);
+    r
+}
+
 /// The `pipeline` query parameter (default pipeline when absent or empty).
 fn pipeline_param(q: &Query) -> Result<Pipeline, ApiError> {
     match q.get_nonempty("pipeline") {
@@ -432,13 +444,8 @@ impl IdLive {
             }
         };
         self.record(&ctx, t0, a.pipeline, cal, None, a.os, &result);
-        let mut r = json_response(StatusCode::OK, &Value::Object(result.fields()));
-        if result.transient() {
-            set_retry_after(&mut r, 1);
-        }
-        let (q, i) = max_times(a.results.iter().filter_map(|r| r.as_ref().ok()));
-        timing_headers(&mut r, q, i);
-        Ok(r)
+        let body = Value::Object(result.fields());
+        Ok(answer(&body, result.transient(), &a.results))
     }
 
     /// `POST /check_liveness_batch`: one entry per image, keyed by `file_name`.
@@ -466,13 +473,7 @@ impl IdLive {
                 Value::Object(m)
             })
             .collect();
-        let mut r = json_response(StatusCode::OK, &Value::Array(entries));
-        if transient {
-            set_retry_after(&mut r, 1);
-        }
-        let (q, i) = max_times(a.results.iter().filter_map(|r| r.as_ref().ok()));
-        timing_headers(&mut r, q, i);
-        Ok(r)
+        Ok(answer(&Value::Array(entries), transient, &a.results))
     }
 
     /// `POST /check_image`: one image, several pipelines and calibrations.
@@ -530,8 +531,7 @@ impl IdLive {
         req: Request<Bytes>,
         _ctx: Ctx,
     ) -> Result<HttpResponse, ApiError> {
-        let records = read_bi(&self.bi, DIALECT, &Query::parse(req.uri().query())?).await?;
-        Ok(json_response(StatusCode::OK, &json!(records)))
+        bi_records(&self.bi, DIALECT, &req).await
     }
 
     /// `GET /bi_report`: the reference's histogram keys over this dialect's records.

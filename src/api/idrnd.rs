@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::query::Query;
 use crate::bi::{check_range, parse_iso_ms, BiRecord, BiWriter, Date};
+use crate::server::{json_response, HttpResponse};
 use crate::telemetry as tm;
 use crate::{Error, Result};
 
@@ -91,6 +94,16 @@ pub async fn read_bi(
         .into_iter()
         .filter(|r| r.dialect == dialect)
         .collect())
+}
+
+/// `GET /bi_records` of `dialect`: its records within the query's dates, oldest first.
+pub async fn bi_records(
+    bi: &Arc<BiWriter>,
+    dialect: &'static str,
+    req: &Request<Bytes>,
+) -> std::result::Result<HttpResponse, ApiError> {
+    let records = read_bi(bi, dialect, &Query::parse(req.uri().query())?).await?;
+    Ok(json_response(StatusCode::OK, &serde_json::json!(records)))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::{note, ApiError, DialectError, ErrorClass, ErrorTable};
-use super::idrnd::{export_license, read_bi, validate_license, Licensed};
+use super::idrnd::{bi_records, export_license, validate_license, Licensed};
 use super::query::Query;
 use super::{reference_path, route, timing_headers, Dialect, Edge};
 use crate::bi::{self, now_ms, BiRecord, BiWriter};
@@ -290,8 +290,7 @@ impl Iad {
         req: Request<Bytes>,
         _ctx: Ctx,
     ) -> Result<HttpResponse, ApiError> {
-        let records = read_bi(&self.bi, DIALECT, &Query::parse(req.uri().query())?).await?;
-        Ok(json_response(StatusCode::OK, &json!(records)))
+        bi_records(&self.bi, DIALECT, &req).await
     }
 
     /// `POST /nonce` (facegate extension): a single-use nonce for the next capture bundle.
