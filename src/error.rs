@@ -100,6 +100,45 @@ impl Error {
         }
     }
 
+    /// A copy for one more rendering of the same failure (one image judged under several
+    /// pipelines, one frame deciding a session). Variants that wrap a foreign error keep its
+    /// message as [`Error::Internal`].
+    pub fn copied(&self) -> Error {
+        match self {
+            Error::EmptyImage => Error::EmptyImage,
+            Error::ImageTooLarge { size, limit } => Error::ImageTooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            Error::TooManyPixels {
+                width,
+                height,
+                limit,
+            } => Error::TooManyPixels {
+                width: *width,
+                height: *height,
+                limit: *limit,
+            },
+            Error::ImageTooSmall { width, height, min } => Error::ImageTooSmall {
+                width: *width,
+                height: *height,
+                min: *min,
+            },
+            Error::UnsupportedFormat => Error::UnsupportedFormat,
+            Error::CorruptImage(m) => Error::CorruptImage(m.clone()),
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::Model { name, path, reason } => Error::Model {
+                name: name.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::Overloaded { depth } => Error::Overloaded { depth: *depth },
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::Internal(m) => Error::Internal(m.clone()),
+            Error::Inference(_) | Error::Io(_) => Error::Internal(self.to_string()),
+        }
+    }
+
     /// True when the client sent something unusable (as opposed to a server-side fault).
     pub fn is_client_error(&self) -> bool {
         matches!(
@@ -117,3 +156,39 @@ impl Error {
 
 /// Result alias over [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_keep_kind_and_message() {
+        let errors = [
+            Error::EmptyImage,
+            Error::ImageTooLarge { size: 9, limit: 8 },
+            Error::TooManyPixels {
+                width: 3,
+                height: 4,
+                limit: 5,
+            },
+            Error::ImageTooSmall {
+                width: 1,
+                height: 2,
+                min: 32,
+            },
+            Error::UnsupportedFormat,
+            Error::CorruptImage("x".into()),
+            Error::InvalidArgument("y".into()),
+            Error::Overloaded { depth: 7 },
+            Error::Unavailable("z".into()),
+            Error::Internal("w".into()),
+        ];
+        for e in &errors {
+            let c = e.copied();
+            assert_eq!((c.kind(), c.to_string()), (e.kind(), e.to_string()));
+        }
+        let io = Error::Io(std::io::Error::other("disk"));
+        assert_eq!(io.copied().kind(), "internal");
+        assert!(io.copied().to_string().contains("disk"));
+    }
+}

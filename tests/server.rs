@@ -847,3 +847,33 @@ async fn route_hooks_bound_bodies_per_route_and_guards_refuse_in_the_dialect() {
     h.shutdown();
     h.stopped().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_frames_go_through_the_batcher_like_encoded_images() {
+    let h = start(config(|_| {}), &[]).await;
+    let b = h.batcher();
+    let rgb = facegate::preprocess::decode::decode_rgb(
+        &t1(),
+        &facegate::preprocess::decode::DecodeLimits::default(),
+    )
+    .unwrap();
+    let opts = AnalyzeOptions::default();
+    let encoded = b.submit(t1(), opts, "test.encoded").await.unwrap();
+    let frame = b
+        .submit(facegate::batcher::Input::Frame(rgb), opts, "test.frame")
+        .await
+        .unwrap();
+    assert_eq!(frame.analysis.faces.len(), 1);
+    assert_eq!(frame.analysis.faces[0].bbox, encoded.analysis.faces[0].bbox);
+    assert_eq!(frame.analysis.liveness, encoded.analysis.liveness);
+    // Frames meet the engine's pixel bounds like decoded images do.
+    let tiny = image::RgbImage::new(20, 20);
+    let e = b
+        .submit(facegate::batcher::Input::Frame(tiny), opts, "test.frame")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "image_too_small", "{e}");
+    assert!(e.to_string().contains("32"), "{e}");
+    h.shutdown();
+    h.stopped().await;
+}

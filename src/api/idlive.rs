@@ -270,38 +270,7 @@ fn outcome(
             ))),
             Err(e) => Outcome::of_error(ApiError::Engine(e)),
         },
-        Err(e) => Outcome::of_error(ApiError::Engine(copy_error(e))),
-    }
-}
-
-/// A copy of an image's error for one more rendering (several pipelines judge one image).
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::EmptyImage => Error::EmptyImage,
-        Error::ImageTooLarge { size, limit } => Error::ImageTooLarge {
-            size: *size,
-            limit: *limit,
-        },
-        Error::TooManyPixels {
-            width,
-            height,
-            limit,
-        } => Error::TooManyPixels {
-            width: *width,
-            height: *height,
-            limit: *limit,
-        },
-        Error::ImageTooSmall { width, height, min } => Error::ImageTooSmall {
-            width: *width,
-            height: *height,
-            min: *min,
-        },
-        Error::UnsupportedFormat => Error::UnsupportedFormat,
-        Error::CorruptImage(m) => Error::CorruptImage(m.clone()),
-        Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
-        Error::Overloaded { depth } => Error::Overloaded { depth: *depth },
-        Error::Unavailable(m) => Error::Unavailable(m.clone()),
-        other => Error::Internal(other.to_string()),
+        Err(e) => Outcome::of_error(ApiError::Engine(e.copied())),
     }
 }
 
