@@ -72,13 +72,25 @@ impl Config {
 }
 
 /// `[auth]`: authentication of the dialect routes (`/health` and `/metrics` stay open).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` shows how many keys there are, never the keys.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// API keys, each `NAME:KEY` or a bare `KEY` (at least 16 bytes). When any is set, every
     /// dialect route requires one (`X-API-Key` or `Authorization: Bearer`); keys are never
     /// logged.
     pub api_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
+            .finish()
+    }
 }
 
 impl AuthConfig {
@@ -93,9 +105,9 @@ impl AuthConfig {
     }
 }
 
-/// Flags and environment of `facegate serve` (and `facegate bench --spawn-server`), each over
-/// its section of the file.
-#[derive(Debug, Clone, Args)]
+/// Flags and environment of `facegate serve`, each over its section of the file (no `Debug`:
+/// it holds API keys).
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     /// Server options.
     #[command(flatten)]
@@ -161,8 +173,11 @@ pub struct Services {
     pub capture: Option<Arc<CaptureVerifier>>,
 }
 
-/// Every dialect the binary serves, built from its section and the services.
+/// Every dialect the binary serves, built from its section and the services. The metrics
+/// recorder is installed first, so what the dialects export at start (their licence gauges)
+/// is recorded.
 pub fn dialects(cfg: &Config, services: Services) -> Result<Vec<Arc<dyn Dialect>>> {
+    crate::telemetry::install();
     let bi = match services.bi {
         Some(b) => b,
         None => {
@@ -295,5 +310,13 @@ mod tests {
             api_keys: vec!["short".into()],
         };
         assert!(short.authenticator().is_err());
+        let shown = format!(
+            "{:?}",
+            Config {
+                auth: cfg,
+                ..Config::default()
+            }
+        );
+        assert!(!shown.contains("0123456789abcdef0123"), "{shown}");
     }
 }

@@ -40,8 +40,8 @@ const MAX_CONCURRENCY: usize = 1024;
 /// A request unanswered after this long counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `facegate bench`
-#[derive(Debug, Args)]
+/// `facegate bench` (no `Debug`: it may hold an API key).
+#[derive(Args)]
 pub struct BenchArgs {
     /// JPEG or PNG file to send (repeatable; requests cycle through them).
     #[arg(long = "image", required = true)]
@@ -70,12 +70,31 @@ pub struct BenchArgs {
     /// Path to request.
     #[arg(long, default_value = "/facegate/v1/analyze")]
     pub path: String,
+    /// API key sent as `X-API-Key` (with --spawn-server and keys in the configuration file,
+    /// the first of them by default).
+    #[arg(
+        long = "api-key",
+        env = "FACEGATE_BENCH_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
     /// Engine options (with --spawn-server).
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Server options (with --spawn-server; --listen is ignored).
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+impl Payload {
+    /// The request headers: content type, and the API key when one is set.
+    fn headers(&self) -> Vec<(&'static str, &str)> {
+        let mut h = vec![("content-type", self.content_type)];
+        if let Some(k) = &self.api_key {
+            h.push(("x-api-key", k));
+        }
+        h
+    }
 }
 
 /// One answered (or failed) request.
@@ -108,6 +127,8 @@ struct Payload {
     body: Bytes,
     /// Its content type.
     content_type: &'static str,
+    /// API key to send, if any.
+    api_key: Option<Arc<str>>,
 }
 
 /// Opens an HTTP/1.1 connection to a loopback address.
@@ -193,6 +214,7 @@ pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
         payloads.push(Payload {
             body: Bytes::from(body),
             content_type: if png { "image/png" } else { "image/jpeg" },
+            api_key: None,
         });
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -202,10 +224,19 @@ pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
     rt.block_on(run(args, payloads))
 }
 
-async fn run(args: &BenchArgs, payloads: Vec<Payload>) -> Result<std::process::ExitCode> {
+async fn run(args: &BenchArgs, mut payloads: Vec<Payload>) -> Result<std::process::ExitCode> {
     let mut spawned = None;
+    let mut api_key = args.api_key.clone();
     let addr = if args.spawn_server {
         let mut cfg = crate::app::Config::load(args.engine.config.as_deref())?;
+        // The spawned server's own first key, unless one was given (`NAME:KEY` or `KEY`).
+        if api_key.is_none() {
+            api_key = cfg
+                .auth
+                .api_keys
+                .first()
+                .map(|e| e.split_once(':').map_or(e.as_str(), |(_, k)| k).to_string());
+        }
         cfg.engine = args.engine.apply(cfg.engine)?;
         cfg.server = args.server.apply(cfg.server)?;
         cfg.server.listen = "127.0.0.1:0".into();
@@ -221,20 +252,17 @@ async fn run(args: &BenchArgs, payloads: Vec<Payload>) -> Result<std::process::E
     } else {
         SocketAddr::from((Ipv4Addr::LOCALHOST, args.port.unwrap_or(8080)))
     };
+    let key: Option<Arc<str>> = api_key.map(Arc::from);
+    for p in &mut payloads {
+        p.api_key = key.clone();
+    }
     let path: Arc<str> = Arc::from(args.path.as_str());
     // Warm-up, sequential.
     if args.warmup > 0 {
         let mut c = connect(addr).await?;
         for i in 0..args.warmup {
             let p = &payloads[i as usize % payloads.len()];
-            send(
-                &mut c,
-                Method::POST,
-                &path,
-                &[("content-type", p.content_type)],
-                p.body.clone(),
-            )
-            .await?;
+            send(&mut c, Method::POST, &path, &p.headers(), p.body.clone()).await?;
         }
     }
     let requests = match (args.requests, args.duration) {
@@ -334,13 +362,7 @@ async fn one(
 ) -> Sample {
     let r = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        send(
-            sender,
-            Method::POST,
-            path,
-            &[("content-type", p.content_type)],
-            p.body.clone(),
-        ),
+        send(sender, Method::POST, path, &p.headers(), p.body.clone()),
     )
     .await;
     let ms = from.elapsed().as_secs_f64() * 1e3;

@@ -183,3 +183,48 @@ fn config_files_take_partial_sections_and_name_unknown_keys() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_sends_the_spawned_servers_api_key_and_a_wrong_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("facegate-cli-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("keys.toml");
+    std::fs::write(
+        &cfg,
+        "[auth]\napi_keys = [\"bench:0123456789abcdef-bench\"]\n",
+    )
+    .unwrap();
+    let bench = |extra: &[&str]| {
+        let out = facegate()
+            .args([
+                "bench",
+                "--spawn-server",
+                "--no-descriptor",
+                "--warmup",
+                "0",
+            ])
+            .args(["--requests", "3", "--concurrency", "1", "--config"])
+            .arg(&cfg)
+            .args(extra)
+            .arg("--image")
+            .arg(fixture("image_T1.jpg"))
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), report)
+    };
+    let (ok, report) = bench(&[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["ok"], 3, "{report}");
+    // A wrong key: every answer is a 401 (the server closes a refused request's connection
+    // without reading its body, so the client may also see a closed connection).
+    let (ok, report) = bench(&["--api-key", "wrong-key-0123456789abcdef"]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["ok"], 0, "{report}");
+    assert!(
+        report["errors"]["401"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

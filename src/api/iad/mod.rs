@@ -136,7 +136,7 @@ impl Iad {
         Ok(Arc::new(Self { cfg, capture, bi }))
     }
 
-    /// A verifier for the configured `capture.private_key`, or, without one, an ephemeral
+    /// A verifier for the configured `iad.capture.private_key`, or, without one, an ephemeral
     /// 2048-bit key generated now (clients must then fetch `GET /iad/public_key` after every
     /// start; a warning says so).
     pub async fn verifier_from_config(cfg: &CaptureConfig) -> crate::Result<CaptureVerifier> {

@@ -222,7 +222,9 @@ impl CaptureConfig {
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
         if self.nonce_ttl_s == 0 || self.max_nonces == 0 || self.max_capture_age_s == 0 {
-            return bad("capture.nonce_ttl_s, max_nonces and max_capture_age_s must be positive");
+            return bad(
+                "iad.capture.nonce_ttl_s, max_nonces and max_capture_age_s must be positive",
+            );
         }
         if !(0.0..=1.0).contains(&self.content_low_confidence)
             || !(self.content_low_confidence..=1.0).contains(&self.content_reject)
@@ -232,7 +234,7 @@ impl CaptureConfig {
         for d in &self.sdk_digests {
             if d.len() != 64 || !d.bytes().all(|c| c.is_ascii_hexdigit()) {
                 return Err(Error::InvalidArgument(format!(
-                    "capture.sdk_digests: {d:?} is not a SHA-256 hex digest"
+                    "iad.capture.sdk_digests: {d:?} is not a SHA-256 hex digest"
                 )));
             }
         }
@@ -265,7 +267,7 @@ pub struct CaptureArgs {
 }
 
 impl CaptureArgs {
-    /// Applies the flags/environment on top of `cfg` (from defaults or a TOML `[capture]` table).
+    /// Applies the flags/environment on top of `cfg` (from defaults or the TOML `[iad.capture]` table).
     pub fn apply(&self, mut cfg: CaptureConfig) -> crate::Result<CaptureConfig> {
         if let Some(v) = &self.capture_private_key {
             cfg.private_key = Some(v.clone());
@@ -590,7 +592,9 @@ impl CaptureVerifier {
     pub fn new(cfg: CaptureConfig, key: RsaPrivateKey) -> crate::Result<CaptureVerifier> {
         cfg.validate()?;
         if cfg.sdk_digests.is_empty() {
-            tracing::warn!("capture.sdk_digests is empty: every bundle will fail SDK integrity");
+            tracing::warn!(
+                "iad.capture.sdk_digests is empty: every bundle will fail SDK integrity"
+            );
         }
         let key_id = bundle::key_id(&key.to_public_key())?;
         let nonces = NonceRegistry {
@@ -609,7 +613,9 @@ impl CaptureVerifier {
     /// A verifier whose private key is read from `cfg.private_key`.
     pub fn from_config(cfg: CaptureConfig) -> crate::Result<CaptureVerifier> {
         let path = cfg.private_key.clone().ok_or_else(|| {
-            Error::InvalidArgument("capture.private_key (--capture-private-key) is not set".into())
+            Error::InvalidArgument(
+                "iad.capture.private_key (--capture-private-key) is not set".into(),
+            )
         })?;
         let key = parse_private_key(&read_text(&path)?)?;
         CaptureVerifier::new(cfg, key)
