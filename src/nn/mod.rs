@@ -2,6 +2,7 @@
 
 pub mod cpu;
 pub mod face_descriptor;
+pub mod face_landmarks;
 pub mod layers;
 pub mod minifasnet;
 pub mod onnx;

@@ -1,7 +1,9 @@
 //! Image preprocessing: bounded decoding, resizing, the MiniFASNet crop rule, the aligned
-//! descriptor chip and packing into batch tensors. Pure CPU code with no model logic.
+//! descriptor chip, the landmark network's square crop and packing into batch tensors. Pure
+//! CPU code with no model logic.
 
 pub mod align;
 pub mod crop;
 pub mod decode;
 pub mod resize;
+pub mod square;
