@@ -360,3 +360,64 @@ fn one_failing_image_never_fails_its_batch_partners() {
         assert!(m.liveness.is_some());
     }
 }
+
+#[test]
+fn landmarks_measure_real_faces_and_a_mirror_turns_the_head_the_other_way() {
+    let e = engine();
+    let bytes = std::fs::read(fixture("cgi-model-1.jpg")).unwrap();
+    let p = e.prepare(&bytes).unwrap();
+    let faces = e.detect(&[&p]).pop().unwrap().unwrap();
+    let face = &faces[0];
+    let shape = e.shapes(&[(&p.image, face)]).pop().unwrap().unwrap();
+    assert_eq!(shape.points.len(), 68);
+    // The 68-point eye centres agree with the detector's own eye landmarks.
+    let iod = (face.landmarks[1][0] - face.landmarks[0][0]).abs();
+    for k in 0..2 {
+        let d = ((shape.eye_centers[k][0] - face.landmarks[k][0]).powi(2)
+            + (shape.eye_centers[k][1] - face.landmarks[k][1]).powi(2))
+        .sqrt();
+        assert!(d < 0.2 * iod, "eye {k}: {d} px off, IOD {iod}");
+    }
+    assert!(shape.eye_openness.iter().all(|&o| o > 0.15), "{shape:?}");
+    println!(
+        "cgi-model-1: yaw {:.1} pitch {:.1} roll {:.1}, eyes {:?}, mouth {:.2}",
+        shape.yaw_deg, shape.pitch_deg, shape.roll_deg, shape.eye_openness, shape.mouth_openness
+    );
+
+    // The mirror image: the same face turned the other way, the eye line tilted the other way.
+    let mirrored = image::imageops::flip_horizontal(&p.image);
+    let m = e.prepare_image(mirrored);
+    let mface = e.detect(&[&m]).pop().unwrap().unwrap().remove(0);
+    let ms = e.shapes(&[(&m.image, &mface)]).pop().unwrap().unwrap();
+    println!(
+        "mirrored: yaw {:.1} pitch {:.1} roll {:.1}",
+        ms.yaw_deg, ms.pitch_deg, ms.roll_deg
+    );
+    assert!(
+        (ms.yaw_deg + shape.yaw_deg).abs() < 6.0,
+        "{} vs {}",
+        ms.yaw_deg,
+        shape.yaw_deg
+    );
+    assert!(
+        (ms.roll_deg + shape.roll_deg).abs() < 4.0,
+        "{} vs {}",
+        ms.roll_deg,
+        shape.roll_deg
+    );
+    assert!((ms.pitch_deg - shape.pitch_deg).abs() < 6.0);
+
+    // Without the network loaded, the stage says so per face.
+    let none = Engine::load(
+        EngineConfig {
+            models_dir: models_dir(),
+            load_descriptor: false,
+            load_landmarks: false,
+            ..EngineConfig::default()
+        },
+        Device::Cpu,
+    )
+    .unwrap();
+    let r = none.shapes(&[(&p.image, face)]).pop().unwrap();
+    assert_eq!(r.unwrap_err().kind(), "unavailable");
+}

@@ -62,7 +62,10 @@ fn run(net: &FaceLandmarks, crops: &[Vec<f32>]) -> Vec<Vec<f32>> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -94,7 +97,11 @@ fn a_real_face_lands_where_upstream_puts_it() {
         .map(|v| v.as_i64().unwrap())
         .collect();
     let name = real["image"].as_str().unwrap();
-    let img = decode_rgb(&std::fs::read(fixture(name)).unwrap(), &DecodeLimits::default()).unwrap();
+    let img = decode_rgb(
+        &std::fs::read(fixture(name)).unwrap(),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
     let crop = square_crop(&img, b[0], b[1], b[2] as u32, INPUT_SIZE);
     let got = run(&net, &[crop]).pop().unwrap();
     let want = floats(&real["output"]);

@@ -89,6 +89,9 @@ fn engine_info(engine: &Engine) -> EngineInfo {
     if engine.config().load_descriptor {
         models.push("face-descriptor");
     }
+    if engine.config().load_landmarks {
+        models.push("landmark68");
+    }
     let device = match engine.device() {
         Device::Cpu => "cpu",
         Device::Cuda(_) => "cuda",
@@ -126,6 +129,9 @@ fn warm_up(engine: &Engine) -> Result<()> {
     first(engine.liveness(&[(&p.image, &face)]))?;
     if engine.config().load_descriptor {
         first(engine.describe(&[(&p.image, &face)]))?;
+    }
+    if engine.config().load_landmarks {
+        first(engine.shapes(&[(&p.image, &face)]))?;
     }
     Ok(())
 }

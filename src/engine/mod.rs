@@ -9,6 +9,7 @@
 pub mod calibration;
 pub mod decision;
 pub mod pipeline;
+pub mod pose;
 pub mod quality;
 pub mod session;
 pub mod template;
@@ -23,16 +24,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::Manifest;
 use crate::nn::face_descriptor::FaceDescriptor;
+use crate::nn::face_landmarks::{self, FaceLandmarks};
 use crate::nn::minifasnet::MiniFasNet;
 use crate::nn::retinaface::{DecodeParams, Detection, RetinaFace};
 use crate::preprocess::crop::{crop_rgb, mirror_rgb, pack_bgr};
 use crate::preprocess::decode::{decode_rgb, DecodeLimits};
 use crate::preprocess::resize::downscale_area;
+use crate::preprocess::square::square_crop;
 use crate::{Error, Result};
 
 pub use calibration::{Calibration, Calibrations};
 pub use decision::{Decider, FrameOutcome, FrameVerdict, Fused};
 pub use pipeline::{PadNetwork, Pipeline};
+pub use pose::FaceShape;
 pub use quality::{QualityReport, QualityThresholds, Rejection};
 pub use session::{FrameState, Session, SessionOutcome, SessionPolicy};
 pub use template::{FaceTemplate, Match};
@@ -132,6 +136,8 @@ pub struct EngineConfig {
     pub mirror_average: bool,
     /// Load the face descriptor network (needed for templates and matching).
     pub load_descriptor: bool,
+    /// Load the 68-point landmark network (needed for head pose and active liveness).
+    pub load_landmarks: bool,
     /// Threads that run the networks on CPU (0: one per core). The images of a batch, and the
     /// two liveness networks of each face, run side by side on this many threads, each image
     /// on one thread (the kernels are single-threaded).
@@ -149,6 +155,7 @@ impl Default for EngineConfig {
             pad_box: BoxAdapter::default(),
             mirror_average: false,
             load_descriptor: true,
+            load_landmarks: true,
             threads: 0,
         }
     }
@@ -325,6 +332,8 @@ pub struct Engine {
     pad: Vec<(PadNetwork, MiniFasNet)>,
     /// Face descriptor (templates), when loaded.
     descriptor: Option<FaceDescriptor>,
+    /// 68-point landmarks (pose, active liveness), when loaded.
+    landmarks: Option<FaceLandmarks>,
     /// Turns network outputs into verdicts.
     decider: Decider,
     /// Threads that run the images of a batch side by side (CPU with more than one thread).
@@ -339,7 +348,7 @@ impl Engine {
         let needed: Vec<&String> = problems
             .iter()
             .filter(|p| cfg.load_descriptor || !p.starts_with("face-descriptor"))
-            .filter(|p| !p.starts_with("landmark68"))
+            .filter(|p| cfg.load_landmarks || !p.starts_with("landmark68"))
             .collect();
         if !needed.is_empty() {
             return Err(Error::Model {
@@ -374,6 +383,11 @@ impl Engine {
         } else {
             None
         };
+        let landmarks = if cfg.load_landmarks {
+            Some(FaceLandmarks::load(&path("landmark68-manifest")?, &device)?)
+        } else {
+            None
+        };
         let threads = match cfg.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -396,6 +410,7 @@ impl Engine {
             detector,
             pad,
             descriptor,
+            landmarks,
             pool,
         })
     }
@@ -724,6 +739,68 @@ impl Engine {
             || template::describe(net, faces, &self.device),
             one,
         )
+    }
+
+    /// The 68 landmarks of each face and what they measure (eye centres and openness, mouth,
+    /// head pose); one result per face. The landmark network sees the face box padded to a
+    /// square about its centre and resized to 112x112, as face-api feeds it.
+    pub fn shapes(&self, faces: &[(&RgbImage, &Face)]) -> Vec<Result<FaceShape>> {
+        let Some(net) = self.landmarks.as_ref() else {
+            return faces
+                .iter()
+                .map(|_| {
+                    Err(Error::Unavailable(
+                        "the landmark network is not loaded (load_landmarks = false)".into(),
+                    ))
+                })
+                .collect();
+        };
+        let one = |i: usize| {
+            self.shapes_of(net, &faces[i..=i])?
+                .pop()
+                .ok_or_else(|| Error::Internal("landmark result count".into()))
+        };
+        if self.device.is_cpu() {
+            return self.map_tasks(faces.len(), one);
+        }
+        self.batched(faces.len(), || self.shapes_of(net, faces), one)
+    }
+
+    /// One landmark batch over `faces`.
+    fn shapes_of(
+        &self,
+        net: &FaceLandmarks,
+        faces: &[(&RgbImage, &Face)],
+    ) -> Result<Vec<FaceShape>> {
+        let size = face_landmarks::INPUT_SIZE;
+        let squares: Vec<(f32, f32, f32)> = faces
+            .iter()
+            .map(|(_, f)| {
+                let [x1, y1, x2, y2] = f.bbox;
+                let side = (x2 - x1).max(y2 - y1).round().max(1.0);
+                let x0 = ((x1 + x2) / 2.0 - side / 2.0).round();
+                let y0 = ((y1 + y2) / 2.0 - side / 2.0).round();
+                (x0, y0, side)
+            })
+            .collect();
+        let mut data = Vec::with_capacity(faces.len() * 3 * size * size);
+        for ((img, _), &(x0, y0, side)) in faces.iter().zip(&squares) {
+            data.extend(square_crop(img, x0 as i64, y0 as i64, side as u32, size));
+        }
+        let input =
+            candle_core::Tensor::from_vec(data, (faces.len(), 3, size, size), &self.device)?;
+        let out: Vec<Vec<f32>> = net.forward(&input)?.to_vec2()?;
+        out.iter()
+            .zip(&squares)
+            .map(|(o, &(x0, y0, side))| {
+                let points: Vec<[f32; 2]> = o
+                    .chunks_exact(2)
+                    .map(|p| [x0 + p[0] * side, y0 + p[1] * side])
+                    .collect();
+                FaceShape::from_points(&points)
+                    .ok_or_else(|| Error::Internal("degenerate landmark fit".into()))
+            })
+            .collect()
     }
 
     /// Quality gate for one image after detection: the analysis without liveness or template
