@@ -142,10 +142,11 @@ fn solve4(mut m: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
         }
         m.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = m[col];
         for r in col + 1..4 {
-            let f = m[r][col] / m[col][col];
-            for c in col..4 {
-                m[r][c] -= f * m[col][c];
+            let f = m[r][col] / pivot_row[col];
+            for (v, p) in m[r][col..].iter_mut().zip(&pivot_row[col..]) {
+                *v -= f * p;
             }
             b[r] -= f * b[col];
         }
