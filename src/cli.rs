@@ -208,6 +208,7 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let opts = AnalyzeOptions {
         calibration,
         template: false,
+        landmarks: false,
         ignore_quality: !args.gate,
         liveness: true,
     };

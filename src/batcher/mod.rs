@@ -102,11 +102,21 @@ pub enum Stage {
     Liveness,
     /// Face descriptor (templates).
     Describe,
+    /// 68-point landmarks (pose, active liveness).
+    Landmarks,
 }
+
+/// Number of stages (and of stage queues).
+pub const STAGES: usize = 4;
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 3] = [Stage::Detect, Stage::Liveness, Stage::Describe];
+    pub const ALL: [Stage; STAGES] = [
+        Stage::Detect,
+        Stage::Liveness,
+        Stage::Describe,
+        Stage::Landmarks,
+    ];
 
     /// Metric label.
     pub fn name(self) -> &'static str {
@@ -114,6 +124,7 @@ impl Stage {
             Stage::Detect => "detect",
             Stage::Liveness => "liveness",
             Stage::Describe => "describe",
+            Stage::Landmarks => "landmarks",
         }
     }
 
@@ -149,14 +160,14 @@ pub struct Processed {
 /// Counters about batch composition, for tests and diagnostics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchStats {
-    /// Batches run, per stage (detect, liveness, describe).
-    pub batches: [u64; 3],
+    /// Batches run, per stage (detect, liveness, describe, landmarks).
+    pub batches: [u64; STAGES],
     /// Largest batch seen, per stage.
-    pub largest: [usize; 3],
+    pub largest: [usize; STAGES],
     /// Batches holding images from more than one route, per stage.
-    pub mixed_routes: [u64; 3],
+    pub mixed_routes: [u64; STAGES],
     /// Images dropped before running because their client had gone, per stage.
-    pub cancelled: [u64; 3],
+    pub cancelled: [u64; STAGES],
 }
 
 /// State shared between the handle and the worker thread (status and statistics only; the
@@ -171,13 +182,13 @@ struct Shared {
     /// Model names and device, once loaded.
     info: OnceLock<EngineInfo>,
     /// Batches per stage.
-    batches: [AtomicU64; 3],
+    batches: [AtomicU64; STAGES],
     /// Largest batch per stage.
-    largest: [AtomicUsize; 3],
+    largest: [AtomicUsize; STAGES],
     /// Mixed-route batches per stage.
-    mixed: [AtomicU64; 3],
+    mixed: [AtomicU64; STAGES],
     /// Cancelled images per stage.
-    cancelled: [AtomicU64; 3],
+    cancelled: [AtomicU64; STAGES],
     /// Admitted images still waiting for or going through decoding: the detect stage waits
     /// for more work (`max_queue_delay_ms`) only while some may still arrive.
     decoding: AtomicUsize,
@@ -348,10 +359,10 @@ impl Batcher {
     pub fn stats(&self) -> BatchStats {
         let s = &self.inner.shared;
         BatchStats {
-            batches: [0, 1, 2].map(|i| s.batches[i].load(Ordering::Relaxed)),
-            largest: [0, 1, 2].map(|i| s.largest[i].load(Ordering::Relaxed)),
-            mixed_routes: [0, 1, 2].map(|i| s.mixed[i].load(Ordering::Relaxed)),
-            cancelled: [0, 1, 2].map(|i| s.cancelled[i].load(Ordering::Relaxed)),
+            batches: std::array::from_fn(|i| s.batches[i].load(Ordering::Relaxed)),
+            largest: std::array::from_fn(|i| s.largest[i].load(Ordering::Relaxed)),
+            mixed_routes: std::array::from_fn(|i| s.mixed[i].load(Ordering::Relaxed)),
+            cancelled: std::array::from_fn(|i| s.cancelled[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -453,6 +464,11 @@ impl Batcher {
         if opts.template && !a.engine.config().load_descriptor {
             return Err(Error::InvalidArgument(
                 "templates need the face descriptor, which this server does not load".into(),
+            ));
+        }
+        if opts.landmarks && !a.engine.config().load_landmarks {
+            return Err(Error::InvalidArgument(
+                "landmarks need the landmark network, which this server does not load".into(),
             ));
         }
         // A client that leaves while its image waits for or goes through decoding is counted

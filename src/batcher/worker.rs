@@ -2,8 +2,8 @@
 //!
 //! Scheduling, each time the worker is free:
 //! 1. move every submitted job into the detect queue;
-//! 2. run the latest non-empty stage first (describe, then liveness, then detect), so images
-//!    already in flight finish before new ones are admitted to the detector;
+//! 2. run the latest non-empty stage first (landmarks, describe, liveness, then detect), so
+//!    images already in flight finish before new ones are admitted to the detector;
 //! 3. a stage runs up to `max_batch` of its queue at once, oldest first. Only the detect queue
 //!    receives new work from outside, so only it waits: when it holds fewer than `max_batch`
 //!    images, the worker waits until `max_queue_delay_ms` after the oldest one was queued
@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use image::RgbImage;
 
-use super::{delay, ms, BatcherConfig, EngineInfo, Job, Loader, Processed, Shared, Stage, Status};
-use crate::engine::{Engine, Face, PadNetwork};
+use super::{
+    delay, ms, BatcherConfig, EngineInfo, Job, Loader, Processed, Shared, Stage, Status, STAGES,
+};
+use crate::engine::{AnalyzeOptions, Engine, Face, PadNetwork};
 use crate::telemetry as tm;
 use crate::{Error, Result};
 
@@ -75,7 +77,7 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
         engine,
         rx,
         shared: shared.clone(),
-        queues: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
+        queues: std::array::from_fn(|_| VecDeque::new()),
         open: true,
     }
     .serve();
@@ -155,7 +157,7 @@ struct Worker {
     /// Status and statistics.
     shared: Arc<Shared>,
     /// Queues by [`Stage`] index.
-    queues: [VecDeque<Job>; 3],
+    queues: [VecDeque<Job>; STAGES],
     /// False once every sender is gone.
     open: bool,
 }
@@ -164,10 +166,13 @@ impl Worker {
     fn serve(mut self) {
         loop {
             self.drain();
-            let stage = if !self.queues[2].is_empty() {
-                Stage::Describe
-            } else if !self.queues[1].is_empty() {
-                Stage::Liveness
+            let later = Stage::ALL[1..]
+                .iter()
+                .rev()
+                .copied()
+                .find(|s| !self.queues[s.index()].is_empty());
+            let stage = if let Some(s) = later {
+                s
             } else if !self.queues[0].is_empty() {
                 self.wait_for_batch();
                 Stage::Detect
@@ -194,6 +199,7 @@ impl Worker {
                 Stage::Detect => self.detect(batch),
                 Stage::Liveness => self.liveness(batch),
                 Stage::Describe => self.describe(batch),
+                Stage::Landmarks => self.landmarks(batch),
             }));
             if run.is_err() {
                 tracing::error!(
@@ -338,10 +344,8 @@ impl Worker {
             a.timings.detect_ms = dt;
             let eligible = a.network_face(&job.opts).is_some();
             job.analysis = Some(a);
-            if eligible && job.opts.liveness {
-                self.push(Stage::Liveness, job);
-            } else if eligible && job.opts.template {
-                self.push(Stage::Describe, job);
+            if eligible {
+                self.forward(Stage::Detect, job);
             } else {
                 finish(job);
             }
@@ -366,11 +370,7 @@ impl Worker {
                     continue;
                 }
             }
-            if job.opts.template {
-                self.push(Stage::Describe, job);
-            } else {
-                finish(job);
-            }
+            self.forward(Stage::Liveness, job);
         }
     }
 
@@ -386,12 +386,52 @@ impl Worker {
                         a.template = Some(t);
                         a.timings.template_ms = dt;
                     }
-                    finish(job);
+                    self.forward(Stage::Describe, job);
                 }
                 Err(e) => fail(job, e),
             }
         }
     }
+
+    fn landmarks(&mut self, batch: Vec<Job>) {
+        let (out, dt) = self.run_stage(Stage::Landmarks, &batch, |e, b| {
+            with_faces(b, |faces| e.shapes(faces))
+        });
+        for (mut job, shape) in batch.into_iter().zip(out) {
+            job.inference_ms += dt;
+            match shape {
+                Ok(shape) => {
+                    if let Some(a) = job.analysis.as_mut() {
+                        a.shape = Some(shape);
+                        a.timings.landmarks_ms = dt;
+                    }
+                    self.forward(Stage::Landmarks, job);
+                }
+                Err(e) => fail(job, e),
+            }
+        }
+    }
+
+    /// Queues a job for the next stage its options ask for after `done`, or answers it.
+    fn forward(&mut self, done: Stage, job: Job) {
+        match next_stage(done, &job.opts) {
+            Some(s) => self.push(s, job),
+            None => finish(job),
+        }
+    }
+}
+
+/// The first stage after `done` that `opts` asks for.
+fn next_stage(done: Stage, opts: &AnalyzeOptions) -> Option<Stage> {
+    Stage::ALL[done.index() + 1..]
+        .iter()
+        .copied()
+        .find(|s| match s {
+            Stage::Detect => false,
+            Stage::Liveness => opts.liveness,
+            Stage::Describe => opts.template,
+            Stage::Landmarks => opts.landmarks,
+        })
 }
 
 /// Receives up to `wanted` messages into `push`, until `deadline`, and (when `decoding` is
@@ -529,6 +569,24 @@ mod tests {
         });
         assert!(got.is_empty());
         drop(tx);
+    }
+
+    #[test]
+    fn jobs_visit_only_the_stages_they_ask_for() {
+        let opts = |liveness, template, landmarks| AnalyzeOptions {
+            liveness,
+            template,
+            landmarks,
+            ..AnalyzeOptions::default()
+        };
+        let o = opts(true, false, true);
+        assert_eq!(next_stage(Stage::Detect, &o), Some(Stage::Liveness));
+        assert_eq!(next_stage(Stage::Liveness, &o), Some(Stage::Landmarks));
+        assert_eq!(next_stage(Stage::Landmarks, &o), None);
+        let o = opts(false, true, false);
+        assert_eq!(next_stage(Stage::Detect, &o), Some(Stage::Describe));
+        assert_eq!(next_stage(Stage::Describe, &o), None);
+        assert_eq!(next_stage(Stage::Detect, &opts(false, false, false)), None);
     }
 
     #[test]

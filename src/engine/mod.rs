@@ -170,6 +170,9 @@ pub struct AnalyzeOptions {
     pub liveness: bool,
     /// Extract a face template for the selected face.
     pub template: bool,
+    /// Measure the selected face's 68 landmarks (eyes, mouth, head pose).
+    #[serde(default)]
+    pub landmarks: bool,
     /// Skip the quality gate (report the measurements but run liveness regardless).
     pub ignore_quality: bool,
 }
@@ -180,6 +183,7 @@ impl Default for AnalyzeOptions {
             calibration: Calibration::Regular,
             liveness: true,
             template: false,
+            landmarks: false,
             ignore_quality: false,
         }
     }
@@ -258,6 +262,9 @@ pub struct Timings {
     pub liveness_ms: f64,
     /// Alignment and descriptor (the whole batch's).
     pub template_ms: f64,
+    /// Landmark crops and network (the whole batch's).
+    #[serde(default)]
+    pub landmarks_ms: f64,
     /// Wall time for this image's batch.
     pub total_ms: f64,
 }
@@ -290,6 +297,9 @@ pub struct Analysis {
     pub liveness: Option<Liveness>,
     /// Face template of the selected face.
     pub template: Option<FaceTemplate>,
+    /// 68 landmarks and their measurements for the selected face (when asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<FaceShape>,
     /// Stage timings.
     pub timings: Timings,
 }
@@ -828,6 +838,7 @@ impl Engine {
             }),
             liveness: None,
             template: None,
+            shape: None,
             timings: Timings {
                 decode_ms: p.prepare_ms,
                 ..Timings::default()
@@ -915,11 +926,19 @@ impl Engine {
             }
         }
         let template_ms = ms(tt);
+        let tk = Instant::now();
+        if opts.landmarks {
+            for (&i, shape) in eligible.iter().zip(self.shapes(&selected)) {
+                set_or_fail(&mut results[i], shape, |a, s| a.shape = Some(s));
+            }
+        }
+        let landmarks_ms = ms(tk);
         let total = ms(t0);
         for a in results.iter_mut().flatten() {
             a.timings.quality_ms = quality_ms;
             a.timings.liveness_ms = liveness_ms;
             a.timings.template_ms = template_ms;
+            a.timings.landmarks_ms = landmarks_ms;
             a.timings.total_ms = a.timings.decode_ms + total;
         }
         results

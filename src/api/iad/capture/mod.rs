@@ -551,6 +551,7 @@ pub fn face_options() -> AnalyzeOptions {
         calibration: Calibration::Regular,
         liveness: true,
         template: false,
+        landmarks: false,
         ignore_quality: false,
     }
 }
