@@ -6,8 +6,10 @@
 //! [`Engine::liveness`], [`Engine::describe`]) so that a batcher can queue each network
 //! separately; [`Engine::analyze_batch`] chains them for a batch of images.
 
+pub mod active;
 pub mod calibration;
 pub mod decision;
+mod linalg;
 pub mod pipeline;
 pub mod pose;
 pub mod quality;
@@ -138,6 +140,8 @@ pub struct EngineConfig {
     pub load_descriptor: bool,
     /// Load the 68-point landmark network (needed for head pose and active liveness).
     pub load_landmarks: bool,
+    /// Active-liveness thresholds (motion, parallax, challenge angle, same person).
+    pub active: active::ActiveConfig,
     /// Threads that run the networks on CPU (0: one per core). The images of a batch, and the
     /// two liveness networks of each face, run side by side on this many threads, each image
     /// on one thread (the kernels are single-threaded).
@@ -156,6 +160,7 @@ impl Default for EngineConfig {
             mirror_average: false,
             load_descriptor: true,
             load_landmarks: true,
+            active: active::ActiveConfig::default(),
             threads: 0,
         }
     }
@@ -793,22 +798,41 @@ impl Engine {
                 (x0, y0, side)
             })
             .collect();
-        let mut data = Vec::with_capacity(faces.len() * 3 * size * size);
+        let plane = size * size;
+        let mut data = Vec::with_capacity(faces.len() * 3 * plane);
+        let mut grays = Vec::with_capacity(faces.len());
         for ((img, _), &(x0, y0, side)) in faces.iter().zip(&squares) {
-            data.extend(square_crop(img, x0 as i64, y0 as i64, side as u32, size));
+            let crop = square_crop(img, x0 as i64, y0 as i64, side as u32, size);
+            grays.push(
+                (0..plane)
+                    .map(|i| {
+                        0.299 * crop[i] + 0.587 * crop[plane + i] + 0.114 * crop[2 * plane + i]
+                    })
+                    .collect::<Vec<f32>>(),
+            );
+            data.extend(crop);
         }
         let input =
             candle_core::Tensor::from_vec(data, (faces.len(), 3, size, size), &self.device)?;
         let out: Vec<Vec<f32>> = net.forward(&input)?.to_vec2()?;
         out.iter()
             .zip(&squares)
-            .map(|(o, &(x0, y0, side))| {
+            .zip(grays)
+            .map(|((o, &(x0, y0, side)), gray)| {
                 let points: Vec<[f32; 2]> = o
                     .chunks_exact(2)
                     .map(|p| [x0 + p[0] * side, y0 + p[1] * side])
                     .collect();
-                FaceShape::from_points(&points)
-                    .ok_or_else(|| Error::Internal("degenerate landmark fit".into()))
+                let mut shape = FaceShape::from_points(&points)
+                    .ok_or_else(|| Error::Internal("degenerate landmark fit".into()))?;
+                shape.crop = Some(pose::FaceCrop {
+                    x0,
+                    y0,
+                    scale: side / size as f32,
+                    size,
+                    gray,
+                });
+                Ok(shape)
             })
             .collect()
     }

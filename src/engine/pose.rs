@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::linalg::solve;
+
 /// Number of landmarks of the layout.
 pub const POINTS: usize = 68;
 
@@ -44,6 +46,53 @@ pub struct FaceShape {
     pub pitch_deg: f32,
     /// Head roll, degrees (> 0: eye line turned clockwise).
     pub roll_deg: f32,
+    /// The grey crop the landmarks were found in, for tracking between frames (kept in
+    /// memory only, never serialised).
+    #[serde(skip)]
+    pub crop: Option<FaceCrop>,
+}
+
+/// A grey square face crop and where it lies in its image: crop pixel `(u, v)` is image point
+/// `(x0 + u * scale, y0 + v * scale)`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FaceCrop {
+    /// Image x of the crop's origin.
+    pub x0: f32,
+    /// Image y of the crop's origin.
+    pub y0: f32,
+    /// Image pixels per crop pixel.
+    pub scale: f32,
+    /// Side, pixels.
+    pub size: usize,
+    /// Luma (0..255), row by row.
+    pub gray: Vec<f32>,
+}
+
+impl FaceCrop {
+    /// Crop coordinates of an image point.
+    pub fn to_crop(&self, p: [f32; 2]) -> [f32; 2] {
+        [(p[0] - self.x0) / self.scale, (p[1] - self.y0) / self.scale]
+    }
+
+    /// Image coordinates of a crop point.
+    pub fn to_image(&self, c: [f32; 2]) -> [f32; 2] {
+        [self.x0 + c[0] * self.scale, self.y0 + c[1] * self.scale]
+    }
+
+    /// Bilinear sample at crop point `(u, v)`; `None` outside the crop.
+    pub fn sample(&self, u: f32, v: f32) -> Option<f32> {
+        let last = self.size as f32 - 1.0;
+        if !(0.0..=last).contains(&u) || !(0.0..=last).contains(&v) {
+            return None;
+        }
+        let (x0, y0) = (u.floor() as usize, v.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(self.size - 1), (y0 + 1).min(self.size - 1));
+        let (fx, fy) = (u - x0 as f32, v - y0 as f32);
+        let at = |x: usize, y: usize| self.gray[y * self.size + x];
+        let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
+        let bottom = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
+        Some(top + (bottom - top) * fy)
+    }
 }
 
 impl FaceShape {
@@ -77,6 +126,7 @@ impl FaceShape {
             yaw_deg: yaw,
             pitch_deg: pitch,
             roll_deg: roll,
+            crop: None,
         })
     }
 }
@@ -101,8 +151,8 @@ fn head_pose(points: &[[f32; 2]]) -> Option<(f32, f32, f32)> {
             bv[r] += x[r] * f64::from(points[i][1]);
         }
     }
-    let a = solve4(m, bu)?;
-    let b = solve4(m, bv)?;
+    let a = solve(m, bu)?;
+    let b = solve(m, bv)?;
     let norm = |v: [f64; 3]| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
     let r1 = [a[0], a[1], a[2]];
     let r2 = [b[0], b[1], b[2]];
@@ -131,32 +181,6 @@ fn head_pose(points: &[[f32; 2]]) -> Option<(f32, f32, f32)> {
     let roll = r2[0].atan2(r1[0]);
     let deg = |r: f64| r.to_degrees() as f32;
     Some((deg(yaw), deg(pitch), deg(roll)))
-}
-
-/// Solves the 4x4 system `m x = b` by Gaussian elimination with partial pivoting.
-fn solve4(mut m: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
-    for col in 0..4 {
-        let pivot = (col..4).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
-        if m[pivot][col].abs() < 1e-12 {
-            return None;
-        }
-        m.swap(col, pivot);
-        b.swap(col, pivot);
-        let pivot_row = m[col];
-        for r in col + 1..4 {
-            let f = m[r][col] / pivot_row[col];
-            for (v, p) in m[r][col..].iter_mut().zip(&pivot_row[col..]) {
-                *v -= f * p;
-            }
-            b[r] -= f * b[col];
-        }
-    }
-    let mut x = [0f64; 4];
-    for r in (0..4).rev() {
-        let s: f64 = (r + 1..4).map(|c| m[r][c] * x[c]).sum();
-        x[r] = (b[r] - s) / m[r][r];
-    }
-    Some(x)
 }
 
 #[cfg(test)]
