@@ -11,6 +11,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::api::auth::ApiKeys;
+use crate::api::bioid::{BioId, BioidConfig};
 use crate::api::iad::capture::CaptureVerifier;
 use crate::api::iad::{Iad, IadArgs, IadConfig};
 use crate::api::idlive::{IdLive, IdliveConfig};
@@ -24,7 +25,7 @@ use crate::server::{self, Authenticator, Registry, ServerHandle};
 use crate::{Error, Result};
 
 /// The sections of the configuration file besides the engine's top-level keys.
-pub const SECTIONS: [&str; 5] = ["server", "auth", "bi", "idlive", "iad"];
+pub const SECTIONS: [&str; 6] = ["server", "auth", "bi", "idlive", "iad", "bioid"];
 
 /// The whole configuration: the TOML file parsed once into this struct (unknown keys are
 /// errors naming the key; every section takes any subset of its keys), then flags and
@@ -43,6 +44,8 @@ pub struct Config {
     pub idlive: IdliveConfig,
     /// `[iad]` (and `[iad.capture]`): the IAD dialect.
     pub iad: IadConfig,
+    /// `[bioid]`: the BioID BWS dialect (its clients and their keys).
+    pub bioid: BioidConfig,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ impl Config {
             bi: f.section("bi")?,
             idlive: f.section("idlive")?,
             iad: f.section("iad")?,
+            bioid: f.section("bioid")?,
             engine: f.rest(&SECTIONS)?,
         })
     }
@@ -136,6 +140,15 @@ pub struct ServeArgs {
     /// IAD options.
     #[command(flatten)]
     pub iad: IadArgs,
+    /// BWS clients of the BioID dialect, `CLIENT_ID=KEY` with the client's base64 key
+    /// (comma-separated in the environment) [default: none, every BioID request refused].
+    #[arg(
+        long = "bioid-clients",
+        env = "FACEGATE_BIOID_CLIENTS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub bioid_clients: Vec<String>,
 }
 
 impl ServeArgs {
@@ -154,6 +167,10 @@ impl ServeArgs {
         }
         cfg.idlive.validate()?;
         cfg.iad = self.iad.apply(cfg.iad)?;
+        if !self.bioid_clients.is_empty() {
+            cfg.bioid.clients = self.bioid_clients.clone();
+        }
+        cfg.bioid.validate()?;
         Ok(cfg)
     }
 }
@@ -189,6 +206,7 @@ pub fn dialects(cfg: &Config, services: Services) -> Result<Vec<Arc<dyn Dialect>
         Native::new(),
         IdLive::new(cfg.idlive.clone(), bi.clone())?,
         Iad::new(cfg.iad.clone(), services.capture, bi)?,
+        BioId::new(cfg.bioid.clone())?,
     ])
 }
 
@@ -297,6 +315,20 @@ mod tests {
             let e = Config::parse(text, "t.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_bioid_section_parses_and_hides_its_keys() {
+        let key = "WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo=";
+        let text = format!("[bioid]\nclients = [\"app={key}\"]\nleeway_s = 5\n");
+        let cfg = Config::parse(&text, "t.toml").unwrap();
+        assert_eq!((cfg.bioid.leeway_s, cfg.bioid.clients.len()), (5, 1));
+        cfg.bioid.validate().unwrap();
+        assert!(!format!("{cfg:?}").contains(key));
+        let e = Config::parse("[bioid]\nclient = []\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client"), "{e}");
     }
 
     #[test]

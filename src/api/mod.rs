@@ -8,9 +8,11 @@
 //! - [`auth`]: API keys and a JWT verifier for the routes' authentication hook.
 //!
 //! Dialects, each a thin module of parse -> engine -> render: [`native`], [`idlive`] and
-//! [`iad`] (ID R&D; [`idrnd`] holds what the two share: BI records and the licence date).
+//! [`iad`] (ID R&D; [`idrnd`] holds what the two share: BI records and the licence date), and
+//! [`bioid`] (BioID BWS LivenessDetection, with BWS's JWT authentication).
 
 pub mod auth;
+pub mod bioid;
 pub mod dialect;
 pub mod error;
 pub mod iad;

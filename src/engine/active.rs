@@ -226,7 +226,7 @@ impl ActiveSession {
                     Ok(FrameOutcome::Verdict(v)) if a.shape.is_some() && a.template.is_some() => {
                         FrameCheck::Judged {
                             passive: v,
-                            live: v.probability >= 0.5,
+                            live: v.is_live(),
                         }
                     }
                     _ => FrameCheck::Incomplete,

@@ -61,6 +61,14 @@ pub struct FrameVerdict {
     pub quality: f32,
 }
 
+impl FrameVerdict {
+    /// The verdict: live when the calibrated probability is at least 0.5 (the profile's
+    /// offset on the score).
+    pub fn is_live(&self) -> bool {
+        self.probability >= 0.5
+    }
+}
+
 /// What one analysed frame amounts to under one (pipeline, calibration).
 #[derive(Debug, Clone)]
 pub enum FrameOutcome<'a> {

@@ -32,6 +32,22 @@ pub fn engine() -> Arc<Engine> {
     .clone()
 }
 
+/// The engine with every model loaded (descriptor included, for sessions that compare
+/// templates), loaded once per test binary.
+pub fn engine_full() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let cfg = EngineConfig {
+            models_dir: super::models_dir(),
+            ..EngineConfig::default()
+        };
+        Arc::new(
+            Engine::load(cfg, Device::Cpu).expect("engine loads (run `facegate models fetch`)"),
+        )
+    })
+    .clone()
+}
+
 /// A configuration with the server on 127.0.0.1:0, edited by `edit`.
 pub fn config(edit: impl FnOnce(&mut Config)) -> Config {
     let mut cfg = Config::default();
@@ -43,7 +59,11 @@ pub fn config(edit: impl FnOnce(&mut Config)) -> Config {
 
 /// Starts every dialect with the shared engine and `services`; waits until ready.
 pub async fn start(cfg: Config, services: Services) -> ServerHandle {
-    let e = engine();
+    start_with_engine(cfg, services, engine()).await
+}
+
+/// Starts every dialect in front of engine `e` and `services`; waits until ready.
+pub async fn start_with_engine(cfg: Config, services: Services, e: Arc<Engine>) -> ServerHandle {
     let loader: Loader = Box::new(move || Ok(e));
     let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
     let h = app::start(&cfg, batcher, services).await.unwrap();
