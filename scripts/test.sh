@@ -11,5 +11,5 @@ cargo test --all-targets
 # The golden tests again on the lower CPU kernel paths (the best one ran above), so every
 # instruction-set path is checked against the upstream references.
 for isa in avx2 portable; do
-  FACEGATE_CPU_KERNELS=$isa cargo test --test golden_minifasnet --test golden_retinaface --test golden_descriptor
+  FACEGATE_CPU_KERNELS=$isa cargo test --test golden_minifasnet --test golden_retinaface --test golden_descriptor --test golden_landmarks
 done
