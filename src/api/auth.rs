@@ -92,6 +92,21 @@ fn bearer_token(head: &Parts) -> Result<Option<&[u8]>, AuthFailure> {
     Ok((!token.is_empty()).then_some(token))
 }
 
+/// Position of `digest` among `digests`, compared against every one of them in constant time
+/// (no early exit, no data-dependent branch inside the loop).
+pub fn ct_position(digests: &[[u8; 32]], digest: &[u8; 32]) -> Option<usize> {
+    let mut found = Choice::from(0);
+    let mut index = 0u64;
+    for (i, stored) in digests.iter().enumerate() {
+        let equal = stored.ct_eq(digest);
+        index.conditional_assign(&(i as u64), equal);
+        found |= equal;
+    }
+    bool::from(found)
+        .then(|| usize::try_from(index).ok())
+        .flatten()
+}
+
 // ---------------------------------------------------------------------------------------------
 // API keys
 // ---------------------------------------------------------------------------------------------
@@ -192,21 +207,9 @@ impl ApiKeys {
         }
     }
 
-    /// Index of the key whose digest equals `digest`, comparing against every configured key
-    /// in constant time (no early exit, no data-dependent branch inside the loop).
+    /// Index of the key whose digest equals `digest` ([`ct_position`]).
     fn find(&self, digest: &[u8; 32]) -> Option<usize> {
-        let mut found = Choice::from(0);
-        let mut index = 0u64;
-        for (i, stored) in self.digests.iter().enumerate() {
-            let equal = stored.ct_eq(digest);
-            index.conditional_assign(&(i as u64), equal);
-            found |= equal;
-        }
-        if bool::from(found) {
-            usize::try_from(index).ok()
-        } else {
-            None
-        }
+        ct_position(&self.digests, digest)
     }
 }
 

@@ -29,7 +29,6 @@ use rsa::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use super::auth::MAX_LEEWAY_S;
 use super::error::{respond, ApiError, DialectError, ErrorClass, ErrorTable};
@@ -217,19 +216,9 @@ impl BwsAuth {
         self.ids.len()
     }
 
-    /// Index of the client whose id hashes to `digest`, compared against every client in
-    /// constant time.
+    /// Index of the client whose id hashes to `digest` (constant time).
     fn find(&self, digest: &[u8; 32]) -> Option<usize> {
-        let mut found = Choice::from(0);
-        let mut index = 0u64;
-        for (i, stored) in self.digests.iter().enumerate() {
-            let equal = stored.ct_eq(digest);
-            index.conditional_assign(&(i as u64), equal);
-            found |= equal;
-        }
-        bool::from(found)
-            .then(|| usize::try_from(index).ok())
-            .flatten()
+        super::auth::ct_position(&self.digests, digest)
     }
 
     /// The verified client id and claims of `token`; `None` for any refusal.
@@ -972,16 +961,7 @@ pub fn imf_fixdate(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::bi::civil_from_days(days);
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

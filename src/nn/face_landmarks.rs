@@ -24,7 +24,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::layers::{Activation, Conv2d, ConvGeom, Join, Linear};
-use super::tfjs;
+use super::tfjs::{self, weight as get};
 use crate::{Error, Result};
 
 /// Side of the square RGB crop the network takes, in pixels.
@@ -197,24 +197,6 @@ impl FaceLandmarks {
         let pooled = x.mean(3)?.mean(2)?;
         self.fc.forward(&pooled)
     }
-}
-
-/// Looks a weight up and checks its TFJS shape.
-fn get<'a>(
-    w: &'a HashMap<String, Tensor>,
-    name: &str,
-    shape: &[usize],
-) -> std::result::Result<&'a Tensor, String> {
-    let t = w
-        .get(name)
-        .ok_or_else(|| format!("weight {name} is missing"))?;
-    if t.dims() != shape {
-        return Err(format!(
-            "weight {name} has shape {:?}, expected {shape:?}",
-            t.dims()
-        ));
-    }
-    Ok(t)
 }
 
 /// A separable convolution from TFJS `depthwise_filter [3, 3, cin, 1]`,

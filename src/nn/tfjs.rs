@@ -209,6 +209,24 @@ fn shard_path(dir: &Path, name: &str) -> std::result::Result<PathBuf, String> {
     }
 }
 
+/// Looks up weight `name` of a decoded TFJS model and checks its shape.
+pub fn weight<'a>(
+    w: &'a HashMap<String, Tensor>,
+    name: &str,
+    shape: &[usize],
+) -> std::result::Result<&'a Tensor, String> {
+    let t = w
+        .get(name)
+        .ok_or_else(|| format!("weight {name} is missing"))?;
+    if t.dims() != shape {
+        return Err(format!(
+            "weight {name} has shape {:?}, expected {shape:?}",
+            t.dims()
+        ));
+    }
+    Ok(t)
+}
+
 /// Loads every weight of a TFJS manifest (and its shards, from the same folder) onto `device`.
 ///
 /// Refuses, with [`Error::Model`], a manifest over [`MAX_MANIFEST_BYTES`], shards totalling more
