@@ -539,6 +539,25 @@ async fn bad_requests_are_invalid_arguments_naming_the_problem() {
     .await;
     let m = grpc(&a, StatusCode::BAD_REQUEST, 3);
     assert!(m.contains("liveImages[0]"), "{m}");
+    h.shutdown();
+    h.stopped().await;
+
+    // The route's own body bound (not the server's), refused in BWS's form naming it.
+    let h = start_with_engine(
+        config(|c| {
+            c.bioid.clients = clients();
+            c.bioid.max_body_bytes = 1000;
+        }),
+        Default::default(),
+        engine_full(),
+    )
+    .await;
+    let big = json!({"liveImages": [{"image": b64(&fixture_bytes("image_T1.jpg"))}]});
+    let a = post(&h, PATH, &big, Some(&t)).await;
+    let m = grpc(&a, StatusCode::BAD_REQUEST, 3);
+    assert!(m.contains("1000 bytes"), "{m}");
+    // Other routes keep the server's bound.
+    assert_eq!(get(&h, "/livez").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

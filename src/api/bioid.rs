@@ -40,8 +40,8 @@ use crate::engine::{
     Analysis, AnalyzeOptions, Calibration, FrameOutcome, Pipeline, Rejection, RejectionInfo,
 };
 use crate::server::{
-    json_response, AuthFailure, Authenticator, Ctx, HttpResponse, Mount, Principal, RouteInfo,
-    RouteSpec,
+    json_response, AuthFailure, Authenticator, BodyLimits, Ctx, HttpResponse, Mount, Principal,
+    RouteInfo, RouteSpec,
 };
 use crate::Error;
 
@@ -91,6 +91,11 @@ pub struct BioidConfig {
     pub clients: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`, seconds (default 60).
     pub leeway_s: u64,
+    /// Largest liveness request body, bytes: two images at `decode.max_bytes` travel as
+    /// base64 (4/3 larger), so this route's bound is its own (default 48 MiB).
+    pub max_body_bytes: usize,
+    /// Longest wait for a liveness request's body, ms (default 60000).
+    pub body_timeout_ms: u64,
 }
 
 impl Default for BioidConfig {
@@ -98,6 +103,8 @@ impl Default for BioidConfig {
         Self {
             clients: Vec::new(),
             leeway_s: 60,
+            max_body_bytes: 48 << 20,
+            body_timeout_ms: 60_000,
         }
     }
 }
@@ -112,6 +119,8 @@ impl fmt::Debug for BioidConfig {
         f.debug_struct("BioidConfig")
             .field("clients", &ids)
             .field("leeway_s", &self.leeway_s)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("body_timeout_ms", &self.body_timeout_ms)
             .finish()
     }
 }
@@ -119,6 +128,11 @@ impl fmt::Debug for BioidConfig {
 impl BioidConfig {
     /// Rejects settings that cannot work (errors name the client, never its key).
     pub fn validate(&self) -> crate::Result<()> {
+        if self.max_body_bytes == 0 || self.body_timeout_ms == 0 {
+            return Err(crate::Error::InvalidArgument(
+                "bioid.max_body_bytes and bioid.body_timeout_ms must be positive".into(),
+            ));
+        }
         self.parse_clients().map(|_| ())
     }
 
@@ -309,11 +323,14 @@ impl Authenticator for BwsAuth {
 pub struct BioId {
     /// The authenticator of the liveness route.
     auth: Arc<BwsAuth>,
+    /// The liveness route's body bounds.
+    limits: BodyLimits,
 }
 
 impl BioId {
     /// The dialect for `cfg` (validated); warns when no client is configured.
     pub fn new(cfg: BioidConfig) -> crate::Result<Arc<Self>> {
+        cfg.validate()?;
         let auth = BwsAuth::new(&cfg)?;
         if auth.clients() == 0 {
             tracing::warn!(
@@ -323,6 +340,10 @@ impl BioId {
         }
         Ok(Arc::new(Self {
             auth: Arc::new(auth),
+            limits: BodyLimits {
+                max_bytes: cfg.max_body_bytes,
+                timeout_ms: cfg.body_timeout_ms,
+            },
         }))
     }
 }
@@ -341,7 +362,8 @@ impl Dialect for BioId {
                 d,
                 Self::livenessdetection,
             )
-            .auth(Some(auth)),
+            .auth(Some(auth))
+            .limits(self.limits),
             route(
                 &self,
                 edge,
