@@ -8,6 +8,7 @@ use std::time::Duration;
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use facegate::nn::face_descriptor::FaceDescriptor;
+use facegate::nn::face_landmarks::FaceLandmarks;
 use facegate::nn::minifasnet::{MiniFasNet, Variant};
 use facegate::nn::retinaface::RetinaFace;
 
@@ -42,6 +43,11 @@ fn bench(c: &mut Criterion) {
         &dev,
     )
     .expect("face descriptor");
+    let landmarks = FaceLandmarks::load(
+        &m.join("face-api/face_landmark_68_model-weights_manifest.json"),
+        &dev,
+    )
+    .expect("landmark network");
 
     let mut g = c.benchmark_group("networks");
     g.sample_size(10)
@@ -63,6 +69,10 @@ fn bench(c: &mut Criterion) {
         let x = input(n, 3, 150, 150, 255.0);
         g.bench_with_input(BenchmarkId::new("descriptor_150", n), &x, |b, x| {
             b.iter(|| desc.forward(x).expect("forward"))
+        });
+        let x = input(n, 3, 112, 112, 255.0);
+        g.bench_with_input(BenchmarkId::new("landmarks68_112", n), &x, |b, x| {
+            b.iter(|| landmarks.forward(x).expect("forward"))
         });
     }
     g.finish();
