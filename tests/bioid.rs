@@ -214,6 +214,19 @@ fn assert_shape(v: &Value, images: usize) {
     }
 }
 
+/// The 200 answer's body, checked field by field for `images` images.
+fn answered(a: &Answer, images: usize) -> Value {
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let v = a.json();
+    assert_shape(&v, images);
+    v
+}
+
 fn assert_bws_headers(a: &Answer) {
     let h = |n: &str| {
         a.headers
@@ -250,14 +263,7 @@ async fn one_live_photo_is_live_with_every_field_and_header() {
         &[("reference-number", "case-42")],
     )
     .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    let v = a.json();
-    assert_shape(&v, 1);
+    let v = answered(&a, 1);
     assert_eq!(v["live"], true, "{v}");
     assert_eq!(v["errors"], json!([]));
     let face = &v["imageProperties"][0]["faces"][0];
@@ -302,14 +308,7 @@ async fn the_same_image_twice_is_refused_by_the_active_check() {
         Some(&app_token()),
     )
     .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    let v = a.json();
-    assert_shape(&v, 2);
+    let v = answered(&a, 2);
     assert_eq!(v["live"], false, "{v}");
     assert!(
         codes(&v).contains(&"RejectedByActiveLiveDetection".into()),
@@ -332,14 +331,7 @@ async fn a_head_turn_passes_the_asked_challenge_and_fails_the_other() {
         Some(&app_token()),
     )
     .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    let v = a.json();
-    assert_shape(&v, 2);
+    let v = answered(&a, 2);
     let errors = codes(&v);
     assert!(
         !errors.contains(&"RejectedByChallengeResponse".into()),
@@ -386,14 +378,7 @@ async fn a_different_person_in_the_second_image_is_not_live() {
         fixture_bytes("person-linda.jpg"),
     );
     let r = post(&h, PATH, &body(&[(&a, &[]), (&b, &[])]), Some(&app_token())).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    let v = r.json();
-    assert_shape(&v, 2);
+    let v = answered(&r, 2);
     assert_eq!(v["live"], false, "{v}");
     assert!(
         codes(&v).contains(&"RejectedByActiveLiveDetection".into()),
