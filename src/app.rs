@@ -15,6 +15,7 @@ use crate::api::bioid::{BioId, BioidConfig};
 use crate::api::iad::capture::CaptureVerifier;
 use crate::api::iad::{Iad, IadArgs, IadConfig};
 use crate::api::idlive::{IdLive, IdliveConfig};
+use crate::api::knomi::{Knomi, KnomiArgs, KnomiConfig};
 use crate::api::native::Native;
 use crate::api::{Dialect, Edge};
 use crate::batcher::{Batcher, Loader};
@@ -25,7 +26,7 @@ use crate::server::{self, Authenticator, Registry, ServerHandle};
 use crate::{Error, Result};
 
 /// The sections of the configuration file besides the engine's top-level keys.
-pub const SECTIONS: [&str; 6] = ["server", "auth", "bi", "idlive", "iad", "bioid"];
+pub const SECTIONS: [&str; 7] = ["server", "auth", "bi", "idlive", "iad", "bioid", "knomi"];
 
 /// The whole configuration: the TOML file parsed once into this struct (unknown keys are
 /// errors naming the key; every section takes any subset of its keys), then flags and
@@ -46,6 +47,8 @@ pub struct Config {
     pub iad: IadConfig,
     /// `[bioid]`: the BioID BWS dialect (its clients and their keys).
     pub bioid: BioidConfig,
+    /// `[knomi]`: the Aware Knomi dialect (clock bounds, package key, bounds).
+    pub knomi: KnomiConfig,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
             idlive: f.section("idlive")?,
             iad: f.section("iad")?,
             bioid: f.section("bioid")?,
+            knomi: f.section("knomi")?,
             engine: f.rest(&SECTIONS)?,
         })
     }
@@ -149,6 +153,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub bioid_clients: Vec<String>,
+    /// Knomi options.
+    #[command(flatten)]
+    pub knomi: KnomiArgs,
 }
 
 impl ServeArgs {
@@ -171,6 +178,7 @@ impl ServeArgs {
             cfg.bioid.clients = self.bioid_clients.clone();
         }
         cfg.bioid.validate()?;
+        cfg.knomi = self.knomi.apply(cfg.knomi)?;
         Ok(cfg)
     }
 }
@@ -207,6 +215,7 @@ pub fn dialects(cfg: &Config, services: Services) -> Result<Vec<Arc<dyn Dialect>
         IdLive::new(cfg.idlive.clone(), bi.clone())?,
         Iad::new(cfg.iad.clone(), services.capture, bi)?,
         BioId::new(cfg.bioid.clone())?,
+        Knomi::new(cfg.knomi.clone())?,
     ])
 }
 

@@ -55,6 +55,10 @@ pub struct EvalArgs {
     /// Write one JSON line per image (file, label, score, per-network outputs) to this file.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// Write the percentiles of the live scores (the false-rejection-rate table of
+    /// `engine::frr`, JSON) to this file.
+    #[arg(long = "frr-table")]
+    pub frr_table: Option<PathBuf>,
     /// Engine options.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -263,6 +267,17 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
             }
         }
         std::fs::write(path, lines)?;
+    }
+    if let Some(path) = &args.frr_table {
+        let source = format!(
+            "facegate eval {} --frr-table (live/, {} images)",
+            args.dir.display(),
+            ls.len()
+        );
+        let table = crate::engine::frr::FrrTable::from_scores(&source, &ls)?;
+        let text = serde_json::to_string_pretty(&table)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        std::fs::write(path, text + "\n")?;
     }
     let mut summary = json!({
         "dir": args.dir.display().to_string(),

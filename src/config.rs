@@ -330,6 +330,8 @@ impl EngineArgs {
 /// Rejects settings that cannot work.
 pub fn validate(cfg: &EngineConfig) -> Result<()> {
     cfg.active.validate()?;
+    cfg.autocapture.validate()?;
+    cfg.workflows.validate()?;
     let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
     if !(32..=4096).contains(&cfg.detection.max_side) {
         return bad("detection.max_side must be within 32..=4096");

@@ -1,11 +1,12 @@
 //! The `facegate` command: model setup, one-shot checks, evaluation, the server and its load
-//! generator, and the IAD capture-bundle tools.
+//! generator, the IAD capture-bundle tools and the Knomi encrypted-package tools.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use facegate::api::iad::cli as cli_capture;
+use facegate::api::knomi::cli as cli_knomi;
 use facegate::{app, bench, cli, models};
 
 #[derive(Parser)]
@@ -42,7 +43,11 @@ enum Command {
         #[command(subcommand)]
         action: cli_capture::BundleAction,
     },
-    /// Serve the REST API (native, IDLive and IAD dialects) with dynamic batching.
+    /// Seal a JSON request into a Knomi encrypted package ({"key", "iv", "p"}).
+    Encrypt(cli_knomi::EncryptArgs),
+    /// Open a Knomi encrypted package with the server's private key and print the request.
+    Decrypt(cli_knomi::DecryptArgs),
+    /// Serve the REST API (native, IDLive, IAD, BioID and Knomi dialects) with dynamic batching.
     Serve(app::ServeArgs),
     /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
     Bench(bench::BenchArgs),
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
         Command::Compare(a) => cli::compare(&a),
         Command::Keys { action } => cli_capture::keys(&action),
         Command::Bundle { action } => cli_capture::bundle(&action),
+        Command::Encrypt(a) => cli_knomi::encrypt(&a),
+        Command::Decrypt(a) => cli_knomi::decrypt(&a),
         Command::Serve(a) => serve(&a),
         Command::Bench(a) => bench::bench(&a),
     };

@@ -36,6 +36,7 @@ fn session(challenge: Vec<Direction>) -> ActiveSession {
         cfg: ActiveConfig::default(),
         challenge,
         calibration: Calibration::Regular,
+        passive_threshold: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn turn_frames() -> &'static (Vec<u8>, Vec<u8>) {
             cfg: ActiveConfig::default(),
             challenge: vec![],
             calibration: Calibration::Regular,
+            passive_threshold: None,
         }
         .options();
         let a = e

@@ -228,3 +228,54 @@ fn bench_sends_the_spawned_servers_api_key_and_a_wrong_one_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn knomi_packages_round_trip_through_the_commands() {
+    let dir = std::env::temp_dir().join(format!("facegate-cli-knomi-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |args: &[&str]| {
+        let out = facegate().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let d = dir.to_str().unwrap();
+    run(&["keys", "generate", "--out", d, "--bits", "2048"]);
+    let request = r#"{"video":{"workflow_data":{"workflow":"foxtrot4","frames":[]}}}"#;
+    std::fs::write(dir.join("request.json"), request).unwrap();
+    for (oaep, mode) in [("sha256", "cbc"), ("sha1", "gcm")] {
+        let package = dir.join(format!("package-{oaep}-{mode}.json"));
+        run(&[
+            "encrypt",
+            "--public-key",
+            &format!("{d}/public.pem"),
+            "--in",
+            &format!("{d}/request.json"),
+            "--oaep",
+            oaep,
+            "--mode",
+            mode,
+            "--out",
+            package.to_str().unwrap(),
+        ]);
+        let sealed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&package).unwrap()).unwrap();
+        assert_eq!(
+            http::keys(&sealed),
+            http::key_set(&["key", "iv", "p"]),
+            "{sealed}"
+        );
+        let plain = run(&[
+            "decrypt",
+            "--private-key",
+            &format!("{d}/private.pem"),
+            "--in",
+            package.to_str().unwrap(),
+        ]);
+        assert_eq!(String::from_utf8_lossy(&plain).trim(), request);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -548,6 +548,7 @@ impl BioId {
             cfg: ecfg.active,
             challenge: images[1].tags.clone(),
             calibration: Calibration::Regular,
+            passive_threshold: None,
         };
         let results = ctx
             .app

@@ -19,6 +19,7 @@ pub mod iad;
 pub mod idlive;
 pub mod idrnd;
 pub mod input;
+pub mod knomi;
 pub mod native;
 pub mod query;
 

@@ -202,6 +202,9 @@ pub struct ActiveSession {
     pub challenge: Vec<Direction>,
     /// Calibration of the passive verdicts.
     pub calibration: Calibration,
+    /// Raw-score threshold of the passive verdicts, over the calibration's (a client's own
+    /// security level); `None`: the calibration decides.
+    pub passive_threshold: Option<f32>,
 }
 
 impl ActiveSession {
@@ -226,7 +229,7 @@ impl ActiveSession {
                     Ok(FrameOutcome::Verdict(v)) if a.shape.is_some() && a.template.is_some() => {
                         FrameCheck::Judged {
                             passive: v,
-                            live: v.is_live(),
+                            live: self.passive_threshold.map_or(v.is_live(), |t| v.score >= t),
                         }
                     }
                     _ => FrameCheck::Incomplete,
@@ -642,6 +645,7 @@ mod tests {
             cfg: ActiveConfig::default(),
             challenge,
             calibration: Calibration::Regular,
+            passive_threshold: None,
         };
         let a = shape_at(0.0, 0.0, ring(68));
         let left = shape_at(12.0, 2.0, ring(68));
@@ -665,6 +669,7 @@ mod tests {
             cfg: ActiveConfig::default(),
             challenge: vec![],
             calibration: Calibration::Regular,
+            passive_threshold: None,
         };
         let pts = ring(68);
         let a = shape_at(0.0, 0.0, pts.clone());

@@ -7,14 +7,17 @@
 //! separately; [`Engine::analyze_batch`] chains them for a batch of images.
 
 pub mod active;
+pub mod autocapture;
 pub mod calibration;
 pub mod decision;
+pub mod frr;
 mod linalg;
 pub mod pipeline;
 pub mod pose;
 pub mod quality;
 pub mod session;
 pub mod template;
+pub mod workflow;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -142,6 +145,10 @@ pub struct EngineConfig {
     pub load_landmarks: bool,
     /// Active-liveness thresholds (motion, parallax, challenge angle, same person).
     pub active: active::ActiveConfig,
+    /// Autocapture feedback thresholds (face size and position, light, blur, eyes, pose).
+    pub autocapture: autocapture::AutocaptureConfig,
+    /// Capture-workflow thresholds (resolution per camera, dynamic range, sequence length).
+    pub workflows: workflow::WorkflowConfig,
     /// Threads that run the networks on CPU (0: one per core). The images of a batch, and the
     /// two liveness networks of each face, run side by side on this many threads, each image
     /// on one thread (the kernels are single-threaded).
@@ -161,6 +168,8 @@ impl Default for EngineConfig {
             load_descriptor: true,
             load_landmarks: true,
             active: active::ActiveConfig::default(),
+            autocapture: autocapture::AutocaptureConfig::default(),
+            workflows: workflow::WorkflowConfig::default(),
             threads: 0,
         }
     }

@@ -146,6 +146,10 @@ pub struct QualityReport {
     pub brightness: f32,
     /// Fraction of face pixels at 0..5 or 250..255.
     pub clipped_fraction: f32,
+    /// Spread of the face's luma: 95th minus 5th percentile, 0..255 (a flat, washed-out or
+    /// underexposed face has little).
+    #[serde(default)]
+    pub dynamic_range: f32,
     /// Largest overhang of the face box beyond the image, fraction of the box side.
     pub cropped_fraction: f32,
     /// Smallest gap between the face box and the border, fraction of the box side (negative
@@ -191,22 +195,40 @@ pub fn estimate_pose(lm: &[[f32; 2]; 5]) -> Pose {
     }
 }
 
+/// Luma statistics of the face box.
+struct PixelStats {
+    /// Mean luma.
+    brightness: f32,
+    /// Variance of the Laplacian.
+    sharpness: f32,
+    /// Fraction of clipped pixels.
+    clipped: f32,
+    /// 95th minus 5th luma percentile.
+    dynamic_range: f32,
+}
+
 /// Luma statistics and Laplacian variance of the face box, the box resampled to 112 px high
 /// (nearest neighbour) so that sharpness does not depend on resolution.
-fn pixel_stats(img: &RgbImage, bbox: [f32; 4]) -> (f32, f32, f32) {
+fn pixel_stats(img: &RgbImage, bbox: [f32; 4]) -> PixelStats {
     let (w, h) = img.dimensions();
     let x1 = bbox[0].max(0.0) as u32;
     let y1 = bbox[1].max(0.0) as u32;
     let x2 = (bbox[2].min(w as f32 - 1.0)).max(0.0) as u32;
     let y2 = (bbox[3].min(h as f32 - 1.0)).max(0.0) as u32;
     if x2 <= x1 + 2 || y2 <= y1 + 2 {
-        return (0.0, 0.0, 1.0);
+        return PixelStats {
+            brightness: 0.0,
+            sharpness: 0.0,
+            clipped: 1.0,
+            dynamic_range: 0.0,
+        };
     }
     let bw = (x2 - x1) as f32;
     let bh = (y2 - y1) as f32;
     let oh = 112usize;
     let ow = ((bw / bh) * oh as f32).round().max(8.0) as usize;
     let mut luma = vec![0f32; ow * oh];
+    let mut histogram = [0usize; 256];
     let (mut sum, mut clipped) = (0f64, 0usize);
     for oy in 0..oh {
         let sy = y1 + ((oy as f32 + 0.5) * bh / oh as f32) as u32;
@@ -215,6 +237,7 @@ fn pixel_stats(img: &RgbImage, bbox: [f32; 4]) -> (f32, f32, f32) {
             let p = img.get_pixel(sx.min(w - 1), sy.min(h - 1)).0;
             let l = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
             luma[oy * ow + ox] = l;
+            histogram[(l.round() as usize).min(255)] += 1;
             sum += f64::from(l);
             if !(5.0..=250.0).contains(&l) {
                 clipped += 1;
@@ -236,7 +259,23 @@ fn pixel_stats(img: &RgbImage, bbox: [f32; 4]) -> (f32, f32, f32) {
     }
     let m = lap.iter().sum::<f64>() / lap.len().max(1) as f64;
     let var = lap.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / lap.len().max(1) as f64;
-    ((sum / n) as f32, var as f32, (clipped as f64 / n) as f32)
+    let percentile = |q: f64| {
+        let want = (q * n).ceil().max(1.0) as usize;
+        let mut seen = 0;
+        for (v, c) in histogram.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return v as f32;
+            }
+        }
+        255.0
+    };
+    PixelStats {
+        brightness: (sum / n) as f32,
+        sharpness: var as f32,
+        clipped: (clipped as f64 / n) as f32,
+        dynamic_range: percentile(0.95) - percentile(0.05),
+    }
 }
 
 /// Linear ramp: 0 at `lo`, 1 at `hi` (either order), clamped.
@@ -280,7 +319,12 @@ pub fn assess(
         .iter()
         .copied()
         .fold(f32::MAX, f32::min);
-    let (brightness, sharpness, clipped) = pixel_stats(img, largest.bbox);
+    let PixelStats {
+        brightness,
+        sharpness,
+        clipped,
+        dynamic_range,
+    } = pixel_stats(img, largest.bbox);
     let ratio = fh / ih;
 
     let score = ramp(iod, t.min_iod_px * 0.5, t.min_iod_px * 3.0)
@@ -305,6 +349,7 @@ pub fn assess(
         sharpness,
         brightness,
         clipped_fraction: clipped,
+        dynamic_range,
         cropped_fraction: cropped,
         border_margin: margin,
         face_height_ratio: ratio,

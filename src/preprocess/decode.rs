@@ -83,6 +83,15 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     Ok(orient(img, orientation))
 }
 
+/// Encodes `img` as a baseline JPEG at `quality` (1..=100).
+pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
+        .encode_image(img)
+        .map_err(|e| Error::Internal(format!("JPEG encoding failed: {e}")))?;
+    Ok(out)
+}
+
 /// Applies an EXIF orientation, as `DynamicImage::apply_orientation` does, with quarter turns
 /// copied in cache-sized tiles (the photos of phones are mostly stored sideways).
 pub fn orient(img: RgbImage, o: Orientation) -> RgbImage {
