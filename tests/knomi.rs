@@ -594,6 +594,26 @@ async fn active_liveness_needs_the_asked_head_movements() {
     .await);
     assert_eq!(liveness(&v["video"]["liveness_result"]).0, "LIVE", "{v}");
 
+    // An unusable passive capture leaves the challenges nothing to compare with.
+    let blurred = jpeg(&image::imageops::blur(img, 6.0));
+    let v = ok(&post(
+        &h,
+        "/checkActiveLiveness",
+        &active_body(
+            &blurred,
+            ("active_left", &turned_left),
+            ("active_down", &nod_down),
+        ),
+    )
+    .await);
+    let l = &v["video"]["liveness_result"];
+    assert_eq!(liveness(l).0, "TOO_BLURRY", "{v}");
+    assert_eq!(
+        liveness(&l["details"]["active_liveness"]).0,
+        "TOO_BLURRY",
+        "{v}"
+    );
+
     // The head does not move: the same still in every request.
     let v = ok(&post(
         &h,

@@ -195,7 +195,7 @@ async fn multipart_answers_each_part_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_from_two_routes_share_a_batch() {
     // A second route, as a dialect module would add it.
-    let test_dialect: Arc<dyn Dialect> = Native::mounted("test", "/analyze", "test.analyze");
+    let test_dialect: Arc<dyn Dialect> = Native::mounted("test", "/v1/score", "test.analyze");
     // Batches of two, and a delay long enough that the first image always waits for the second.
     let h = start(
         config(|c| {
@@ -208,7 +208,7 @@ async fn requests_from_two_routes_share_a_batch() {
     .await;
     let (a, b) = tokio::join!(
         post_jpeg(&h, "/facegate/v1/analyze", t1()),
-        post_jpeg(&h, "/test/analyze", t1())
+        post_jpeg(&h, "/test/v1/score", t1())
     );
     assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
     assert_eq!(a.json()["liveness"]["score"], b.json()["liveness"]["score"]);

@@ -466,6 +466,9 @@ mod tests {
             assess(&img, &[det([100.0, 2.0, 300.0, 398.0])], &t).2,
             Some(Rejection::FaceTooClose)
         );
+        // The checkerboard's two levels are 100 apart: that is its dynamic range.
+        let (_, rep, _) = assess(&img, std::slice::from_ref(&ok), &t);
+        assert_eq!(rep.map(|r| r.dynamic_range), Some(100.0));
         let flat = RgbImage::from_pixel(400, 400, image::Rgb([120, 120, 120]));
         assert_eq!(
             assess(&flat, std::slice::from_ref(&ok), &t).2,

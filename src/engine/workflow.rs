@@ -342,6 +342,18 @@ impl PassiveWorkflow {
     }
 }
 
+/// What every frame of an active capture (its passive request's too) must be analysed with:
+/// liveness, templates and landmarks.
+pub fn active_options() -> AnalyzeOptions {
+    AnalyzeOptions {
+        calibration: Calibration::Regular,
+        liveness: true,
+        template: true,
+        landmarks: true,
+        ignore_quality: false,
+    }
+}
+
 /// One head-movement challenge of an active workflow: the direction and its frames'
 /// analyses (with templates and landmarks, [`ActiveSession::options`]) and feedback.
 pub struct Challenge<'a> {
@@ -380,6 +392,10 @@ pub fn decide_active(
     let mut outcomes = Vec::with_capacity(challenges.len());
     let mut problem: Option<CaptureResult> = None;
     let mut least: Option<f32> = None;
+    // The reference frame first: an unusable passive capture leaves nothing to compare.
+    if let Some(d) = frame_problem(cfg, passive.camera, reference) {
+        problem = Some(CaptureResult::undecided(d, None, vec![]));
+    }
     for c in challenges {
         for (i, a) in c.frames.iter().enumerate() {
             if let (None, Some(d)) = (&problem, frame_problem(cfg, passive.camera, a)) {

@@ -14,37 +14,35 @@
 //! decodes the frames (rotation, equal sizes), calls the batcher and renders.
 
 pub mod cli;
+mod frames;
 pub mod package;
 pub mod request;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, DialectError, ErrorClass, ErrorTable};
 use super::input::media_type;
 use super::{max_times, route, timing_headers, Dialect, Edge};
-use crate::batcher::{Input, Processed};
+use crate::batcher::Input;
 use crate::bi::now_ms;
 use crate::engine::autocapture::{self, Feedback};
 use crate::engine::frr::FrrTable;
 use crate::engine::workflow::{
-    check_clock, combine, decide_active, CaptureResult, Challenge, ClockBounds,
+    active_options, check_clock, combine, decide_active, CaptureResult, Challenge, ClockBounds,
 };
-use crate::engine::{Analysis, Engine};
-use crate::preprocess::decode::{decode_rgb, encode_jpeg, orient, DecodeLimits};
+use crate::engine::Analysis;
 use crate::server::{BodyLimits, Ctx, EdgeError, HttpResponse, Mount, RouteInfo, RouteSpec};
 use crate::Error;
+use frames::{analysed, captured_frame, decode_all};
 use package::{PackageError, PackageOpener, PackageSettings};
 use request::{parse_json, parse_request, LivenessRequest, ParseLimits, Workflow};
 
@@ -588,12 +586,6 @@ fn check_media(req: &Request<Bytes>) -> Result<(), ApiError> {
     }
 }
 
-/// One decoded frame, ready for the batcher.
-struct Decoded {
-    /// The upright, rotated image.
-    image: RgbImage,
-}
-
 impl Knomi {
     /// `GET /version`: the version line.
     async fn version(
@@ -689,6 +681,18 @@ impl Knomi {
                 }
             }
         }
+        let opts = match kind {
+            Kind::Active => active_options(),
+            _ => match &requests[0].workflow {
+                Workflow::Passive(w) => w.options(),
+                Workflow::Active(_) => {
+                    return Err(knomi_error(
+                        Code::InvalidValue,
+                        "Invalid value: an active workflow belongs in /checkActiveLiveness.".into(),
+                    ))
+                }
+            },
+        };
         let bounds = ClockBounds {
             max_age_s: self.cfg.allowed_timestamp_seconds,
             max_ahead_s: self.cfg.allowed_future_timestamp_seconds,
@@ -701,24 +705,6 @@ impl Knomi {
             return Ok(self.render(kind, &r, None, None));
         }
         let decoded = decode_all(&engine, &requests, self.cfg.max_total_pixels).await?;
-        let opts = match kind {
-            Kind::Active => crate::engine::active::ActiveSession {
-                cfg: engine.config().active,
-                challenge: vec![],
-                calibration: crate::engine::Calibration::Regular,
-                passive_threshold: None,
-            }
-            .options(),
-            _ => match &requests[0].workflow {
-                Workflow::Passive(w) => w.options(),
-                Workflow::Active(_) => {
-                    return Err(knomi_error(
-                        Code::InvalidValue,
-                        "Invalid value: an active workflow belongs in /checkActiveLiveness.".into(),
-                    ))
-                }
-            },
-        };
         let inputs: Vec<Input> = decoded
             .into_iter()
             .flatten()
@@ -898,140 +884,6 @@ fn active_requests(doc: &Value, limits: ParseLimits) -> Result<Vec<LivenessReque
     Ok(requests)
 }
 
-/// Decodes every frame of every request off the async threads: the engine's byte and pixel
-/// bounds per frame, `max_total` pixels over all, one size for all (code 153), then the
-/// requested rotation.
-async fn decode_all(
-    engine: &Arc<Engine>,
-    requests: &[LivenessRequest],
-    max_total: u64,
-) -> Result<Vec<Vec<Decoded>>, ApiError> {
-    let limits = engine.config().decode;
-    let jobs: Vec<(u16, Vec<Bytes>)> = requests
-        .iter()
-        .map(|r| {
-            (
-                r.rotation,
-                r.frames.iter().map(|f| f.bytes.clone()).collect(),
-            )
-        })
-        .collect();
-    tokio::task::spawn_blocking(move || decode_frames(jobs, limits, max_total))
-        .await
-        .map_err(|e| Error::Internal(format!("frame decoding stopped: {e}")))?
-}
-
-fn decode_frames(
-    jobs: Vec<(u16, Vec<Bytes>)>,
-    limits: DecodeLimits,
-    max_total: u64,
-) -> Result<Vec<Vec<Decoded>>, ApiError> {
-    let mut total = 0u64;
-    let mut size: Option<(u32, u32)> = None;
-    let mut out = Vec::with_capacity(jobs.len());
-    for (r, (rotation, frames)) in jobs.into_iter().enumerate() {
-        let mut decoded = Vec::with_capacity(frames.len());
-        for (i, bytes) in frames.iter().enumerate() {
-            let lim = DecodeLimits {
-                max_pixels: limits
-                    .max_pixels
-                    .min(max_total.saturating_sub(total).max(1)),
-                ..limits
-            };
-            let img = decode_rgb(bytes, &lim).map_err(|e| match e {
-                Error::TooManyPixels { width, height, .. } if total > 0 => knomi_error(
-                    Code::InvalidImageSize,
-                    format!(
-                        "Invalid image size: frame {i} of request {r} ({width}x{height}) takes the frames over {max_total} pixels in all."
-                    ),
-                ),
-                e => ApiError::from(e),
-            })?;
-            let dims = img.dimensions();
-            total += u64::from(dims.0) * u64::from(dims.1);
-            match size {
-                None => size = Some(dims),
-                Some(s) if s != dims => {
-                    return Err(knomi_error(
-                        Code::FrameSizes,
-                        format!(
-                            "The submitted images did not all have the same width and height: frame {i} of request {r} is {}x{}, the first was {}x{}.",
-                            dims.0, dims.1, s.0, s.1
-                        ),
-                    ))
-                }
-                Some(_) => {}
-            }
-            decoded.push(Decoded {
-                image: rotate(img, rotation),
-            });
-        }
-        out.push(decoded);
-    }
-    Ok(out)
-}
-
-/// Rotates clockwise by 0, 90, 180 or 270 degrees.
-fn rotate(img: RgbImage, degrees: u16) -> RgbImage {
-    use image::metadata::Orientation;
-    let o = match degrees {
-        90 => Orientation::Rotate90,
-        180 => Orientation::Rotate180,
-        270 => Orientation::Rotate270,
-        _ => Orientation::NoTransforms,
-    };
-    orient(img, o)
-}
-
-/// Every frame's analysis, or the first failure: a client's fault names the frame.
-fn analysed(results: Vec<crate::Result<Processed>>) -> Result<Vec<Processed>, ApiError> {
-    let mut out = Vec::with_capacity(results.len());
-    for (i, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(p) => out.push(p),
-            Err(e) if ErrorClass::of_engine(&e).is_server_fault() => return Err(e.into()),
-            Err(e) => {
-                let (_, code, message) = engine_code(&e);
-                let code = if code == -8 {
-                    Code::InvalidImageSize
-                } else {
-                    Code::InvalidImageData
-                };
-                return Err(knomi_error(code, format!("Frame {i}: {message}")));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The `autocapture_result` of the best frame: it re-decoded and rotated as analysed, as a
-/// JPEG in base64 (never constructed: facegate does not synthesise faces).
-async fn captured_frame(
-    engine: &Arc<Engine>,
-    r: &LivenessRequest,
-    best: usize,
-    feedback: Vec<Feedback>,
-) -> Result<Value, ApiError> {
-    let bytes = r
-        .frames
-        .get(best)
-        .map(|f| f.bytes.clone())
-        .ok_or_else(|| Error::Internal("the best frame is out of range".into()))?;
-    let (limits, rotation) = (engine.config().decode, r.rotation);
-    let jpeg = tokio::task::spawn_blocking(move || -> crate::Result<Vec<u8>> {
-        let img = rotate(decode_rgb(&bytes, &limits)?, rotation);
-        encode_jpeg(&img, CAPTURED_JPEG_QUALITY)
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("frame encoding stopped: {e}")))??;
-    let codes: Vec<&str> = feedback.iter().map(|f| f.code()).collect();
-    Ok(json!({
-        "captured_frame": STANDARD.encode(jpeg),
-        "captured_frame_is_constructed": false,
-        "feedback": codes,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1045,17 +897,6 @@ mod tests {
         kinds.sort_unstable();
         kinds.dedup();
         assert_eq!(kinds.len(), CODES.len());
-    }
-
-    #[test]
-    fn rotation_turns_clockwise() {
-        let mut img = RgbImage::new(3, 2);
-        img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
-        let r = rotate(img.clone(), 90);
-        assert_eq!(r.dimensions(), (2, 3));
-        assert_eq!(r.get_pixel(1, 0).0, [255, 0, 0]);
-        assert_eq!(rotate(img.clone(), 180).get_pixel(2, 1).0, [255, 0, 0]);
-        assert_eq!(rotate(img, 270).get_pixel(0, 2).0, [255, 0, 0]);
     }
 
     #[test]

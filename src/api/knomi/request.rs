@@ -259,8 +259,14 @@ pub fn parse_request(
                  faces the threshold may reject)."
             )));
         }
-        if let Workflow::Passive(w) = &mut workflow {
-            w.threshold = Threshold::Frr(level as f64 / 100.0);
+        match &mut workflow {
+            Workflow::Passive(w) => w.threshold = Threshold::Frr(level as f64 / 100.0),
+            Workflow::Active(_) => {
+                return Err(invalid(format!(
+                    "Invalid value for {p}: an active workflow takes its threshold from the \
+                     passive workflow of its call."
+                )))
+            }
         }
     }
     let timestamp = optional(wd, "timestamp")
@@ -546,6 +552,12 @@ mod tests {
         assert_eq!(
             code(req(json!({"workflow": "active_up", "frames": [
                 {"data": "/9j/4AAQ", "tags": ["ACTIVE_HEAD_DOWN"], "timestamp": 1}]}))),
+            "knomi_invalid_value"
+        );
+        assert_eq!(
+            code(req(
+                json!({"workflow": "active_up", "security_level": 10, "frames": [frame(1)]})
+            )),
             "knomi_invalid_value"
         );
         assert_eq!(
