@@ -43,7 +43,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// `facegate bench` (no `Debug`: it may hold an API key).
 #[derive(Args)]
 pub struct BenchArgs {
-    /// JPEG or PNG file to send (repeatable; requests cycle through them).
+    /// File to send as the body: a JPEG or PNG image, or a JSON request (`.json`, sent as
+    /// `application/json`, for the JSON dialects) (repeatable; requests cycle through them).
     #[arg(long = "image", required = true)]
     pub images: Vec<PathBuf>,
     /// Port of a server already running on 127.0.0.1 (instead of --spawn-server).
@@ -207,13 +208,17 @@ pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
     for p in &args.images {
         let body = std::fs::read(p)
             .map_err(|e| Error::InvalidArgument(format!("{}: {e}", p.display())))?;
-        let png = p
+        let ext = p
             .extension()
             .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            .map(str::to_ascii_lowercase);
         payloads.push(Payload {
             body: Bytes::from(body),
-            content_type: if png { "image/png" } else { "image/jpeg" },
+            content_type: match ext.as_deref() {
+                Some("png") => "image/png",
+                Some("json") => "application/json",
+                _ => "image/jpeg",
+            },
             api_key: None,
         });
     }

@@ -12,12 +12,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
 use common::http::*;
-use common::warp::{geometry, head_move};
-use facegate::engine::active::{ActiveConfig, ActiveSession};
-use facegate::engine::Calibration;
+use common::warp::{geometry, head_move, jpeg, upright};
 use facegate::server::ServerHandle;
 use hyper::{Method, StatusCode};
-use image::RgbImage;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -60,33 +57,12 @@ fn app_token() -> String {
     sign(Algorithm::HS256, &APP_KEY, &claims("app"))
 }
 
-fn jpeg(img: &RgbImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
-        .encode_image(img)
-        .unwrap();
-    out
-}
-
 /// The fixture as the engine sees it (upright) and a 12° head turn to the person's left of
 /// it, both as JPEG.
 fn turn_frames() -> &'static (Vec<u8>, Vec<u8>) {
     static F: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
     F.get_or_init(|| {
-        let e = engine_full();
-        let img = e.prepare(&fixture_bytes("image_T1.jpg")).unwrap().image;
-        let opts = ActiveSession {
-            cfg: ActiveConfig::default(),
-            challenge: vec![],
-            calibration: Calibration::Regular,
-            passive_threshold: None,
-        }
-        .options();
-        let a = e
-            .analyze_prepared(vec![Ok(e.prepare_image(img.clone()))], &opts)
-            .pop()
-            .unwrap()
-            .unwrap();
+        let (img, a) = upright(&engine_full(), "image_T1.jpg");
         let turned = head_move(&img, &geometry(&a), 12.0, 0.0);
         (jpeg(&img), jpeg(&turned))
     })

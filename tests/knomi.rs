@@ -15,11 +15,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use common::http::*;
-use common::warp::{geometry, head_move};
+use common::warp::{geometry, head_move, jpeg, upright};
 use facegate::api::iad::capture::{generate_key, private_key_pem};
 use facegate::api::knomi::package::{seal, Mode, OaepHash};
-use facegate::engine::active::{ActiveConfig, ActiveSession};
-use facegate::engine::Calibration;
 use facegate::server::ServerHandle;
 use hyper::{Method, StatusCode};
 use image::RgbImage;
@@ -33,34 +31,10 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn jpeg(img: &RgbImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
-        .encode_image(img)
-        .unwrap();
-    out
-}
-
 /// The live fixture upright (480x640), and its analysis with landmarks and template.
 fn live() -> &'static (RgbImage, facegate::engine::Analysis) {
     static F: OnceLock<(RgbImage, facegate::engine::Analysis)> = OnceLock::new();
-    F.get_or_init(|| {
-        let e = engine_full();
-        let img = e.prepare(&fixture_bytes("image_T1.jpg")).unwrap().image;
-        let opts = ActiveSession {
-            cfg: ActiveConfig::default(),
-            challenge: vec![],
-            calibration: Calibration::Regular,
-            passive_threshold: None,
-        }
-        .options();
-        let a = e
-            .analyze_prepared(vec![Ok(e.prepare_image(img.clone()))], &opts)
-            .pop()
-            .unwrap()
-            .unwrap();
-        (img, a)
-    })
+    F.get_or_init(|| upright(&engine_full(), "image_T1.jpg"))
 }
 
 fn live_jpeg() -> &'static Vec<u8> {

@@ -101,3 +101,27 @@ pub fn head_move(img: &RgbImage, g: &FaceGeometry, yaw: f32, pitch: f32) -> RgbI
         (px, py)
     })
 }
+
+/// `img` as a JPEG of quality 95 (how the synthetic frames travel).
+pub fn jpeg(img: &RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+        .encode_image(img)
+        .unwrap();
+    out
+}
+
+/// Fixture `name` upright as the engine sees it, and its analysis with liveness, template and
+/// landmarks (what [`geometry`] and active sessions need).
+pub fn upright(e: &facegate::engine::Engine, name: &str) -> (RgbImage, Analysis) {
+    let img = e.prepare(&super::http::fixture_bytes(name)).unwrap().image;
+    let a = e
+        .analyze_prepared(
+            vec![Ok(e.prepare_image(img.clone()))],
+            &facegate::engine::workflow::active_options(),
+        )
+        .pop()
+        .unwrap()
+        .unwrap();
+    (img, a)
+}
