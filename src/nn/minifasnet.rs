@@ -1,10 +1,17 @@
-//! MiniFASNetV2 and MiniFASNetV1SE: the passive presentation-attack detectors of
-//! Silent-Face-Anti-Spoofing (Apache-2.0).
+//! The MiniFASNet family: MiniFASNetV2 and MiniFASNetV1SE, the passive presentation-attack
+//! detectors of Silent-Face-Anti-Spoofing (Apache-2.0), and a MiniFASNetV2-SE trained on
+//! CelebA-Spoof (`../shared/models/minifasnet-celeba`, Apache-2.0).
 //!
-//! Input `(N, 3, 80, 80)`, BGR, float 0..255, no normalisation. Output `(N, 3)` logits;
-//! class 1 is live, classes 0 and 2 are attacks. The graph is the MobileFaceNet-like stack
-//! below, read from the checkpoint's tensor names; V1SE adds a squeeze-excitation module to the
-//! last block of every residual stage.
+//! - V2 and V1SE: input `(N, 3, 80, 80)`, BGR, float 0..255, no normalisation; output `(N, 3)`
+//!   logits, class 1 live, classes 0 and 2 attacks; safetensors checkpoints.
+//! - V2SE-CelebA: input `(N, 3, 128, 128)`, RGB, float 0..1; output `(N, 2)` logits, class 0
+//!   live; an ONNX export whose BatchNorms are folded into the convolutions already, its tensors
+//!   named here from the ONNX node scopes (`/conv_3/model/model.3/se_module/fc1/Conv` ->
+//!   `conv_3.model.3.se_module.fc1`).
+//!
+//! The graph is the MobileFaceNet-like stack below, read from the tensor names; the SE variants
+//! add a squeeze-excitation module to the last block of every residual stage, and the final
+//! depthwise reduction covers the whole last feature map (5x5 at 80 px, 8x8 at 128 px).
 //!
 //! ```text
 //! conv1 (3x3 s2) -> conv2_dw (dw 3x3) -> conv_23 (s2) -> conv_3 (residual x4)
@@ -36,14 +43,50 @@ pub const LIVE_CLASS: usize = 1;
 /// PyTorch's default BatchNorm epsilon, used by the checkpoints.
 const BN_EPS: f64 = 1e-5;
 
-/// Which of the two published variants a checkpoint holds.
+/// Which variant a checkpoint holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Variant {
     /// MiniFASNetV2, used with crop scale 2.7.
     V2,
     /// MiniFASNetV1SE (squeeze-excitation), used with crop scale 4.0.
     V1SE,
+    /// MiniFASNetV2-SE trained on CelebA-Spoof: 128 px RGB in 0..1, two classes.
+    V2SeCeleba,
 }
+
+impl Variant {
+    /// Side of its square input, pixels.
+    pub fn input_size(self) -> usize {
+        match self {
+            Variant::V2 | Variant::V1SE => INPUT_SIZE,
+            Variant::V2SeCeleba => CELEBA_INPUT_SIZE,
+        }
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(self) -> usize {
+        match self {
+            Variant::V2 | Variant::V1SE => NUM_CLASSES,
+            Variant::V2SeCeleba => 2,
+        }
+    }
+
+    /// Index of the live class.
+    pub fn live_class(self) -> usize {
+        match self {
+            Variant::V2 | Variant::V1SE => LIVE_CLASS,
+            Variant::V2SeCeleba => 0,
+        }
+    }
+
+    /// Whether its residual stages end in squeeze-excitation modules.
+    fn has_se(self) -> bool {
+        matches!(self, Variant::V1SE | Variant::V2SeCeleba)
+    }
+}
+
+/// Side of the CelebA-Spoof network's square input.
+pub const CELEBA_INPUT_SIZE: usize = 128;
 
 /// Named tensors of one checkpoint, with helpful errors for missing names.
 struct Weights {
@@ -96,8 +139,14 @@ impl ConvBlock {
         let weight = w.get(&format!("{prefix}.conv.weight"))?;
         let (out, in_per_group) = (weight.dim(0)?, weight.dim(1)?);
         let groups = if in_per_group == 1 && out > 1 { out } else { 1 };
-        let conv = Conv2d::new(weight, None, ConvGeom::new(stride, pad).grouped(groups))?
-            .fold_bn(&w.bn(&format!("{prefix}.bn"))?)?;
+        let geom = ConvGeom::new(stride, pad).grouped(groups);
+        let bias = format!("{prefix}.conv.bias");
+        // A checkpoint with BatchNorm (upstream's) or one folded already (the ONNX export).
+        let conv = if w.has(&bias) && !w.has(&format!("{prefix}.bn.weight")) {
+            Conv2d::new(weight, Some(w.get(&bias)?), geom)?
+        } else {
+            Conv2d::new(weight, None, geom)?.fold_bn(&w.bn(&format!("{prefix}.bn"))?)?
+        };
         let prelu_name = format!("{prefix}.prelu.weight");
         let act = if w.has(&prelu_name) {
             let alpha = w.get(&prelu_name)?.flatten_all()?.to_vec1::<f32>()?;
@@ -131,8 +180,13 @@ impl SeModule {
         let fc = |i: usize| -> Result<Linear> {
             let k = w.get(&format!("{prefix}.fc{i}.weight"))?;
             let (o, c) = (k.dim(0)?, k.dim(1)?);
-            let folded = Conv2d::new(k, None, ConvGeom::new(1, 0))?
-                .fold_bn(&w.bn(&format!("{prefix}.bn{i}"))?)?;
+            let bias = format!("{prefix}.fc{i}.bias");
+            let folded = if w.has(&bias) && !w.has(&format!("{prefix}.bn{i}.weight")) {
+                Conv2d::new(k, Some(w.get(&bias)?), ConvGeom::new(1, 0))?
+            } else {
+                Conv2d::new(k, None, ConvGeom::new(1, 0))?
+                    .fold_bn(&w.bn(&format!("{prefix}.bn{i}"))?)?
+            };
             Ok(Linear {
                 weight: folded.weight.reshape((o, c))?,
                 bias: Some(folded.bias),
@@ -208,13 +262,21 @@ pub struct MiniFasNet {
 }
 
 impl MiniFasNet {
-    /// Loads a checkpoint (safetensors with the upstream tensor names) onto `device`.
+    /// Loads a checkpoint onto `device`: safetensors with the upstream tensor names, or (a
+    /// `.onnx` file) an ONNX export named from its node scopes.
     pub fn load(path: &Path, variant: Variant, device: &Device) -> Result<Self> {
-        let map = candle_core::safetensors::load(path, device).map_err(|e| Error::Model {
-            name: "minifasnet".into(),
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let is_onnx = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        let map = if is_onnx {
+            onnx_weights(path, device)?
+        } else {
+            candle_core::safetensors::load(path, device).map_err(|e| Error::Model {
+                name: "minifasnet".into(),
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?
+        };
         let map = map
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
@@ -248,7 +310,7 @@ impl MiniFasNet {
             }
         }
         let has_se = blocks.iter().any(|b| b.se.is_some());
-        if has_se != (variant == Variant::V1SE) {
+        if has_se != variant.has_se() {
             return Err(Error::Model {
                 name: "minifasnet".into(),
                 path: path.to_path_buf(),
@@ -279,7 +341,8 @@ impl MiniFasNet {
         self.variant
     }
 
-    /// Runs the network on `(N, 3, 80, 80)` BGR 0..255 crops and returns `(N, 3)` logits.
+    /// Runs the network on its input crops (`(N, 3, 80, 80)` BGR 0..255, or for V2SE-CelebA
+    /// `(N, 3, 128, 128)` RGB 0..1) and returns its logits (`(N, 3)`, or `(N, 2)`).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut y = x.clone();
         for s in &self.stem {
@@ -291,5 +354,108 @@ impl MiniFasNet {
         y = self.conv_6_dw.forward(&self.conv_6_sep.forward(&y)?)?;
         let y = y.flatten_from(1)?;
         self.prob.forward(&self.linear.forward(&y)?)
+    }
+}
+
+/// The module path of an ONNX node from its output's scope: `/conv_3/model/model.3/conv/conv/
+/// Conv_output_0` -> `conv_3.model.3.conv.conv` (a `Sequential` child's scope repeats its
+/// parent's name: `model`, `model.3`). `None` for an output without scope (the graph output).
+fn scope_path(output: &str) -> Option<String> {
+    let parts: Vec<&str> = output.trim_start_matches('/').split('/').collect();
+    let (_, scopes) = parts.split_last()?;
+    if scopes.is_empty() {
+        return None;
+    }
+    let mut path: Vec<&str> = Vec::with_capacity(scopes.len());
+    for s in scopes {
+        match path.last() {
+            Some(prev) if s.strip_prefix(prev).is_some_and(|r| r.starts_with('.')) => {
+                path.pop();
+            }
+            _ => {}
+        }
+        path.push(s);
+    }
+    Some(path.join("."))
+}
+
+/// The weights of an ONNX export under the upstream tensor names: each `Conv`'s weight and
+/// bias (`{path}.weight`, `.bias`), each `PRelu`'s slopes, the `BatchNormalization` after the
+/// embedding (`bn.*`), and the two `MatMul`s as `linear.weight` and `prob.weight` (transposed
+/// to `(out, in)`).
+fn onnx_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let model = super::onnx::OnnxModel::load(path)?;
+    let err = |reason: String| Error::Model {
+        name: "minifasnet".into(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let init = |name: &str| -> Result<Tensor> {
+        model
+            .initializers
+            .get(name)
+            .ok_or_else(|| err(format!("initializer {name} missing")))?
+            .to_candle(device)
+            .map_err(Error::from)
+    };
+    let mut map = HashMap::new();
+    for node in &model.nodes {
+        let output = node.outputs.first().map(String::as_str).unwrap_or("");
+        let scope = scope_path(output);
+        let named = |suffixes: &[&str]| -> Result<Vec<(String, Tensor)>> {
+            let base = scope
+                .clone()
+                .ok_or_else(|| err(format!("{} node {output} has no scope", node.op_type)))?;
+            suffixes
+                .iter()
+                .zip(node.inputs.iter().skip(1))
+                .map(|(s, input)| Ok((format!("{base}.{s}"), init(input)?)))
+                .collect()
+        };
+        match node.op_type.as_str() {
+            "Conv" => map.extend(named(&["weight", "bias"])?),
+            "PRelu" => map.extend(named(&["weight"])?),
+            "BatchNormalization" => {
+                map.extend(named(&["weight", "bias", "running_mean", "running_var"])?)
+            }
+            "MatMul" => {
+                let name = match scope.as_deref() {
+                    Some("linear") => "linear.weight",
+                    None => "prob.weight",
+                    Some(other) => return Err(err(format!("unexpected MatMul in {other}"))),
+                };
+                let input = node
+                    .inputs
+                    .get(1)
+                    .ok_or_else(|| err(format!("MatMul {output} has no weight")))?;
+                map.insert(name.to_string(), init(input)?.t()?.contiguous()?);
+            }
+            _ => {}
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onnx_scopes_become_tensor_names() {
+        assert_eq!(
+            scope_path("/conv_3/model/model.3/se_module/fc1/Conv_output_0").as_deref(),
+            Some("conv_3.model.3.se_module.fc1")
+        );
+        assert_eq!(
+            scope_path("/conv1/conv/Conv_output_0").as_deref(),
+            Some("conv1.conv")
+        );
+        assert_eq!(
+            scope_path("/conv_23/conv/conv/Conv_output_0").as_deref(),
+            Some("conv_23.conv.conv")
+        );
+        assert_eq!(scope_path("output"), None);
+        assert_eq!(Variant::V2SeCeleba.input_size(), 128);
+        assert_eq!(Variant::V2SeCeleba.live_class(), 0);
     }
 }

@@ -1,13 +1,18 @@
-//! The MiniFASNet crop rule and packing of crops into `(N, 3, 80, 80)` BGR tensors.
+//! The MiniFASNet crop rules and packing of crops into network inputs.
 //!
-//! The face box `(x, y, w, h)` is scaled about its centre by
-//! `min(scale, (H-1)/h, (W-1)/w)`, shifted back inside the image when it crosses a border,
-//! truncated to integer corners, cut (corners inclusive) and resized to 80x80 bilinearly.
+//! - Silent-Face's pair ([`crop_rgb`], [`pack_bgr`]): the face box `(x, y, w, h)` is scaled
+//!   about its centre by `min(scale, (H-1)/h, (W-1)/w)`, shifted back inside the image when it
+//!   crosses a border, truncated to integer corners, cut (corners inclusive) and resized to
+//!   80x80 bilinearly; BGR 0..255.
+//! - The CelebA-Spoof network ([`celeba_crop`], [`pack_rgb_unit`]): a square of side
+//!   `int(1.5 max(w, h))` centred on the box `(x1, y1, x2, y2)`, origin `int(centre - side/2)`,
+//!   what lies outside the image filled by reflection (OpenCV's `BORDER_REFLECT_101`), resized
+//!   to 128x128 with an area filter when shrinking and Lanczos-4 when enlarging; RGB 0..1.
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-use super::resize::resize_bilinear_cv;
+use super::resize::{area_separable, resize_bilinear_cv, resize_lanczos4};
 
 /// Inclusive integer corners `(x1, y1, x2, y2)` of the context crop for one network.
 pub fn context_box(
@@ -86,6 +91,70 @@ pub fn pack_bgr(crops: &[Vec<u8>], size: usize, device: &Device) -> candle_core:
     Tensor::from_vec(data, (crops.len(), 3, size, size), device)
 }
 
+/// Side of the CelebA-Spoof crop over the face box's longer side.
+pub const CELEBA_CONTEXT: f32 = 1.5;
+
+/// `p` reflected into `0..n` without repeating the edge (OpenCV's `BORDER_REFLECT_101`:
+/// `-1 -> 1`, `n -> n - 2`).
+fn reflect_101(p: i64, n: i64) -> i64 {
+    if n <= 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let m = p.rem_euclid(period);
+    if m < n {
+        m
+    } else {
+        period - m
+    }
+}
+
+/// The CelebA-Spoof network's input for the face box `(x1, y1, x2, y2)`: the reflected square
+/// crop resized to `size x size`, interleaved RGB8.
+pub fn celeba_crop(img: &RgbImage, bbox_x1y1x2y2: [f32; 4], size: usize) -> Vec<u8> {
+    let [x1, y1, x2, y2] = bbox_x1y1x2y2;
+    let side = ((CELEBA_CONTEXT * (x2 - x1).max(y2 - y1)) as i64).max(1);
+    let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+    let (ox, oy) = (
+        (cx - side as f32 / 2.0) as i64,
+        (cy - side as f32 / 2.0) as i64,
+    );
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    let s = side as u32;
+    let square = RgbImage::from_fn(s, s, |x, y| {
+        let sx = reflect_101(ox + i64::from(x), w) as u32;
+        let sy = reflect_101(oy + i64::from(y), h) as u32;
+        *img.get_pixel(sx, sy)
+    });
+    if side as usize > size {
+        area_separable(&square, (size, size))
+    } else if (side as usize) < size {
+        resize_lanczos4(&square, (size, size))
+    } else {
+        square.into_raw()
+    }
+}
+
+/// Packs interleaved RGB8 crops of `size x size` into an `(N, 3, size, size)` RGB f32 tensor
+/// with values 0..1 (the CelebA-Spoof network's input convention).
+pub fn pack_rgb_unit(
+    crops: &[Vec<u8>],
+    size: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let plane = size * size;
+    let mut data = vec![0f32; crops.len() * 3 * plane];
+    for (n, crop) in crops.iter().enumerate() {
+        let base = n * 3 * plane;
+        for (i, px) in crop.chunks_exact(3).take(plane).enumerate() {
+            for c in 0..3 {
+                data[base + c * plane + i] = f32::from(px[c]) / 255.0;
+            }
+        }
+    }
+    Tensor::from_vec(data, (crops.len(), 3, size, size), device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +192,29 @@ mod tests {
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(&v[0..4], &[30.0, 60.0, 90.0, 120.0]);
         assert_eq!(&v[8..12], &[10.0, 40.0, 70.0, 100.0]);
+    }
+
+    #[test]
+    fn reflection_does_not_repeat_the_edge() {
+        let r: Vec<i64> = (-3..8).map(|p| reflect_101(p, 5)).collect();
+        assert_eq!(r, [3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]);
+        assert_eq!(reflect_101(7, 1), 0);
+    }
+
+    #[test]
+    fn celeba_crops_reflect_outside_the_image_and_scale_both_ways() {
+        // A 4x4 image with distinct pixels; a box at the corner reaches outside.
+        let img = RgbImage::from_fn(4, 4, |x, y| image::Rgb([(x * 60) as u8, (y * 60) as u8, 7]));
+        // Box 2x2 at (0,0): side 3, centre (1,1), origin (-0.5 -> 0): no reflection needed.
+        let c = celeba_crop(&img, [0.0, 0.0, 2.0, 2.0], 3);
+        assert_eq!(&c[..3], &[0, 0, 7]);
+        // Box 2x2 at (-1,-1): centre (0,0), origin -1: the first pixel is reflected (1,1).
+        let c = celeba_crop(&img, [-1.0, -1.0, 1.0, 1.0], 3);
+        assert_eq!(&c[..3], &[60, 60, 7]);
+        assert_eq!(celeba_crop(&img, [0.0, 0.0, 4.0, 4.0], 2).len(), 12);
+        assert_eq!(celeba_crop(&img, [0.0, 0.0, 2.0, 2.0], 8).len(), 8 * 8 * 3);
+        let t = pack_rgb_unit(&[vec![255, 0, 51]], 1, &Device::Cpu).unwrap();
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, [1.0, 0.0, 0.2]);
     }
 }

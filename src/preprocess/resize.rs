@@ -194,8 +194,9 @@ fn box_integer(src: &RgbImage, f: usize, (nw, nh): (usize, usize)) -> Vec<u8> {
     out
 }
 
-/// Separable area filter for any factor: each source row to `nw` columns, then rows.
-fn area_separable(src: &RgbImage, (nw, nh): (usize, usize)) -> Vec<u8> {
+/// Separable area filter for any factor (OpenCV's `INTER_AREA` when shrinking): each source
+/// row to `nw` columns, then rows; interleaved RGB8 out.
+pub fn area_separable(src: &RgbImage, (nw, nh): (usize, usize)) -> Vec<u8> {
     let (w, h) = (src.width() as usize, src.height() as usize);
     let xt = AreaTaps::new(w, nw);
     let yt = AreaTaps::new(h, nh);
@@ -229,6 +230,90 @@ fn area_separable(src: &RgbImage, (nw, nh): (usize, usize)) -> Vec<u8> {
         }
         for (o, &a) in orow.iter_mut().zip(&acc) {
             *o = round_u8(a);
+        }
+    }
+    out
+}
+
+/// Lanczos-4 taps (8, from `s - 3` to `s + 4`, indices clamped to the image) along one axis,
+/// as OpenCV's `INTER_LANCZOS4` places them: source position `(d + 0.5) * scale - 0.5`.
+fn lanczos_taps(src_len: usize, dst_len: usize) -> Vec<([usize; 8], [f32; 8])> {
+    use std::f64::consts::{FRAC_1_SQRT_2 as S45, PI};
+    // cos/sin of the kernel's phase at the 8 taps (OpenCV's table).
+    const CS: [(f64, f64); 8] = [
+        (1.0, 0.0),
+        (-S45, -S45),
+        (0.0, 1.0),
+        (S45, -S45),
+        (-1.0, 0.0),
+        (S45, S45),
+        (0.0, -1.0),
+        (-S45, S45),
+    ];
+    let scale = src_len as f64 / dst_len as f64;
+    let last = src_len as i64 - 1;
+    (0..dst_len)
+        .map(|d| {
+            let f = (d as f64 + 0.5) * scale - 0.5;
+            let s = f.floor();
+            let x = f - s;
+            let mut idx = [0usize; 8];
+            for (k, i) in idx.iter_mut().enumerate() {
+                *i = (s as i64 - 3 + k as i64).clamp(0, last) as usize;
+            }
+            let mut w = [0f32; 8];
+            if x < f64::from(f32::EPSILON) {
+                w[3] = 1.0;
+            } else {
+                let y0 = -(x + 3.0) * PI * 0.25;
+                let (s0, c0) = (y0.sin(), y0.cos());
+                let mut sum = 0.0;
+                for (k, wk) in w.iter_mut().enumerate() {
+                    let y = -(x + 3.0 - k as f64) * PI * 0.25;
+                    let v = (CS[k].0 * s0 + CS[k].1 * c0) / (y * y);
+                    *wk = v as f32;
+                    sum += v;
+                }
+                for wk in &mut w {
+                    *wk = (f64::from(*wk) / sum) as f32;
+                }
+            }
+            (idx, w)
+        })
+        .collect()
+}
+
+/// Resizes `src` to `nw x nh` with an 8x8 Lanczos kernel (OpenCV's `INTER_LANCZOS4`, used
+/// when enlarging), separably in f32; interleaved RGB8 out.
+pub fn resize_lanczos4(src: &RgbImage, (nw, nh): (usize, usize)) -> Vec<u8> {
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    if w == 0 || h == 0 || nw == 0 || nh == 0 {
+        return vec![0; nw * nh * 3];
+    }
+    let xt = lanczos_taps(w, nw);
+    let yt = lanczos_taps(h, nh);
+    let raw = src.as_raw();
+    let mut rows = vec![0f32; h * nw * 3];
+    for (y, dst) in rows.chunks_exact_mut(nw * 3).enumerate() {
+        let srow = &raw[y * w * 3..(y + 1) * w * 3];
+        for (d, (idx, wt)) in dst.chunks_exact_mut(3).zip(&xt) {
+            let mut acc = [0f32; 3];
+            for (&i, &k) in idx.iter().zip(wt) {
+                for c in 0..3 {
+                    acc[c] += k * f32::from(srow[i * 3 + c]);
+                }
+            }
+            d.copy_from_slice(&acc);
+        }
+    }
+    let mut out = vec![0u8; nh * nw * 3];
+    for (orow, (idx, wt)) in out.chunks_exact_mut(nw * 3).zip(&yt) {
+        for (x, o) in orow.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for (&i, &k) in idx.iter().zip(wt) {
+                acc += k * rows[i * nw * 3 + x];
+            }
+            *o = round_u8(acc);
         }
     }
     out
@@ -310,5 +395,21 @@ mod tests {
         let (same, f1) = downscale_area(&img, 1000);
         assert_eq!(same.dimensions(), (640, 480));
         assert_eq!(f1, 1.0);
+    }
+
+    #[test]
+    fn lanczos_keeps_flat_images_and_interpolates_ramps() {
+        let flat = RgbImage::from_pixel(10, 10, image::Rgb([90, 120, 200]));
+        assert!(resize_lanczos4(&flat, (25, 17))
+            .chunks_exact(3)
+            .all(|p| p == [90, 120, 200]));
+        // A horizontal ramp 0, 10, ..., 190 doubled: inner samples stay on the ramp.
+        let ramp = RgbImage::from_fn(20, 4, |x, _| image::Rgb([(x * 10) as u8; 3]));
+        let out = resize_lanczos4(&ramp, (40, 8));
+        for ox in 8..32 {
+            let want = ((ox as f32 + 0.5) / 2.0 - 0.5) * 10.0;
+            let got = f32::from(out[(3 * 40 + ox) * 3]);
+            assert!((got - want).abs() <= 1.0, "x {ox}: {got} vs {want}");
+        }
     }
 }
