@@ -1,5 +1,6 @@
 //! Subcommands that run the engine in-process: `check`, `eval` and `compare`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +12,10 @@ use serde_json::json;
 
 use crate::config::EngineArgs;
 use crate::engine::{Analysis, AnalyzeOptions, Calibration, Engine};
-use crate::eval::{det_points, det_svg, eer, pad_rates, tar_at_far};
+use crate::eval::{
+    apcer_max, det_points, det_svg, eer, pad_rates, rates_at_apcer, species_rates, tar_at_far,
+    DetCurve, SpeciesRates,
+};
 use crate::{Error, Result};
 
 /// `facegate check IMAGE...`
@@ -34,7 +38,8 @@ pub struct CheckArgs {
 /// `facegate eval DIR`
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Folder with `live/` and `spoof/` subfolders of images.
+    /// Folder with `live/` and `spoof/` subfolders of images; `spoof/` may also hold one
+    /// folder per presentation attack instrument species (`spoof/print/`, `spoof/replay/`...).
     pub dir: PathBuf,
     /// Where to write the DET curve (SVG).
     #[arg(long, default_value = "eval-det.svg")]
@@ -167,6 +172,69 @@ fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Species name of the images directly inside `spoof/`.
+const UNNAMED_SPECIES: &str = "spoof";
+
+/// The attack images of `spoof_dir` by presentation attack instrument species, sorted by name:
+/// the images directly inside form the species `spoof`, each subfolder one species of its own
+/// name. Refuses a folder inside a species folder, an empty species folder, and a `spoof/spoof/`
+/// folder beside images directly in `spoof/`.
+fn list_species(spoof_dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let direct = list_images(spoof_dir)?;
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(spoof_dir)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", spoof_dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    folders.sort();
+    let mut species = Vec::with_capacity(folders.len() + 1);
+    if !direct.is_empty() {
+        species.push((UNNAMED_SPECIES.to_string(), direct));
+    }
+    for folder in folders {
+        let name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(nested) = first_subfolder(&folder)? {
+            return Err(Error::InvalidArgument(format!(
+                "nested folder {}: a species folder spoof/{name}/ holds images only \
+                 (one level: spoof/<species>/*.jpg)",
+                nested.display()
+            )));
+        }
+        let images = list_images(&folder)?;
+        if images.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "species folder {} holds no JPEG or PNG images",
+                folder.display()
+            )));
+        }
+        if name == UNNAMED_SPECIES && species.iter().any(|(n, _)| n == UNNAMED_SPECIES) {
+            return Err(Error::InvalidArgument(format!(
+                "{} and the images directly in {} would both be species {UNNAMED_SPECIES}: \
+                 move those images into a named species folder",
+                folder.display(),
+                spoof_dir.display()
+            )));
+        }
+        species.push((name, images));
+    }
+    species.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(species)
+}
+
+/// The first folder (by name) inside `dir`, if any.
+fn first_subfolder(dir: &Path) -> Result<Option<PathBuf>> {
+    let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subs.sort();
+    Ok(subs.into_iter().next())
+}
+
 /// Per-image outcome of an evaluation run.
 struct Scored {
     analysis: Option<Analysis>,
@@ -201,7 +269,12 @@ fn run_all(
 pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let calibration = parse_calibration(&args.calibration)?;
     let live_files = list_images(&args.dir.join("live"))?;
-    let spoof_files = list_images(&args.dir.join("spoof"))?;
+    let species = list_species(&args.dir.join("spoof"))?;
+    // Attack files in species order, with the species of each.
+    let (spoof_files, spoof_species): (Vec<PathBuf>, Vec<&str>) = species
+        .iter()
+        .flat_map(|(name, files)| files.iter().map(move |f| (f.clone(), name.as_str())))
+        .unzip();
     if live_files.is_empty() || spoof_files.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "{} needs non-empty live/ and spoof/ folders",
@@ -240,31 +313,69 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let op = pad_rates(&ls, &ss, profile.offset);
     let upstream = pad_rates(&ls, &ss, 0.0);
     let (eer_v, eer_t) = eer(&ls, &ss);
+    // Scores of each species: contiguous runs of `ss`, in species order.
+    let mut species_scores: Vec<(&str, &[f32])> = Vec::with_capacity(species.len());
+    let mut start = 0;
+    for (name, files) in &species {
+        species_scores.push((name.as_str(), &ss[start..start + files.len()]));
+        start += files.len();
+    }
+    let per_species: BTreeMap<&str, SpeciesRates> = species_scores
+        .iter()
+        .map(|&(name, scores)| (name, species_rates(&ls, scores, op.threshold)))
+        .collect();
+    let (worst_name, worst_apcer) = apcer_max(per_species.iter().map(|(&n, r)| (n, r.apcer)))
+        .ok_or_else(|| Error::InvalidArgument("no attack species".into()))?;
+    let mut curves: Vec<DetCurve> = species_scores
+        .iter()
+        .map(|&(name, scores)| DetCurve {
+            label: format!("{name} ({} attacks)", scores.len()),
+            points: det_points(&ls, scores),
+            operating: Some(pad_rates(&ls, scores, op.threshold)),
+            pooled: false,
+        })
+        .collect();
+    if species.len() > 1 {
+        curves.push(DetCurve {
+            label: format!("all attacks ({})", ss.len()),
+            points: det_points(&ls, &ss),
+            operating: None,
+            pooled: true,
+        });
+    }
     let svg = det_svg(
-        &det_points(&ls, &ss),
+        &curves,
         &op,
         eer_v,
         &format!(
-            "facegate DET on {} ({} live, {} attacks)",
+            "facegate DET on {} ({} live, {} attacks{})",
             args.dir.display(),
             ls.len(),
-            ss.len()
+            ss.len(),
+            if species.len() > 1 {
+                format!(", {} species", species.len())
+            } else {
+                String::new()
+            }
         ),
     );
     std::fs::write(&args.det, svg)?;
     if let Some(path) = &args.dump {
         let mut lines = String::new();
-        for (label, files, scored) in [
-            ("live", &live_files, &live),
-            ("spoof", &spoof_files, &spoof),
-        ] {
-            for (f, s) in files.iter().zip(scored.iter()) {
-                let v = json!({"file": f.display().to_string(), "label": label, "score": score(s),
-                    "liveness": s.analysis.as_ref().and_then(|a| a.liveness.clone()),
-                    "faces": s.analysis.as_ref().map(|a| a.faces.len())});
-                lines.push_str(&v.to_string());
-                lines.push('\n');
-            }
+        let line = |f: &Path, label: &str, s: &Scored| {
+            json!({"file": f.display().to_string(), "label": label, "score": score(s),
+                "liveness": s.analysis.as_ref().and_then(|a| a.liveness.clone()),
+                "faces": s.analysis.as_ref().map(|a| a.faces.len())})
+        };
+        for (f, s) in live_files.iter().zip(&live) {
+            lines.push_str(&line(f, "live", s).to_string());
+            lines.push('\n');
+        }
+        for ((f, s), name) in spoof_files.iter().zip(&spoof).zip(&spoof_species) {
+            let mut v = line(f, "spoof", s);
+            v["species"] = json!(name);
+            lines.push_str(&v.to_string());
+            lines.push('\n');
         }
         std::fs::write(path, lines)?;
     }
@@ -291,6 +402,11 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         "eer_score_threshold": eer_t,
         "det_plot": args.det.display().to_string(),
         "images_per_second": (ls.len() + ss.len()) as f64 / secs,
+        "species": per_species,
+        "apcer_max": worst_apcer,
+        "apcer_max_species": worst_name,
+        "bpcer_at_apcer_1": rates_at_apcer(&ls, &ss, 0.01).bpcer,
+        "bpcer_at_apcer_5": rates_at_apcer(&ls, &ss, 0.05).bpcer,
     });
     if args.matching {
         summary["matching"] = match_eval(&engine, &live_files, args.batch)?;
@@ -300,14 +416,21 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         serde_json::to_string_pretty(&summary)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?
     );
+    let by_species: Vec<String> = per_species
+        .iter()
+        .map(|(name, r)| format!("{name} {:.1} %", r.apcer * 100.0))
+        .collect();
     eprintln!(
-        "APCER {:.1} %  BPCER {:.1} %  ACER {:.1} % at {} (score >= {:.2});  EER {:.1} %;  DET -> {}",
+        "APCER {:.1} %  BPCER {:.1} %  ACER {:.1} % at {} (score >= {:.2});  EER {:.1} %;  \
+         APCER by species: {};  APCER_max {:.1} % ({worst_name});  DET -> {}",
         op.apcer * 100.0,
         op.bpcer * 100.0,
         op.acer * 100.0,
         calibration.name(),
         op.threshold,
         eer_v * 100.0,
+        by_species.join(", "),
+        worst_apcer * 100.0,
         args.det.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -86,6 +86,62 @@ pub fn eer(live: &[f32], spoof: &[f32]) -> (f64, f32) {
         .unwrap_or((0.0, 0.0))
 }
 
+/// Error rates at the lowest threshold whose APCER is at most `apcer_target` (ISO/IEC 30107-3
+/// BPCER at a fixed APCER: target 0.05 gives BPCER20, 0.01 gives BPCER100).
+///
+/// APCER only falls as the threshold rises, so the lowest such threshold has the lowest BPCER
+/// among them. Candidates are the distinct finite scores and a threshold just above the
+/// highest one (which accepts no finite score); without any finite score the threshold is
+/// `+inf`.
+pub fn rates_at_apcer(live: &[f32], spoof: &[f32], apcer_target: f64) -> PadRates {
+    det_points(live, spoof)
+        .into_iter()
+        .find(|r| r.apcer <= apcer_target)
+        .unwrap_or_else(|| pad_rates(live, spoof, f32::INFINITY))
+}
+
+/// PAD figures of one presentation attack instrument (PAI) species against every bona fide
+/// presentation.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct SpeciesRates {
+    /// Attack presentations of this species.
+    pub attacks: usize,
+    /// APCER of this species at the operating threshold.
+    pub apcer: f64,
+    /// Equal error rate of this species against all bona fide presentations.
+    pub eer: f64,
+    /// BPCER at the lowest threshold where this species' APCER is at most 1 %.
+    pub bpcer_at_apcer_1: f64,
+    /// BPCER at the lowest threshold where this species' APCER is at most 5 %.
+    pub bpcer_at_apcer_5: f64,
+}
+
+/// Figures of one species' attack scores `attacks` against the bona fide scores `live`, with
+/// the APCER at the operating `threshold`.
+pub fn species_rates(live: &[f32], attacks: &[f32], threshold: f32) -> SpeciesRates {
+    SpeciesRates {
+        attacks: attacks.len(),
+        apcer: pad_rates(live, attacks, threshold).apcer,
+        eer: eer(live, attacks).0,
+        bpcer_at_apcer_1: rates_at_apcer(live, attacks, 0.01).bpcer,
+        bpcer_at_apcer_5: rates_at_apcer(live, attacks, 0.05).bpcer,
+    }
+}
+
+/// APCER_max: the worst species' APCER and its name (the first in order on a tie); `None`
+/// without species.
+pub fn apcer_max<'a, I>(species: I) -> Option<(&'a str, f64)>
+where
+    I: IntoIterator<Item = (&'a str, f64)>,
+{
+    species
+        .into_iter()
+        .fold(None, |best, (name, apcer)| match best {
+            Some((_, b)) if b >= apcer => best,
+            _ => Some((name, apcer)),
+        })
+}
+
 /// True accept rate at the largest distance threshold whose false accept rate is at most
 /// `far` (accept when `distance <= threshold`). Returns `(tar, threshold, achieved_far)`.
 pub fn tar_at_far(genuine: &[f32], impostor: &[f32], far: f64) -> (f64, f32, f64) {
@@ -158,9 +214,27 @@ pub fn probit(p: f64) -> f64 {
     }
 }
 
-/// Renders a DET curve (APCER vs BPCER on normal-deviate axes) as a standalone SVG, marking
-/// the operating point and the EER.
-pub fn det_svg(points: &[PadRates], operating: &PadRates, eer_value: f64, title: &str) -> String {
+/// One curve of a DET plot: a PAI species, or all attacks pooled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetCurve {
+    /// Legend text.
+    pub label: String,
+    /// Operating points from [`det_points`].
+    pub points: Vec<PadRates>,
+    /// This curve's rates at the operating threshold, marked with a small dot.
+    pub operating: Option<PadRates>,
+    /// All attacks together: drawn in black, on top of the species curves.
+    pub pooled: bool,
+}
+
+/// Species curve colours (the operating point is red); past the last one they repeat dashed.
+const CURVE_COLOURS: [&str; 8] = [
+    "#1f5fbf", "#e08000", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#17becf",
+];
+
+/// Renders DET curves (APCER vs BPCER on normal-deviate axes) as a standalone SVG with a
+/// legend, marking the operating point and the EER of all attacks.
+pub fn det_svg(curves: &[DetCurve], operating: &PadRates, eer_value: f64, title: &str) -> String {
     let (w, h, m) = (560.0, 520.0, 70.0);
     let ticks = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8];
     let (lo, hi) = (probit(0.0005), probit(0.9));
@@ -219,15 +293,75 @@ pub fn det_svg(points: &[PadRates], operating: &PadRates, eer_value: f64, title:
         h / 2.0
     );
     let clamp = |p: f64| p.clamp(0.0005, 0.9);
-    let path: Vec<String> = points
-        .iter()
-        .map(|r| format!("{:.1},{:.1}", sx(clamp(r.apcer)), sy(clamp(r.bpcer))))
-        .collect();
-    let _ = writeln!(
-        s,
-        r##"<polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="{}"/>"##,
-        path.join(" ")
-    );
+    // Species first, the pooled curve last so that it stays visible.
+    let mut order: Vec<(usize, &DetCurve)> = curves.iter().enumerate().collect();
+    order.sort_by_key(|(_, c)| c.pooled);
+    let mut species_seen = 0;
+    let mut styles = vec![("#222", 2.5, ""); curves.len()];
+    for (i, c) in curves.iter().enumerate() {
+        if !c.pooled {
+            let dash = if species_seen >= CURVE_COLOURS.len() {
+                r#" stroke-dasharray="6 3""#
+            } else {
+                ""
+            };
+            styles[i] = (CURVE_COLOURS[species_seen % CURVE_COLOURS.len()], 1.8, dash);
+            species_seen += 1;
+        }
+    }
+    for &(i, c) in &order {
+        let (colour, width, dash) = styles[i];
+        let path: Vec<String> = c
+            .points
+            .iter()
+            .map(|r| format!("{:.1},{:.1}", sx(clamp(r.apcer)), sy(clamp(r.bpcer))))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="{width}"{dash} points="{}"><title>{}</title></polyline>"#,
+            path.join(" "),
+            xml_escape(&c.label)
+        );
+        if let Some(op) = &c.operating {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                sx(clamp(op.apcer)),
+                sy(clamp(op.bpcer))
+            );
+        }
+    }
+    // Legend in the upper right corner, where DET curves rarely pass.
+    let longest = curves.iter().map(|c| c.label.chars().count()).max();
+    if let Some(longest) = longest {
+        let (lw, lh) = (
+            34.0 + 6.2 * longest as f64,
+            8.0 + 16.0 * curves.len() as f64,
+        );
+        let (lx, ly) = (sx(0.9) - lw - 6.0, sy(0.9) + 6.0);
+        let _ = writeln!(
+            s,
+            r##"<rect x="{lx:.1}" y="{ly:.1}" width="{lw:.1}" height="{lh:.1}" fill="white" stroke="#bbb"/>"##
+        );
+        for (row, c) in curves.iter().enumerate() {
+            let (colour, width, dash) = styles[row];
+            let y = ly + 14.0 + 16.0 * row as f64;
+            let _ = writeln!(
+                s,
+                r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="{width}"{dash}/>"#,
+                lx + 6.0,
+                y - 4.0,
+                lx + 26.0,
+                y - 4.0
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{y:.1}">{}</text>"#,
+                lx + 30.0,
+                xml_escape(&c.label)
+            );
+        }
+    }
     let _ = writeln!(
         s,
         r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/>"##,
@@ -323,10 +457,92 @@ mod tests {
     fn svg_is_well_formed_enough() {
         let live = [0.9f32, 0.8, 0.2];
         let spoof = [0.1f32, 0.6, 0.3];
-        let pts = det_points(&live, &spoof);
         let op = pad_rates(&live, &spoof, 0.5);
-        let svg = det_svg(&pts, &op, eer(&live, &spoof).0, "t<1>");
+        let curve = |label: &str, spoof: &[f32], pooled| DetCurve {
+            label: label.into(),
+            points: det_points(&live, spoof),
+            operating: Some(pad_rates(&live, spoof, 0.5)),
+            pooled,
+        };
+        let curves = [
+            curve("print", &spoof[..2], false),
+            curve("re<play>", &spoof[2..], false),
+            curve("all attacks", &spoof, true),
+        ];
+        let svg = det_svg(&curves, &op, eer(&live, &spoof).0, "t<1>");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("t&lt;1&gt;") && svg.contains("polyline"));
+        assert!(svg.contains("t&lt;1&gt;"));
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        assert_eq!(svg.matches("</polyline>").count(), 3);
+        for label in [">print<", ">re&lt;play&gt;<", ">all attacks<"] {
+            assert!(svg.contains(label), "{label}");
+        }
+        // Distinct colours for the two species, black for the pooled curve.
+        assert!(svg.contains(CURVE_COLOURS[0]) && svg.contains(CURVE_COLOURS[1]));
+        assert!(svg.contains(r##"stroke="#222""##));
+    }
+
+    /// Scores shared by the tests below: 5 bona fide, a `print` and a `replay` species.
+    const LIVE: [f32; 5] = [0.1, 0.4, 0.6, 0.8, 0.9];
+    const PRINT: [f32; 4] = [0.0, 0.2, 0.3, 0.5];
+    const REPLAY: [f32; 2] = [0.7, 0.95];
+
+    #[test]
+    fn rates_at_apcer_take_the_lowest_threshold_meeting_the_target() {
+        let spoof = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.7];
+        // At most 2 of 10 attacks accepted: any threshold above 0.35; the lowest candidate
+        // is the bona fide score 0.4, which rejects only 0.1.
+        let r = rates_at_apcer(&LIVE, &spoof, 0.2);
+        assert_eq!((r.threshold, r.apcer, r.bpcer), (0.4, 0.2, 0.2));
+        // At most 1: above 0.5, i.e. 0.6, rejecting 0.1 and 0.4.
+        let r = rates_at_apcer(&LIVE, &spoof, 0.1);
+        assert_eq!((r.threshold, r.apcer, r.bpcer), (0.6, 0.1, 0.4));
+        // None (5 % of 10 rounds down to 0): above 0.7, i.e. 0.8.
+        let r = rates_at_apcer(&LIVE, &spoof, 0.05);
+        assert_eq!((r.threshold, r.apcer, r.bpcer), (0.8, 0.0, 0.6));
+        // Everything allowed: the lowest score, nothing rejected.
+        let r = rates_at_apcer(&LIVE, &spoof, 1.0);
+        assert_eq!((r.threshold, r.apcer, r.bpcer), (0.0, 1.0, 0.0));
+        // An attack above every bona fide score: all bona fide rejected.
+        let r = rates_at_apcer(&[0.2, 0.3], &[0.1, 0.9], 0.01);
+        assert!(r.threshold > 0.9, "{r:?}");
+        assert_eq!((r.apcer, r.bpcer), (0.0, 1.0));
+        // No finite score at all.
+        let r = rates_at_apcer(&[], &[f32::NEG_INFINITY], 0.01);
+        assert_eq!((r.threshold, r.apcer, r.bpcer), (f32::INFINITY, 0.0, 0.0));
+    }
+
+    #[test]
+    fn species_rates_by_hand() {
+        let p = species_rates(&LIVE, &PRINT, 0.45);
+        // APCER at 0.45: only 0.5 of 4. EER: closest at 0.4 (APCER 1/4, BPCER 1/5).
+        // APCER <= 1 % and <= 5 % both mean no print accepted: threshold 0.6, BPCER 2/5.
+        assert_eq!(
+            (p.attacks, p.apcer, p.bpcer_at_apcer_1, p.bpcer_at_apcer_5),
+            (4, 0.25, 0.4, 0.4)
+        );
+        assert!((p.eer - 0.225).abs() < 1e-12, "{p:?}");
+        let r = species_rates(&LIVE, &REPLAY, 0.45);
+        // Both replays beat 0.45; none accepted needs a threshold above 0.95: BPCER 1.
+        assert_eq!(
+            (r.attacks, r.apcer, r.bpcer_at_apcer_1, r.bpcer_at_apcer_5),
+            (2, 1.0, 1.0, 1.0)
+        );
+        // The pooled APCER is the attack-weighted mean of the species APCERs.
+        let all: Vec<f32> = PRINT.iter().chain(&REPLAY).copied().collect();
+        let pooled = pad_rates(&LIVE, &all, 0.45).apcer;
+        assert_eq!(pooled, 0.5);
+        assert_eq!(pooled, (4.0 * p.apcer + 2.0 * r.apcer) / 6.0);
+    }
+
+    #[test]
+    fn apcer_max_names_the_worst_species() {
+        assert_eq!(
+            apcer_max([("print", 0.25), ("replay", 1.0), ("mask", 0.5)]),
+            Some(("replay", 1.0))
+        );
+        assert_eq!(apcer_max([("a", 0.5), ("b", 0.5)]), Some(("a", 0.5)));
+        assert_eq!(apcer_max([("a", 0.0)]), Some(("a", 0.0)));
+        assert_eq!(apcer_max(std::iter::empty::<(&str, f64)>()), None);
     }
 }

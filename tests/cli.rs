@@ -279,3 +279,191 @@ fn knomi_packages_round_trip_through_the_commands() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fresh folder under the system temp dir, unique to this process and `tag`.
+fn temp_dataset(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("facegate-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Copies the first `n` images (by name) of `from` into `to`.
+fn copy_first(from: &std::path::Path, n: usize, to: &std::path::Path) {
+    let mut files: Vec<_> = std::fs::read_dir(from)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= n,
+        "{} has fewer than {n} images",
+        from.display()
+    );
+    std::fs::create_dir_all(to).unwrap();
+    for f in &files[..n] {
+        std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn eval_reports_each_attack_species() {
+    let dir = temp_dataset("species");
+    let nuaa = shared_dir().join("datasets/nuaa-dev");
+    copy_first(&nuaa.join("live"), 6, &dir.join("live"));
+    copy_first(&nuaa.join("spoof"), 4, &dir.join("spoof/print"));
+    let replay = dir.join("spoof/replay");
+    std::fs::create_dir_all(&replay).unwrap();
+    for f in ["image_F2.jpg", "image_F1.jpg"] {
+        std::fs::copy(fixture(f), replay.join(f)).unwrap();
+    }
+    let (svg, dump) = (dir.join("det.svg"), dir.join("dump.jsonl"));
+    let out = facegate()
+        .args(["eval", "--no-descriptor", "--batch", "4"])
+        .arg(&dir)
+        .arg("--det")
+        .arg(&svg)
+        .arg("--dump")
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["live"].as_u64(), r["attacks"].as_u64()),
+        (Some(6), Some(6)),
+        "{r}"
+    );
+    let species = r["species"].as_object().unwrap();
+    assert_eq!(
+        species.keys().collect::<Vec<_>>(),
+        ["print", "replay"],
+        "{r}"
+    );
+    assert_eq!(species["print"]["attacks"], 4, "{r}");
+    assert_eq!(species["replay"]["attacks"], 2, "{r}");
+    let apcer = |name: &str| species[name]["apcer"].as_f64().unwrap();
+    let (print, replay_apcer) = (apcer("print"), apcer("replay"));
+    // APCER_max is the worst species, named; the pooled APCER is the weighted mean.
+    let worst = print.max(replay_apcer);
+    assert_eq!(r["apcer_max"].as_f64(), Some(worst), "{r}");
+    let worst_name = if replay_apcer > print {
+        "replay"
+    } else {
+        "print"
+    };
+    assert_eq!(r["apcer_max_species"], worst_name, "{r}");
+    let pooled = r["operating_point"]["apcer"].as_f64().unwrap();
+    assert!(
+        (pooled - (4.0 * print + 2.0 * replay_apcer) / 6.0).abs() < 1e-12,
+        "{r}"
+    );
+    for v in [&r, &species["print"], &species["replay"]] {
+        for key in ["bpcer_at_apcer_1", "bpcer_at_apcer_5"] {
+            let b = v[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&b), "{key} {r}");
+        }
+        // A stricter APCER target never lowers the BPCER.
+        assert!(
+            v["bpcer_at_apcer_1"].as_f64() >= v["bpcer_at_apcer_5"].as_f64(),
+            "{r}"
+        );
+    }
+    // The scripts' top-level fields are still there.
+    for key in [
+        "dir",
+        "no_result",
+        "upstream_threshold_0_5",
+        "eer",
+        "eer_score_threshold",
+        "det_plot",
+        "images_per_second",
+    ] {
+        assert!(r.get(key).is_some(), "{key} missing: {r}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("APCER by species: print ") && stderr.contains("APCER_max "),
+        "{stderr}"
+    );
+    // One curve per species plus the pooled one, each in the legend.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 3);
+    for label in [
+        ">print (4 attacks)<",
+        ">replay (2 attacks)<",
+        ">all attacks (6)<",
+    ] {
+        assert!(svg.contains(label), "{label} not in the SVG");
+    }
+    // Dump lines: the species of every attack, none on bona fide lines.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |label: &str, species: Option<&str>| {
+        lines
+            .iter()
+            .filter(|l| l["label"] == label && l["species"].as_str() == species)
+            .count()
+    };
+    assert_eq!(lines.len(), 12);
+    assert_eq!(count("live", None), 6);
+    assert_eq!(count("spoof", Some("print")), 4);
+    assert_eq!(count("spoof", Some("replay")), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn eval_refuses_nested_and_empty_species_folders() {
+    let dir = temp_dataset("species-bad");
+    let nuaa = shared_dir().join("datasets/nuaa-dev");
+    copy_first(&nuaa.join("live"), 1, &dir.join("live"));
+    copy_first(&nuaa.join("spoof"), 1, &dir.join("spoof/print"));
+    copy_first(&nuaa.join("spoof"), 1, &dir.join("spoof/print/deeper"));
+    let eval = || {
+        let out = facegate()
+            .args(["eval", "--no-descriptor"])
+            .arg(&dir)
+            .arg("--det")
+            .arg(dir.join("det.svg"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = eval();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("nested folder") && err.contains("print/deeper"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir.join("spoof/print/deeper")).unwrap();
+    std::fs::create_dir_all(dir.join("spoof/mask")).unwrap();
+    let (code, err) = eval();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("spoof/mask") && err.contains("no JPEG or PNG images"),
+        "{err}"
+    );
+    // Images directly in spoof/ are the species `spoof`: a spoof/spoof/ folder would clash.
+    std::fs::remove_dir_all(dir.join("spoof/mask")).unwrap();
+    copy_first(&nuaa.join("spoof"), 1, &dir.join("spoof"));
+    copy_first(&nuaa.join("spoof"), 1, &dir.join("spoof/spoof"));
+    let (code, err) = eval();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("both be species spoof"), "{err}");
+    assert!(
+        !dir.join("det.svg").exists(),
+        "no plot for a refused folder"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
