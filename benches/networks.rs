@@ -37,6 +37,12 @@ fn bench(c: &mut Criterion) {
         &dev,
     )
     .expect("MiniFASNetV1SE");
+    let celeba = MiniFasNet::load(
+        &m.join("minifasnetv2se_celeba_128.onnx"),
+        Variant::V2SeCeleba,
+        &dev,
+    )
+    .expect("CelebA-Spoof MiniFASNetV2-SE");
     let det = RetinaFace::load(&m.join("retinaface_mnet025.onnx"), &dev).expect("RetinaFace");
     let desc = FaceDescriptor::load(
         &m.join("face-api/face_recognition_model-weights_manifest.json"),
@@ -61,6 +67,10 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("minifasnet_v1se_80", n), &x, |b, x| {
             b.iter(|| v1se.forward(x).expect("forward"))
+        });
+        let x = input(n, 3, 128, 128, 1.0);
+        g.bench_with_input(BenchmarkId::new("minifasnet_celeba_128", n), &x, |b, x| {
+            b.iter(|| celeba.forward(x).expect("forward"))
         });
         let x = input(n, 3, 240, 320, 100.0);
         g.bench_with_input(BenchmarkId::new("retinaface_320x240", n), &x, |b, x| {

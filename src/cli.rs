@@ -54,6 +54,11 @@ pub struct EvalArgs {
     /// Also evaluate face matching on `live/` (subject id = first 4 characters of the name).
     #[arg(long = "match")]
     pub matching: bool,
+    /// Also run the CelebA-Spoof network and report every network alone and the fusions
+    /// measured by leave-one-subject-out cross-validation (subject id = first 4 characters of
+    /// the name): `fusion` in the JSON.
+    #[arg(long)]
+    pub celeba: bool,
     /// Images per engine batch.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -84,9 +89,24 @@ pub struct CompareArgs {
     pub engine: EngineArgs,
 }
 
+/// A dataset file's subject id: the first 4 characters of its name (nuaa-dev's convention).
+fn subject_of(p: &Path) -> String {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .chars()
+        .take(4)
+        .collect()
+}
+
 fn load_engine(args: &EngineArgs, descriptor: bool) -> Result<Engine> {
+    load_engine_with(args, descriptor, false)
+}
+
+fn load_engine_with(args: &EngineArgs, descriptor: bool, celeba: bool) -> Result<Engine> {
     let mut cfg = crate::app::engine_config(args)?;
     cfg.load_descriptor &= descriptor;
+    cfg.load_celeba |= celeba;
     Engine::load(cfg, Device::Cpu)
 }
 
@@ -238,6 +258,8 @@ fn first_subfolder(dir: &Path) -> Result<Option<PathBuf>> {
 /// Per-image outcome of an evaluation run.
 struct Scored {
     analysis: Option<Analysis>,
+    /// The CelebA-Spoof network's live log-odds on the selected face, when it ran.
+    celeba: Option<f32>,
 }
 
 fn run_all(
@@ -253,12 +275,33 @@ fn run_all(
             .iter()
             .map(|p| read_image_file(p, engine.config().decode.max_bytes))
             .collect();
-        let prepared = bytes
+        let prepared: Vec<Result<crate::engine::Prepared>> = bytes
             .into_iter()
             .map(|b| b.and_then(|b| engine.prepare(&b)))
             .collect();
-        for r in engine.analyze_prepared(prepared, opts) {
-            out.push(Scored { analysis: r.ok() });
+        let images: Vec<Option<image::RgbImage>> = prepared
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .ok()
+                    .filter(|_| engine.config().load_celeba)
+                    .map(|p| p.image.clone())
+            })
+            .collect();
+        for (r, img) in engine
+            .analyze_prepared(prepared, opts)
+            .into_iter()
+            .zip(images)
+        {
+            let analysis = r.ok();
+            let face = analysis
+                .as_ref()
+                .and_then(|a| a.faces.get(a.selected_face?));
+            let celeba = match (img, face) {
+                (Some(img), Some(f)) => engine.celeba(&[(&img, f)]).pop().and_then(|r| r.ok()),
+                _ => None,
+            };
+            out.push(Scored { analysis, celeba });
             bar.inc(1);
         }
     }
@@ -281,7 +324,7 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
             args.dir.display()
         )));
     }
-    let engine = load_engine(&args.engine, args.matching)?;
+    let engine = load_engine_with(&args.engine, args.matching, args.celeba)?;
     let opts = AnalyzeOptions {
         calibration,
         template: false,
@@ -365,7 +408,7 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         let line = |f: &Path, label: &str, s: &Scored| {
             json!({"file": f.display().to_string(), "label": label, "score": score(s),
                 "liveness": s.analysis.as_ref().and_then(|a| a.liveness.clone()),
-                "faces": s.analysis.as_ref().map(|a| a.faces.len())})
+                "faces": s.analysis.as_ref().map(|a| a.faces.len()), "celeba": s.celeba})
         };
         for (f, s) in live_files.iter().zip(&live) {
             lines.push_str(&line(f, "live", s).to_string());
@@ -408,6 +451,44 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         "bpcer_at_apcer_1": rates_at_apcer(&ls, &ss, 0.01).bpcer,
         "bpcer_at_apcer_5": rates_at_apcer(&ls, &ss, 0.05).bpcer,
     });
+    if args.celeba {
+        let sample = |f: &PathBuf, s: &Scored, live: bool| {
+            crate::eval::FusionSample::of(
+                &subject_of(f),
+                live,
+                s.analysis.as_ref().and_then(|a| a.liveness.as_ref()),
+                s.celeba,
+            )
+        };
+        let samples: Vec<crate::eval::FusionSample> = live_files
+            .iter()
+            .zip(&live)
+            .filter_map(|(f, s)| sample(f, s, true))
+            .chain(
+                spoof_files
+                    .iter()
+                    .zip(&spoof)
+                    .filter_map(|(f, s)| sample(f, s, false)),
+            )
+            .collect();
+        let study = crate::eval::fusion_study(&samples);
+        for (name, r) in study.iter() {
+            eprintln!(
+                "{name:>24}: EER {:.1} %  cross-validated APCER {:.1} %  BPCER {:.1} %",
+                r.eer * 100.0,
+                r.cv_apcer * 100.0,
+                r.cv_bpcer * 100.0
+            );
+        }
+        summary["fusion"] = json!({
+            "samples": samples.len(),
+            "subjects": crate::eval::subjects(&samples),
+            "pipelines": study.iter().map(|(name, r)| json!({
+                "name": name, "eer": r.eer, "cv_apcer": r.cv_apcer, "cv_bpcer": r.cv_bpcer,
+                "cv_acer": (r.cv_apcer + r.cv_bpcer) / 2.0, "weights": r.weights,
+            })).collect::<Vec<_>>(),
+        });
+    }
     if args.matching {
         summary["matching"] = match_eval(&engine, &live_files, args.batch)?;
     }
@@ -468,17 +549,7 @@ fn match_eval(engine: &Engine, files: &[PathBuf], batch: usize) -> Result<serde_
     let bar = ProgressBar::new(files.len() as u64);
     let scored = run_all(engine, files, &opts, batch, &bar);
     bar.finish_and_clear();
-    let ids: Vec<String> = files
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("")
-                .chars()
-                .take(4)
-                .collect()
-        })
-        .collect();
+    let ids: Vec<String> = files.iter().map(|p| subject_of(p)).collect();
     let templates: Vec<_> = scored
         .iter()
         .map(|s| s.analysis.as_ref().and_then(|a| a.template.clone()))

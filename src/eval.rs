@@ -414,6 +414,201 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// One judged image of a fusion study: its subject, label and each network's live log-odds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusionSample {
+    /// Subject id (images of one subject are held out together).
+    pub subject: String,
+    /// A live image (else an attack).
+    pub live: bool,
+    /// Today's pipeline score: log-odds of the pair's mean live softmax.
+    pub dual: f64,
+    /// MiniFASNetV2's live log-odds.
+    pub v2: f64,
+    /// MiniFASNetV1SE's live log-odds.
+    pub v1se: f64,
+    /// The CelebA-Spoof network's live log-odds.
+    pub celeba: f64,
+}
+
+impl FusionSample {
+    /// The sample of an image with every network's output, or `None` (no face, no result).
+    pub fn of(
+        subject: &str,
+        live: bool,
+        liveness: Option<&crate::engine::Liveness>,
+        celeba: Option<f32>,
+    ) -> Option<FusionSample> {
+        let l = liveness?;
+        let logodds = |name: &str| -> Option<f64> {
+            let o = l.networks.iter().find(|o| o.name == name)?;
+            let p = f64::from(o.softmax[crate::nn::minifasnet::LIVE_CLASS]).clamp(1e-7, 1.0 - 1e-7);
+            Some((p / (1.0 - p)).ln())
+        };
+        Some(FusionSample {
+            subject: subject.to_string(),
+            live,
+            dual: f64::from(l.score),
+            v2: logodds(crate::engine::pipeline::PadNetwork::V2.name())?,
+            v1se: logodds(crate::engine::pipeline::PadNetwork::V1se.name())?,
+            celeba: f64::from(celeba?),
+        })
+    }
+}
+
+/// A pipeline's figures in a fusion study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyResult {
+    /// EER of its scores (cross-validated scores for a fitted fusion), 0..1.
+    pub eer: f64,
+    /// APCER over the held-out subjects, each at the EER threshold of the others.
+    pub cv_apcer: f64,
+    /// BPCER over the held-out subjects, the same way.
+    pub cv_bpcer: f64,
+    /// A fitted fusion's weights (features then bias) fitted on every subject; empty for
+    /// fixed pipelines.
+    pub weights: Vec<f64>,
+}
+
+/// The distinct subjects of a study.
+pub fn subjects(samples: &[FusionSample]) -> usize {
+    let mut s: Vec<&str> = samples.iter().map(|x| x.subject.as_str()).collect();
+    s.sort_unstable();
+    s.dedup();
+    s.len()
+}
+
+/// L2 penalty of the fitted fusions.
+const FUSION_L2: f64 = 1e-2;
+
+/// Scores one sample.
+type Scorer = Box<dyn Fn(&FusionSample) -> f64>;
+/// Fits a scorer on training samples (`None`: it cannot be fitted on them).
+type Fitter<'a> = &'a dyn Fn(&[&FusionSample]) -> Option<Scorer>;
+
+/// Scores every sample of subject-held-out folds: for each subject, `fit` on the others gives
+/// the scorer of its samples and the threshold (the others' EER point). Returns the pooled
+/// held-out scores with the per-fold decisions' APCER and BPCER.
+fn cross_validate(
+    samples: &[FusionSample],
+    fit: Fitter<'_>,
+) -> Option<(Vec<f32>, Vec<f32>, f64, f64)> {
+    let mut ids: Vec<&str> = samples.iter().map(|x| x.subject.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let (mut live, mut spoof) = (Vec::new(), Vec::new());
+    let (mut rejected_live, mut accepted_attacks) = (0usize, 0usize);
+    for id in ids {
+        let train: Vec<&FusionSample> = samples.iter().filter(|x| x.subject != id).collect();
+        let scorer = fit(&train)?;
+        let (tl, ts): (Vec<f32>, Vec<f32>) = (
+            train
+                .iter()
+                .filter(|x| x.live)
+                .map(|x| scorer(x) as f32)
+                .collect(),
+            train
+                .iter()
+                .filter(|x| !x.live)
+                .map(|x| scorer(x) as f32)
+                .collect(),
+        );
+        if tl.is_empty() || ts.is_empty() {
+            return None;
+        }
+        let (_, threshold) = eer(&tl, &ts);
+        for x in samples.iter().filter(|x| x.subject == id) {
+            let s = scorer(x) as f32;
+            if x.live {
+                live.push(s);
+                rejected_live += usize::from(s < threshold);
+            } else {
+                spoof.push(s);
+                accepted_attacks += usize::from(s >= threshold);
+            }
+        }
+    }
+    let apcer = accepted_attacks as f64 / spoof.len().max(1) as f64;
+    let bpcer = rejected_live as f64 / live.len().max(1) as f64;
+    Some((live, spoof, apcer, bpcer))
+}
+
+/// Every network alone, today's pair, the mean of the three log-odds, and logistic fusions
+/// of the pair and of all three, each measured by leave-one-subject-out cross-validation
+/// (a fixed pipeline fits only its threshold; a fusion fits its weights too).
+pub fn fusion_study(samples: &[FusionSample]) -> Vec<(String, StudyResult)> {
+    type Feature = fn(&FusionSample) -> f64;
+    let fixed: [(&str, Feature); 5] = [
+        ("minifasnet-dual (today)", |x| x.dual),
+        ("minifasnet-v2", |x| x.v2),
+        ("minifasnet-v1se", |x| x.v1se),
+        ("celeba", |x| x.celeba),
+        ("mean-logodds-3", |x| (x.v2 + x.v1se + x.celeba) / 3.0),
+    ];
+    let mut out = Vec::new();
+    for (name, f) in fixed {
+        let fit = move |_: &[&FusionSample]| -> Option<Scorer> { Some(Box::new(f)) };
+        if let Some((l, s, apcer, bpcer)) = cross_validate(samples, &fit) {
+            out.push((
+                name.to_string(),
+                StudyResult {
+                    eer: eer(&l, &s).0,
+                    cv_apcer: apcer,
+                    cv_bpcer: bpcer,
+                    weights: Vec::new(),
+                },
+            ));
+        }
+    }
+    let pair = |x: &FusionSample| [x.v2, x.v1se, 1.0];
+    let triple = |x: &FusionSample| [x.v2, x.v1se, x.celeba, 1.0];
+    let fit_pair = move |t: &[&FusionSample]| -> Option<Scorer> {
+        let x: Vec<[f64; 3]> = t.iter().map(|s| pair(s)).collect();
+        let y: Vec<bool> = t.iter().map(|s| s.live).collect();
+        let m = crate::engine::fusion::LogisticFusion::fit(&x, &y, FUSION_L2)?;
+        Some(Box::new(move |s: &FusionSample| m.score(&pair(s))))
+    };
+    let fit_triple = move |t: &[&FusionSample]| -> Option<Scorer> {
+        let x: Vec<[f64; 4]> = t.iter().map(|s| triple(s)).collect();
+        let y: Vec<bool> = t.iter().map(|s| s.live).collect();
+        let m = crate::engine::fusion::LogisticFusion::fit(&x, &y, FUSION_L2)?;
+        Some(Box::new(move |s: &FusionSample| m.score(&triple(s))))
+    };
+    let all: Vec<&FusionSample> = samples.iter().collect();
+    let labels: Vec<bool> = samples.iter().map(|s| s.live).collect();
+    let weights_pair = crate::engine::fusion::LogisticFusion::fit(
+        &all.iter().map(|s| pair(s)).collect::<Vec<_>>(),
+        &labels,
+        FUSION_L2,
+    )
+    .map(|m| m.coef.to_vec())
+    .unwrap_or_default();
+    let weights_triple = crate::engine::fusion::LogisticFusion::fit(
+        &all.iter().map(|s| triple(s)).collect::<Vec<_>>(),
+        &labels,
+        FUSION_L2,
+    )
+    .map(|m| m.coef.to_vec())
+    .unwrap_or_default();
+    for (name, fit, weights) in [
+        ("logistic(v2, v1se)", &fit_pair as Fitter<'_>, weights_pair),
+        ("logistic(v2, v1se, celeba)", &fit_triple, weights_triple),
+    ] {
+        if let Some((l, s, apcer, bpcer)) = cross_validate(samples, fit) {
+            out.push((
+                name.to_string(),
+                StudyResult {
+                    eer: eer(&l, &s).0,
+                    cv_apcer: apcer,
+                    cv_bpcer: bpcer,
+                    weights,
+                },
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,5 +739,43 @@ mod tests {
         assert_eq!(apcer_max([("a", 0.5), ("b", 0.5)]), Some(("a", 0.5)));
         assert_eq!(apcer_max([("a", 0.0)]), Some(("a", 0.0)));
         assert_eq!(apcer_max(std::iter::empty::<(&str, f64)>()), None);
+    }
+
+    #[test]
+    fn the_fusion_study_holds_each_subject_out() {
+        // Four subjects; V2 separates live from attack everywhere, CelebA nowhere.
+        let mut samples = Vec::new();
+        for subject in ["s001", "s002", "s003", "s004"] {
+            for k in 0..5 {
+                let t = f64::from(k) * 0.1;
+                for live in [true, false] {
+                    let v2 = if live { 2.0 + t } else { -2.0 - t };
+                    samples.push(FusionSample {
+                        subject: subject.to_string(),
+                        live,
+                        dual: v2,
+                        v2,
+                        v1se: v2 * 0.5,
+                        celeba: if k % 2 == 0 { 1.0 } else { -1.0 },
+                    });
+                }
+            }
+        }
+        assert_eq!(subjects(&samples), 4);
+        let study = fusion_study(&samples);
+        let get = |n: &str| {
+            study
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, r)| r.clone())
+        };
+        let v2 = get("minifasnet-v2").unwrap();
+        assert_eq!((v2.eer, v2.cv_apcer, v2.cv_bpcer), (0.0, 0.0, 0.0));
+        let c = get("celeba").unwrap();
+        assert!(c.eer >= 0.3, "{c:?}");
+        let triple = get("logistic(v2, v1se, celeba)").unwrap();
+        assert_eq!((triple.cv_apcer, triple.cv_bpcer), (0.0, 0.0));
+        assert_eq!(triple.weights.len(), 4);
+        assert_eq!(study.len(), 7);
     }
 }

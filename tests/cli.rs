@@ -467,3 +467,48 @@ fn eval_refuses_nested_and_empty_species_folders() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn eval_with_celeba_measures_every_pipeline_by_subject_cross_validation() {
+    let out = facegate()
+        .arg("eval")
+        .arg(shared_dir().join("datasets/nuaa-dev"))
+        .arg("--celeba")
+        .arg("--det")
+        .arg(std::env::temp_dir().join(format!("facegate-celeba-det-{}.svg", std::process::id())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &v["fusion"];
+    assert_eq!(
+        (f["samples"].as_u64(), f["subjects"].as_u64()),
+        (Some(400), Some(8))
+    );
+    let by_name = |n: &str| {
+        f["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap_or_else(|| panic!("{n} missing: {f}"))
+            .clone()
+    };
+    // Today's pipeline under the same protocol gives the leave-one-subject-out figures of
+    // docs/calibration.md (APCER 9.5 %, BPCER 11.0 %).
+    let today = by_name("minifasnet-dual (today)");
+    assert_eq!(
+        (today["cv_apcer"].as_f64(), today["cv_bpcer"].as_f64()),
+        (Some(0.095), Some(0.11))
+    );
+    assert_eq!(today["eer"].as_f64(), v["eer"].as_f64());
+    // The fitted fusions carry their weights (3 features and a bias for the triple).
+    let triple = by_name("logistic(v2, v1se, celeba)");
+    assert_eq!(triple["weights"].as_array().map(Vec::len), Some(4));
+    assert!(by_name("celeba")["weights"].as_array().unwrap().is_empty());
+    assert_eq!(f["pipelines"].as_array().unwrap().len(), 7);
+}

@@ -11,6 +11,7 @@ pub mod autocapture;
 pub mod calibration;
 pub mod decision;
 pub mod frr;
+pub mod fusion;
 mod linalg;
 pub mod pipeline;
 pub mod pose;
@@ -30,9 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::models::Manifest;
 use crate::nn::face_descriptor::FaceDescriptor;
 use crate::nn::face_landmarks::{self, FaceLandmarks};
-use crate::nn::minifasnet::MiniFasNet;
+use crate::nn::minifasnet::{MiniFasNet, Variant};
 use crate::nn::retinaface::{DecodeParams, Detection, RetinaFace};
-use crate::preprocess::crop::{crop_rgb, mirror_rgb, pack_bgr};
+use crate::preprocess::crop::{celeba_crop, crop_rgb, mirror_rgb, pack_bgr, pack_rgb_unit};
 use crate::preprocess::decode::{decode_rgb, DecodeLimits};
 use crate::preprocess::resize::downscale_area;
 use crate::preprocess::square::square_crop;
@@ -143,6 +144,9 @@ pub struct EngineConfig {
     pub load_descriptor: bool,
     /// Load the 68-point landmark network (needed for head pose and active liveness).
     pub load_landmarks: bool,
+    /// Load the CelebA-Spoof MiniFASNetV2-SE, a third PAD network ([`Engine::celeba`]); no
+    /// pipeline fuses it yet, `facegate eval --celeba` measures it.
+    pub load_celeba: bool,
     /// Active-liveness thresholds (motion, parallax, challenge angle, same person).
     pub active: active::ActiveConfig,
     /// Autocapture feedback thresholds (face size and position, light, blur, eyes, pose).
@@ -167,6 +171,7 @@ impl Default for EngineConfig {
             mirror_average: false,
             load_descriptor: true,
             load_landmarks: true,
+            load_celeba: false,
             active: active::ActiveConfig::default(),
             autocapture: autocapture::AutocaptureConfig::default(),
             workflows: workflow::WorkflowConfig::default(),
@@ -358,6 +363,8 @@ pub struct Engine {
     descriptor: Option<FaceDescriptor>,
     /// 68-point landmarks (pose, active liveness), when loaded.
     landmarks: Option<FaceLandmarks>,
+    /// The CelebA-Spoof PAD network, when loaded.
+    celeba: Option<MiniFasNet>,
     /// Turns network outputs into verdicts.
     decider: Decider,
     /// Threads that run the images of a batch side by side (CPU with more than one thread).
@@ -373,6 +380,7 @@ impl Engine {
             .iter()
             .filter(|p| cfg.load_descriptor || !p.starts_with("face-descriptor"))
             .filter(|p| cfg.load_landmarks || !p.starts_with("landmark68"))
+            .filter(|p| cfg.load_celeba || !p.starts_with("minifasnet-celeba"))
             .collect();
         if !needed.is_empty() {
             return Err(Error::Model {
@@ -412,6 +420,15 @@ impl Engine {
         } else {
             None
         };
+        let celeba = if cfg.load_celeba {
+            Some(MiniFasNet::load(
+                &path("minifasnet-celeba")?,
+                Variant::V2SeCeleba,
+                &device,
+            )?)
+        } else {
+            None
+        };
         let threads = match cfg.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -435,6 +452,7 @@ impl Engine {
             pad,
             descriptor,
             landmarks,
+            celeba,
             pool,
         })
     }
@@ -687,6 +705,50 @@ impl Engine {
                     .collect::<Result<Vec<NetworkOutput>>>()
             })
             .collect()
+    }
+
+    /// The CelebA-Spoof network's live log-odds (`l_live - l_spoof`) for each face, on its
+    /// own crop of the detector's box ([`crate::preprocess::crop::celeba_crop`]); one batch per
+    /// call, one task per face on CPU. `Unavailable` when the network is not loaded.
+    pub fn celeba(&self, faces: &[(&RgbImage, &Face)]) -> Vec<Result<f32>> {
+        let Some(net) = &self.celeba else {
+            return faces
+                .iter()
+                .map(|_| {
+                    Err(Error::Unavailable(
+                        "the CelebA-Spoof network is not loaded (load_celeba)".into(),
+                    ))
+                })
+                .collect();
+        };
+        let size = Variant::V2SeCeleba.input_size();
+        let run = |faces: &[(&RgbImage, &Face)]| -> Result<Vec<f32>> {
+            let crops: Vec<Vec<u8>> = faces
+                .iter()
+                .map(|(img, f)| celeba_crop(img, f.bbox, size))
+                .collect();
+            let logits: Vec<Vec<f32>> = net
+                .forward(&pack_rgb_unit(&crops, size, &self.device)?)?
+                .to_vec2()?;
+            let live = Variant::V2SeCeleba.live_class();
+            logits
+                .iter()
+                .map(|l| match (l.get(live), l.get(1 - live)) {
+                    (Some(a), Some(b)) if l.len() == 2 => Ok(a - b),
+                    _ => Err(Error::Internal("CelebA output shape".into())),
+                })
+                .collect()
+        };
+        let one = |i: usize| {
+            run(&faces[i..=i])?
+                .pop()
+                .ok_or_else(|| Error::Internal("CelebA result count".into()))
+        };
+        if self.device.is_cpu() {
+            self.map_tasks(faces.len(), one)
+        } else {
+            self.batched(faces.len(), || run(faces), one)
+        }
     }
 
     /// The verdict of raw liveness outputs under the dual pipeline and `calibration`.
