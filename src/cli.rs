@@ -275,32 +275,21 @@ fn run_all(
             .iter()
             .map(|p| read_image_file(p, engine.config().decode.max_bytes))
             .collect();
-        let prepared: Vec<Result<crate::engine::Prepared>> = bytes
+        let prepared = bytes
             .into_iter()
             .map(|b| b.and_then(|b| engine.prepare(&b)))
             .collect();
-        let images: Vec<Option<image::RgbImage>> = prepared
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .ok()
-                    .filter(|_| engine.config().load_celeba)
-                    .map(|p| p.image.clone())
-            })
-            .collect();
-        for (r, img) in engine
-            .analyze_prepared(prepared, opts)
-            .into_iter()
-            .zip(images)
-        {
+        for r in engine.analyze_prepared(prepared, opts) {
             let analysis = r.ok();
-            let face = analysis
+            let celeba = analysis
                 .as_ref()
-                .and_then(|a| a.faces.get(a.selected_face?));
-            let celeba = match (img, face) {
-                (Some(img), Some(f)) => engine.celeba(&[(&img, f)]).pop().and_then(|r| r.ok()),
-                _ => None,
-            };
+                .and_then(|a| a.liveness.as_ref())
+                .and_then(|l| {
+                    l.networks
+                        .iter()
+                        .find(|o| o.name == crate::engine::pipeline::PadNetwork::Celeba.name())
+                })
+                .map(|o| o.logits[1] - o.logits[0]);
             out.push(Scored { analysis, celeba });
             bar.inc(1);
         }

@@ -543,7 +543,9 @@ pub fn fusion_study(samples: &[FusionSample]) -> Vec<(String, StudyResult)> {
         ("minifasnet-v2", |x| x.v2),
         ("minifasnet-v1se", |x| x.v1se),
         ("celeba", |x| x.celeba),
-        ("mean-logodds-3", |x| (x.v2 + x.v1se + x.celeba) / 3.0),
+        ("minifasnet-triple (mean log-odds)", |x| {
+            (x.v2 + x.v1se + x.celeba) / 3.0
+        }),
     ];
     let mut out = Vec::new();
     for (name, f) in fixed {

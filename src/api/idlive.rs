@@ -286,6 +286,15 @@ fn answer(body: &Value, transient: bool, results: &[Result<Processed, Error>]) -
     r
 }
 
+/// `p` when the loaded engine serves it (all its networks loaded); a pipeline whose optional
+/// network is not loaded is unsupported here, as an unknown name is.
+fn served(ctx: &Ctx, p: Pipeline) -> Result<Pipeline, ApiError> {
+    match ctx.app.batcher.engine() {
+        Some(e) if !e.pipelines().contains(&p) => Err(ApiError::invalid(UNSUPPORTED_PIPELINE)),
+        _ => Ok(p),
+    }
+}
+
 /// The `pipeline` query parameter (default pipeline when absent or empty).
 fn pipeline_param(q: &Query) -> Result<Pipeline, ApiError> {
     match q.get_nonempty("pipeline") {
@@ -349,7 +358,7 @@ impl IdLive {
     /// image part analysed in one submission to the batcher (names in part order).
     async fn analyze_parts(req: Request<Bytes>, ctx: &Ctx) -> Result<Analysed, ApiError> {
         let os = meta_os(&req);
-        let pipeline = pipeline_param(&Query::parse(req.uri().query())?)?;
+        let pipeline = served(ctx, pipeline_param(&Query::parse(req.uri().query())?)?)?;
         let (parts, body) = req.into_parts();
         let images = image_parts(&parts.headers, body, MAX_PARTS).await?;
         let (names, inputs): (Vec<String>, Vec<_>) =
@@ -371,15 +380,24 @@ impl IdLive {
     async fn api_version(
         self: Arc<Self>,
         _req: Request<Bytes>,
-        _ctx: Ctx,
+        ctx: Ctx,
     ) -> Result<HttpResponse, ApiError> {
+        // The pipelines the loaded networks serve (while loading: those of the default set).
+        let available: Vec<&str> = match ctx.app.batcher.engine() {
+            Some(e) => e.pipelines().iter().map(|p| p.name()).collect(),
+            None => Pipeline::ALL
+                .iter()
+                .filter(|p| p.networks().iter().all(|n| !n.is_optional()))
+                .map(|p| p.name())
+                .collect(),
+        };
         Ok(json_response(
             StatusCode::OK,
             &json!({
                 "product": PRODUCT,
                 "version": env!("CARGO_PKG_VERSION"),
                 "defaultPipeline": Pipeline::default().name(),
-                "availablePipelines": Pipeline::ALL.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                "availablePipelines": available,
                 "expirationDate": self.cfg.licensed.license_expiration,
             }),
         ))
@@ -455,6 +473,9 @@ impl IdLive {
         let os = meta_os(&req);
         let (parts, body) = req.into_parts();
         let parsed = parse_check_image(&parts.headers, body).await?;
+        for (p, _) in &parsed.runs {
+            served(&ctx, *p)?;
+        }
         let result = ctx
             .app
             .batcher

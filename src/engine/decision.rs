@@ -50,6 +50,17 @@ pub fn fuse(outputs: &[NetworkOutput], pipeline: Pipeline) -> Option<Fused> {
     })
 }
 
+/// Mean of the live log-odds of `pipeline`'s networks; `None` when one is missing.
+pub fn mean_log_odds(outputs: &[NetworkOutput], pipeline: Pipeline) -> Option<f32> {
+    let nets = pipeline.networks();
+    let mut sum = 0f32;
+    for net in nets {
+        let o = outputs.iter().find(|o| o.name == net.name())?;
+        sum += calibration::raw_score(o.softmax[LIVE_CLASS]);
+    }
+    Some(sum / nets.len().max(1) as f32)
+}
+
 /// A frame's liveness under one (pipeline, calibration).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameVerdict {
@@ -104,27 +115,49 @@ impl Decider {
         calibration::probability(score, self.calibrations(pipeline).profile(cal))
     }
 
-    /// The liveness verdict of `outputs` under (`pipeline`, `cal`); the outputs are kept.
+    /// The liveness verdict of `outputs` under (`pipeline`, `cal`); the outputs are kept. A
+    /// pipeline whose optional network was not loaded is a client's invalid argument.
     pub fn verdict(
         &self,
         outputs: &[NetworkOutput],
         pipeline: Pipeline,
         cal: Calibration,
     ) -> Result<Liveness> {
-        let fused = fuse(outputs, pipeline).ok_or_else(|| {
-            Error::Internal(format!(
-                "pipeline {} lacks one of its networks' outputs",
-                pipeline.name()
-            ))
-        })?;
-        let score = calibration::raw_score(fused.live);
+        let missing = || {
+            let optional = pipeline
+                .networks()
+                .iter()
+                .find(|n| n.is_optional() && !outputs.iter().any(|o| o.name == n.name()));
+            match optional {
+                Some(n) => Error::InvalidArgument(format!(
+                    "pipeline {} needs {}, which this server does not load (load_celeba)",
+                    pipeline.name(),
+                    n.name()
+                )),
+                None => Error::Internal(format!(
+                    "pipeline {} lacks one of its networks' outputs",
+                    pipeline.name()
+                )),
+            }
+        };
+        let fused = fuse(outputs, pipeline).ok_or_else(missing)?;
+        let score = if pipeline.fuses_log_odds() {
+            mean_log_odds(outputs, pipeline).ok_or_else(missing)?
+        } else {
+            calibration::raw_score(fused.live)
+        };
+        let fused_live = if pipeline.fuses_log_odds() {
+            1.0 / (1.0 + (-score).exp())
+        } else {
+            fused.live
+        };
         let probability = self.probability(score, pipeline, cal);
         Ok(Liveness {
             probability,
             score,
             is_live: probability >= 0.5,
             calibration: cal,
-            fused_live: fused.live,
+            fused_live,
             networks: outputs.to_vec(),
         })
     }

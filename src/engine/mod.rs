@@ -144,8 +144,8 @@ pub struct EngineConfig {
     pub load_descriptor: bool,
     /// Load the 68-point landmark network (needed for head pose and active liveness).
     pub load_landmarks: bool,
-    /// Load the CelebA-Spoof MiniFASNetV2-SE, a third PAD network ([`Engine::celeba`]); no
-    /// pipeline fuses it yet, `facegate eval --celeba` measures it.
+    /// Also run the CelebA-Spoof MiniFASNetV2-SE, a third PAD network, on every face (the
+    /// `minifasnet-triple` pipeline needs it; the default pipeline does not use it).
     pub load_celeba: bool,
     /// Active-liveness thresholds (motion, parallax, challenge angle, same person).
     pub active: active::ActiveConfig,
@@ -363,8 +363,6 @@ pub struct Engine {
     descriptor: Option<FaceDescriptor>,
     /// 68-point landmarks (pose, active liveness), when loaded.
     landmarks: Option<FaceLandmarks>,
-    /// The CelebA-Spoof PAD network, when loaded.
-    celeba: Option<MiniFasNet>,
     /// Turns network outputs into verdicts.
     decider: Decider,
     /// Threads that run the images of a batch side by side (CPU with more than one thread).
@@ -402,6 +400,7 @@ impl Engine {
         let detector = RetinaFace::load(&path("retinaface")?, &device)?;
         let pad = PadNetwork::ALL
             .into_iter()
+            .filter(|n| !n.is_optional() || cfg.load_celeba)
             .map(|n| {
                 let net = MiniFasNet::load(&path(n.manifest_name())?, n.variant(), &device)?;
                 Ok((n, net))
@@ -417,15 +416,6 @@ impl Engine {
         };
         let landmarks = if cfg.load_landmarks {
             Some(FaceLandmarks::load(&path("landmark68-manifest")?, &device)?)
-        } else {
-            None
-        };
-        let celeba = if cfg.load_celeba {
-            Some(MiniFasNet::load(
-                &path("minifasnet-celeba")?,
-                Variant::V2SeCeleba,
-                &device,
-            )?)
         } else {
             None
         };
@@ -452,7 +442,6 @@ impl Engine {
             pad,
             descriptor,
             landmarks,
-            celeba,
             pool,
         })
     }
@@ -707,48 +696,66 @@ impl Engine {
             .collect()
     }
 
-    /// The CelebA-Spoof network's live log-odds (`l_live - l_spoof`) for each face, on its
-    /// own crop of the detector's box ([`crate::preprocess::crop::celeba_crop`]); one batch per
-    /// call, one task per face on CPU. `Unavailable` when the network is not loaded.
-    pub fn celeba(&self, faces: &[(&RgbImage, &Face)]) -> Vec<Result<f32>> {
-        let Some(net) = &self.celeba else {
-            return faces
-                .iter()
-                .map(|_| {
-                    Err(Error::Unavailable(
-                        "the CelebA-Spoof network is not loaded (load_celeba)".into(),
-                    ))
-                })
-                .collect();
-        };
+    /// The CelebA-Spoof network's outputs for each face, on its own crop of the detector's
+    /// box (mirrored crops averaged in with `mirror_average`), in the three-slot layout:
+    /// `[attack, live, 0]`.
+    fn celeba_outputs(
+        &self,
+        net: &MiniFasNet,
+        faces: &[(&RgbImage, &Face)],
+    ) -> Result<Vec<NetworkOutput>> {
         let size = Variant::V2SeCeleba.input_size();
-        let run = |faces: &[(&RgbImage, &Face)]| -> Result<Vec<f32>> {
-            let crops: Vec<Vec<u8>> = faces
-                .iter()
-                .map(|(img, f)| celeba_crop(img, f.bbox, size))
-                .collect();
-            let logits: Vec<Vec<f32>> = net
-                .forward(&pack_rgb_unit(&crops, size, &self.device)?)?
-                .to_vec2()?;
-            let live = Variant::V2SeCeleba.live_class();
-            logits
-                .iter()
-                .map(|l| match (l.get(live), l.get(1 - live)) {
-                    (Some(a), Some(b)) if l.len() == 2 => Ok(a - b),
-                    _ => Err(Error::Internal("CelebA output shape".into())),
-                })
-                .collect()
-        };
-        let one = |i: usize| {
-            run(&faces[i..=i])?
-                .pop()
-                .ok_or_else(|| Error::Internal("CelebA result count".into()))
-        };
-        if self.device.is_cpu() {
-            self.map_tasks(faces.len(), one)
-        } else {
-            self.batched(faces.len(), || run(faces), one)
+        let mut crops: Vec<Vec<u8>> = faces
+            .iter()
+            .map(|(img, f)| celeba_crop(img, f.bbox, size))
+            .collect();
+        let n = crops.len();
+        if self.cfg.mirror_average {
+            let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, size)).collect();
+            crops.extend(mirrored);
         }
+        let logits: Vec<Vec<f32>> = net
+            .forward(&pack_rgb_unit(&crops, size, &self.device)?)?
+            .to_vec2()?;
+        if logits.len() != crops.len() || logits.iter().any(|l| l.len() != 2) {
+            return Err(Error::Internal("CelebA output shape".into()));
+        }
+        let live = Variant::V2SeCeleba.live_class();
+        let slots = |l: &[f32]| [l[1 - live], l[live], 0.0];
+        Ok((0..n)
+            .map(|i| {
+                let mut l3 = slots(&logits[i]);
+                let two = |l: [f32; 3]| {
+                    let p_live = 1.0 / (1.0 + (l[0] - l[1]).exp());
+                    [1.0 - p_live, p_live, 0.0]
+                };
+                let mut p = two(l3);
+                if let Some(m) = logits.get(n + i).filter(|_| self.cfg.mirror_average) {
+                    let lm = slots(m);
+                    let pm = two(lm);
+                    l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
+                    p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
+                }
+                NetworkOutput {
+                    name: PadNetwork::Celeba.name().to_string(),
+                    crop_scale: PadNetwork::Celeba.crop_scale(),
+                    logits: l3,
+                    softmax: p,
+                }
+            })
+            .collect())
+    }
+
+    /// The pipelines whose networks are all loaded.
+    pub fn pipelines(&self) -> Vec<Pipeline> {
+        Pipeline::ALL
+            .into_iter()
+            .filter(|p| {
+                p.networks()
+                    .iter()
+                    .all(|n| self.pad.iter().any(|(have, _)| have == n))
+            })
+            .collect()
     }
 
     /// The verdict of raw liveness outputs under the dual pipeline and `calibration`.
@@ -763,6 +770,9 @@ impl Engine {
         faces: &[(&RgbImage, &Face)],
     ) -> Result<Vec<NetworkOutput>> {
         let (which, net) = &self.pad[index];
+        if *which == PadNetwork::Celeba {
+            return self.celeba_outputs(net, faces);
+        }
         let scale = which.crop_scale();
         let mut crops: Vec<Vec<u8>> = faces
             .iter()

@@ -18,17 +18,24 @@ pub enum PadNetwork {
     V2,
     /// MiniFASNetV1SE on the 4.0x crop.
     V1se,
+    /// The CelebA-Spoof MiniFASNetV2-SE on its own 1.5x reflected square crop (loaded with
+    /// `load_celeba`). It has two classes: its attack class fills the print slot of
+    /// [`super::NetworkOutput`] and the replay slot is 0.
+    Celeba,
 }
 
 impl PadNetwork {
-    /// Every network the engine runs, in the order of [`super::Liveness::networks`].
-    pub const ALL: [PadNetwork; 2] = [PadNetwork::V2, PadNetwork::V1se];
+    /// The networks every analysis runs, in the order of [`super::Liveness::networks`].
+    pub const PAIR: [PadNetwork; 2] = [PadNetwork::V2, PadNetwork::V1se];
+    /// Every network, optional ones last.
+    pub const ALL: [PadNetwork; 3] = [PadNetwork::V2, PadNetwork::V1se, PadNetwork::Celeba];
 
     /// Name in analysis documents (`NetworkOutput::name`).
     pub fn name(self) -> &'static str {
         match self {
             PadNetwork::V2 => "MiniFASNetV2@2.7",
             PadNetwork::V1se => "MiniFASNetV1SE@4.0",
+            PadNetwork::Celeba => "MiniFASNetV2SE-CelebA@1.5",
         }
     }
 
@@ -37,6 +44,7 @@ impl PadNetwork {
         match self {
             PadNetwork::V2 => "minifasnet-v2",
             PadNetwork::V1se => "minifasnet-v1se",
+            PadNetwork::Celeba => "minifasnet-celeba",
         }
     }
 
@@ -45,6 +53,7 @@ impl PadNetwork {
         match self {
             PadNetwork::V2 => Variant::V2,
             PadNetwork::V1se => Variant::V1SE,
+            PadNetwork::Celeba => Variant::V2SeCeleba,
         }
     }
 
@@ -53,7 +62,13 @@ impl PadNetwork {
         match self {
             PadNetwork::V2 => 2.7,
             PadNetwork::V1se => 4.0,
+            PadNetwork::Celeba => crate::preprocess::crop::CELEBA_CONTEXT,
         }
+    }
+
+    /// Whether the engine runs it only when configured to.
+    pub fn is_optional(self) -> bool {
+        self == PadNetwork::Celeba
     }
 }
 
@@ -67,11 +82,19 @@ pub enum Pipeline {
     V2,
     /// MiniFASNetV1SE at crop scale 4.0 alone.
     V1se,
+    /// The pair and the CelebA-Spoof network: the mean of the three live log-odds (needs
+    /// `load_celeba`; see docs/calibration.md for what it measured).
+    Triple,
 }
 
 impl Pipeline {
     /// Every pipeline, default first.
-    pub const ALL: [Pipeline; 3] = [Pipeline::Dual, Pipeline::V2, Pipeline::V1se];
+    pub const ALL: [Pipeline; 4] = [
+        Pipeline::Dual,
+        Pipeline::V2,
+        Pipeline::V1se,
+        Pipeline::Triple,
+    ];
 
     /// Public name.
     pub fn name(self) -> &'static str {
@@ -79,6 +102,7 @@ impl Pipeline {
             Pipeline::Dual => "minifasnet-dual",
             Pipeline::V2 => "minifasnet-v2",
             Pipeline::V1se => "minifasnet-v1se",
+            Pipeline::Triple => "minifasnet-triple",
         }
     }
 
@@ -92,14 +116,21 @@ impl Pipeline {
     /// The networks this pipeline fuses.
     pub fn networks(self) -> &'static [PadNetwork] {
         match self {
-            Pipeline::Dual => &PadNetwork::ALL,
+            Pipeline::Dual => &PadNetwork::PAIR,
             Pipeline::V2 => &[PadNetwork::V2],
             Pipeline::V1se => &[PadNetwork::V1se],
+            Pipeline::Triple => &PadNetwork::ALL,
         }
     }
 
-    /// Calibration profiles of the single-network pipelines, chosen on nuaa-dev the same way as
-    /// the pair's (SOFT 0.3 below the equal-error score, REGULAR 0.8 above it, HARDENED 2.3
+    /// Whether its score is the mean of its networks' live log-odds (else the log-odds of
+    /// their mean softmax, upstream's fusion).
+    pub fn fuses_log_odds(self) -> bool {
+        self == Pipeline::Triple
+    }
+
+    /// Calibration profiles of the single-network pipelines (and the triple's), chosen on
+    /// nuaa-dev the same way as the pair's (SOFT 0.3 below the equal-error score, REGULAR 0.8 above it, HARDENED 2.3
     /// above it); the pair's come from the engine configuration.
     pub fn single_network_calibrations(self) -> Option<Calibrations> {
         let p = |offset: f32| Profile {
@@ -117,6 +148,12 @@ impl Pipeline {
                 soft: p(-1.85),
                 regular: p(-0.75),
                 hardened: p(0.75),
+            }),
+            // The same rule on the mean log-odds (nuaa-dev equal-error score -1.99).
+            Pipeline::Triple => Some(Calibrations {
+                soft: p(-2.3),
+                regular: p(-1.2),
+                hardened: p(0.3),
             }),
         }
     }
@@ -136,7 +173,8 @@ mod tests {
 
     #[test]
     fn pipelines_name_their_networks() {
-        assert_eq!(Pipeline::Dual.networks(), &PadNetwork::ALL);
+        assert_eq!(Pipeline::Dual.networks(), &PadNetwork::PAIR);
+        assert_eq!(Pipeline::Triple.networks(), &PadNetwork::ALL);
         assert_eq!(Pipeline::V1se.networks(), &[PadNetwork::V1se]);
         assert_eq!(PadNetwork::V2.manifest_name(), "minifasnet-v2");
     }

@@ -48,6 +48,24 @@ pub fn engine_full() -> Arc<Engine> {
     .clone()
 }
 
+/// The engine with the third PAD network (`load_celeba`) and no descriptor, loaded once per
+/// test binary.
+pub fn engine_celeba() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let cfg = EngineConfig {
+            models_dir: super::models_dir(),
+            load_descriptor: false,
+            load_celeba: true,
+            ..EngineConfig::default()
+        };
+        Arc::new(
+            Engine::load(cfg, Device::Cpu).expect("engine loads (run `facegate models fetch`)"),
+        )
+    })
+    .clone()
+}
+
 /// A configuration with the server on 127.0.0.1:0, edited by `edit`.
 pub fn config(edit: impl FnOnce(&mut Config)) -> Config {
     let mut cfg = Config::default();
