@@ -1,5 +1,6 @@
 //! The whole CPU pipeline (decode, detect, quality, both MiniFASNets) in images/s on the
-//! 640x480 JPEG fixture, one image at a time and in batches of 8 and 32.
+//! 640x480 JPEG fixture, one image at a time and in batches of 8 and 32, and with the third
+//! PAD network loaded (`load_celeba`) at 1 and 8.
 //!
 //! `cargo bench --bench pipeline`. Upstream's Python pipeline: 21.8 ms/image (45.9 images/s).
 
@@ -19,7 +20,17 @@ fn bench(c: &mut Criterion) {
         load_descriptor: false,
         ..EngineConfig::default()
     };
-    let engine = Engine::load(cfg, Device::Cpu).expect("engine (run `facegate models fetch`)");
+    let engine =
+        Engine::load(cfg.clone(), Device::Cpu).expect("engine (run `facegate models fetch`)");
+    // The same with the third PAD network (what the minifasnet-triple pipeline costs).
+    let triple = Engine::load(
+        EngineConfig {
+            load_celeba: true,
+            ..cfg
+        },
+        Device::Cpu,
+    )
+    .expect("engine with the CelebA-Spoof network");
     let jpeg = std::fs::read(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/faces/image_T1.jpg"),
     )
@@ -38,6 +49,21 @@ fn bench(c: &mut Criterion) {
             |b, batch| {
                 b.iter(|| {
                     for r in engine.analyze_batch(batch, &opts) {
+                        r.expect("analysis");
+                    }
+                })
+            },
+        );
+    }
+    for n in [1usize, 8] {
+        let batch: Vec<&[u8]> = (0..n).map(|_| jpeg.as_slice()).collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(
+            BenchmarkId::new("analyze_640x480_jpeg_with_celeba", n),
+            &batch,
+            |b, batch| {
+                b.iter(|| {
+                    for r in triple.analyze_batch(batch, &opts) {
                         r.expect("analysis");
                     }
                 })
