@@ -17,7 +17,6 @@
 //! ([`PackageError::Busy`]) and then gives one [`PackageError::Undecryptable`] for every
 //! cryptographic or plaintext failure, after the same work, so no failure is an oracle.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +37,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConditionallySelectable};
 use zeroize::Zeroizing;
 
+use crate::api::expiry::ExpiringMap;
 use crate::api::iad::capture::parse_private_key;
 use crate::Error;
 
@@ -172,10 +172,8 @@ struct Fields {
 
 /// Replay registry and rate bucket, behind one lock.
 struct Gate {
-    /// SHA-256 of each remembered `key` field -> when it was recorded.
-    seen: HashMap<[u8; 32], Instant>,
-    /// The same entries in recording order, for expiry.
-    order: VecDeque<([u8; 32], Instant)>,
+    /// SHA-256 of each remembered `key` field, until it is forgotten.
+    seen: ExpiringMap<[u8; 32], (), Instant>,
     /// Decryptions that may start now (at most one second's worth).
     tokens: f64,
     /// When `tokens` was last refilled.
@@ -185,8 +183,7 @@ struct Gate {
 impl Gate {
     fn new(s: &PackageSettings, now: Instant) -> Gate {
         Gate {
-            seen: HashMap::new(),
-            order: VecDeque::new(),
+            seen: ExpiringMap::new(s.max_remembered),
             tokens: f64::from(s.max_decryptions_per_s),
             refilled: now,
         }
@@ -200,15 +197,8 @@ impl Gate {
         now: Instant,
         s: &PackageSettings,
     ) -> Result<(), PackageError> {
-        let remember = Duration::from_secs(s.remember_s);
-        while let Some(&(d, at)) = self.order.front() {
-            if now.saturating_duration_since(at) < remember {
-                break;
-            }
-            self.order.pop_front();
-            self.seen.remove(&d);
-        }
-        if self.seen.contains_key(&digest) {
+        self.seen.sweep(now);
+        if self.seen.contains(&digest) {
             return Err(PackageError::Replayed);
         }
         if self.seen.len() >= s.max_remembered {
@@ -230,9 +220,13 @@ impl Gate {
             }
             self.tokens -= 1.0;
         }
-        self.seen.insert(digest, now);
-        self.order.push_back((digest, now));
-        Ok(())
+        let forget = now + Duration::from_secs(s.remember_s);
+        self.seen.insert(digest, (), forget, now).map_err(|f| {
+            PackageError::Busy(format!(
+                "{} packages of the last {} s are remembered, the bound; retry later",
+                f.max, s.remember_s
+            ))
+        })
     }
 }
 

@@ -11,7 +11,7 @@
 pub mod bundle;
 pub mod checks;
 
-use std::collections::HashMap;
+use crate::api::expiry::ExpiringMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -349,8 +349,6 @@ pub struct IssuedNonce {
 struct NonceEntry {
     /// When it was issued, Unix ms.
     issued_ms: i64,
-    /// When it stops being accepted, Unix ms.
-    expires_ms: i64,
     /// A bundle already presented it.
     used: bool,
 }
@@ -367,60 +365,51 @@ pub enum NonceStatus {
     Replayed,
     /// Issued but past its lifetime.
     Expired,
-    /// Never issued here (or forgotten after expiry or eviction).
+    /// Never issued here (or forgotten after it expired).
     Unknown,
 }
 
-/// Issued nonces with expiry, bounded in memory: expired entries are swept on every issue,
-/// and beyond `max` outstanding the oldest are forgotten.
+/// Issued nonces with expiry, bounded in memory ([`ExpiringMap`]): expired nonces are swept
+/// as new ones are issued, and with `max` unexpired nonces outstanding a new one is refused
+/// (503, retry later) rather than an outstanding one forgotten.
 struct NonceRegistry {
-    /// Nonce -> state.
-    map: HashMap<String, NonceEntry>,
+    /// Nonce -> state, with its expiry (Unix ms).
+    map: ExpiringMap<String, NonceEntry, i64>,
     /// Lifetime, ms.
     ttl_ms: i64,
-    /// Most entries.
-    max: usize,
 }
 
 impl NonceRegistry {
-    fn issue(&mut self, now: i64) -> IssuedNonce {
-        self.map.retain(|_, e| e.expires_ms > now);
-        if self.map.len() >= self.max {
-            let mut by_age: Vec<(String, i64)> = self
-                .map
-                .iter()
-                .map(|(k, e)| (k.clone(), e.issued_ms))
-                .collect();
-            by_age.sort_by_key(|(_, t)| *t);
-            let excess = self.map.len() + 1 - self.max;
-            for (k, _) in by_age.into_iter().take(excess) {
-                self.map.remove(&k);
-            }
-        }
+    fn issue(&mut self, now: i64) -> crate::Result<IssuedNonce> {
         let mut raw = [0u8; 16];
         OsRng.fill_bytes(&mut raw);
         let nonce = hex::encode(raw);
-        let expires_ms = now + self.ttl_ms;
-        self.map.insert(
-            nonce.clone(),
-            NonceEntry {
-                issued_ms: now,
-                expires_ms,
-                used: false,
-            },
-        );
-        IssuedNonce {
+        let expires_ms = now.saturating_add(self.ttl_ms);
+        let entry = NonceEntry {
+            issued_ms: now,
+            used: false,
+        };
+        self.map
+            .insert(nonce.clone(), entry, expires_ms, now)
+            .map_err(|f| {
+                Error::Unavailable(format!(
+                    "the capture nonce registry is full: {} unexpired nonces \
+                     (iad.capture.max_nonces); retry when older ones expire",
+                    f.max
+                ))
+            })?;
+        Ok(IssuedNonce {
             nonce,
             expires_at_ms: expires_ms,
-        }
+        })
     }
 
     fn consume(&mut self, nonce: &str, now: i64) -> NonceStatus {
-        match self.map.get_mut(nonce) {
+        match self.map.get_mut(&nonce.to_string()) {
             None => NonceStatus::Unknown,
-            Some(e) if e.used => NonceStatus::Replayed,
-            Some(e) if e.expires_ms <= now => NonceStatus::Expired,
-            Some(e) => {
+            Some((_, e)) if e.used => NonceStatus::Replayed,
+            Some((expires, _)) if expires <= now => NonceStatus::Expired,
+            Some((_, e)) => {
                 e.used = true;
                 NonceStatus::Fresh {
                     issued_ms: e.issued_ms,
@@ -599,9 +588,8 @@ impl CaptureVerifier {
         }
         let key_id = bundle::key_id(&key.to_public_key())?;
         let nonces = NonceRegistry {
-            map: HashMap::new(),
+            map: ExpiringMap::new(cfg.max_nonces),
             ttl_ms: i64::try_from(cfg.nonce_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX / 2),
-            max: cfg.max_nonces,
         };
         Ok(CaptureVerifier {
             cfg,
@@ -639,7 +627,7 @@ impl CaptureVerifier {
 
     /// [`CaptureVerifier::issue_nonce`] at a given time (Unix ms).
     pub fn issue_nonce_at(&self, now_ms: i64) -> crate::Result<IssuedNonce> {
-        Ok(self.lock_nonces()?.issue(now_ms))
+        self.lock_nonces()?.issue(now_ms)
     }
 
     fn lock_nonces(&self) -> crate::Result<std::sync::MutexGuard<'_, NonceRegistry>> {
@@ -921,22 +909,29 @@ mod tests {
     #[test]
     fn nonces_are_single_use_expire_and_stay_bounded() {
         let mut r = NonceRegistry {
-            map: HashMap::new(),
+            map: ExpiringMap::new(3),
             ttl_ms: 1000,
-            max: 3,
         };
-        let a = r.issue(0);
+        let a = r.issue(0).unwrap();
         assert_eq!(a.expires_at_ms, 1000);
         assert_eq!(r.consume(&a.nonce, 10), NonceStatus::Fresh { issued_ms: 0 });
         assert_eq!(r.consume(&a.nonce, 11), NonceStatus::Replayed);
-        let b = r.issue(100);
+        let b = r.issue(100).unwrap();
         assert_eq!(r.consume(&b.nonce, 1100), NonceStatus::Expired);
         assert_eq!(r.consume("nope", 0), NonceStatus::Unknown);
-        for i in 0..10 {
-            r.issue(200 + i);
-        }
-        assert!(r.map.len() <= 3);
-        r.issue(5000);
+        // Three outstanding, none expired: a fourth is refused, and every outstanding nonce
+        // still works (none is forgotten to make room).
+        let c = r.issue(200).unwrap();
+        let e = r.issue(300).unwrap_err();
+        assert_eq!(e.kind(), "unavailable", "{e}");
+        assert!(e.to_string().contains("max_nonces"), "{e}");
+        assert_eq!(
+            r.consume(&c.nonce, 400),
+            NonceStatus::Fresh { issued_ms: 200 }
+        );
+        assert_eq!(r.map.len(), 3);
+        // Once they have expired they are swept and new nonces are issued again.
+        r.issue(5000).unwrap();
         assert_eq!(r.map.len(), 1, "expired entries are swept");
     }
 
