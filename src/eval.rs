@@ -533,6 +533,26 @@ fn cross_validate(
     Some((live, spoof, apcer, bpcer))
 }
 
+/// A logistic fusion over `features` (the bias slot last): the fitter cross-validation calls
+/// on each fold's training samples, and the weights fitted on every sample.
+fn logistic<const N: usize>(
+    samples: &[FusionSample],
+    features: fn(&FusionSample) -> [f64; N],
+) -> (impl Fn(&[&FusionSample]) -> Option<Scorer>, Vec<f64>) {
+    let fit = move |t: &[&FusionSample]| -> Option<crate::engine::fusion::LogisticFusion<N>> {
+        let x: Vec<[f64; N]> = t.iter().map(|s| features(s)).collect();
+        let y: Vec<bool> = t.iter().map(|s| s.live).collect();
+        crate::engine::fusion::LogisticFusion::fit(&x, &y, FUSION_L2)
+    };
+    let all: Vec<&FusionSample> = samples.iter().collect();
+    let weights = fit(&all).map(|m| m.coef.to_vec()).unwrap_or_default();
+    let fitter = move |t: &[&FusionSample]| -> Option<Scorer> {
+        let m = fit(t)?;
+        Some(Box::new(move |s: &FusionSample| m.score(&features(s))))
+    };
+    (fitter, weights)
+}
+
 /// Every network alone, today's pair, the mean of the three log-odds, and logistic fusions
 /// of the pair and of all three, each measured by leave-one-subject-out cross-validation
 /// (a fixed pipeline fits only its threshold; a fusion fits its weights too).
@@ -562,36 +582,10 @@ pub fn fusion_study(samples: &[FusionSample]) -> Vec<(String, StudyResult)> {
             ));
         }
     }
-    let pair = |x: &FusionSample| [x.v2, x.v1se, 1.0];
-    let triple = |x: &FusionSample| [x.v2, x.v1se, x.celeba, 1.0];
-    let fit_pair = move |t: &[&FusionSample]| -> Option<Scorer> {
-        let x: Vec<[f64; 3]> = t.iter().map(|s| pair(s)).collect();
-        let y: Vec<bool> = t.iter().map(|s| s.live).collect();
-        let m = crate::engine::fusion::LogisticFusion::fit(&x, &y, FUSION_L2)?;
-        Some(Box::new(move |s: &FusionSample| m.score(&pair(s))))
-    };
-    let fit_triple = move |t: &[&FusionSample]| -> Option<Scorer> {
-        let x: Vec<[f64; 4]> = t.iter().map(|s| triple(s)).collect();
-        let y: Vec<bool> = t.iter().map(|s| s.live).collect();
-        let m = crate::engine::fusion::LogisticFusion::fit(&x, &y, FUSION_L2)?;
-        Some(Box::new(move |s: &FusionSample| m.score(&triple(s))))
-    };
-    let all: Vec<&FusionSample> = samples.iter().collect();
-    let labels: Vec<bool> = samples.iter().map(|s| s.live).collect();
-    let weights_pair = crate::engine::fusion::LogisticFusion::fit(
-        &all.iter().map(|s| pair(s)).collect::<Vec<_>>(),
-        &labels,
-        FUSION_L2,
-    )
-    .map(|m| m.coef.to_vec())
-    .unwrap_or_default();
-    let weights_triple = crate::engine::fusion::LogisticFusion::fit(
-        &all.iter().map(|s| triple(s)).collect::<Vec<_>>(),
-        &labels,
-        FUSION_L2,
-    )
-    .map(|m| m.coef.to_vec())
-    .unwrap_or_default();
+    let pair: fn(&FusionSample) -> [f64; 3] = |x| [x.v2, x.v1se, 1.0];
+    let triple: fn(&FusionSample) -> [f64; 4] = |x| [x.v2, x.v1se, x.celeba, 1.0];
+    let (fit_pair, weights_pair) = logistic(samples, pair);
+    let (fit_triple, weights_triple) = logistic(samples, triple);
     for (name, fit, weights) in [
         ("logistic(v2, v1se)", &fit_pair as Fitter<'_>, weights_pair),
         ("logistic(v2, v1se, celeba)", &fit_triple, weights_triple),
