@@ -45,13 +45,16 @@ fn corrupt_and_empty_files_fail_cleanly() {
     let empty = dir.join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
     let corrupt = dir.join("corrupt.jpg");
-    let mut bytes = std::fs::read(fixture("image_T1.jpg")).unwrap();
-    bytes.truncate(1500);
-    std::fs::write(&corrupt, bytes).unwrap();
+    let whole = std::fs::read(fixture("image_T1.jpg")).unwrap();
+    std::fs::write(&corrupt, &whole[..1500]).unwrap();
+    // The first third of a photo: whole headers, image data cut short.
+    let third = dir.join("third.jpg");
+    std::fs::write(&third, &whole[..whole.len() / 3]).unwrap();
     let out = facegate()
         .args(["check", "--no-descriptor"])
         .arg(&empty)
         .arg(&corrupt)
+        .arg(&third)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -65,7 +68,8 @@ fn corrupt_and_empty_files_fail_cleanly() {
                 .to_string()
         })
         .collect();
-    assert_eq!(kinds, ["empty_image", "corrupt_image"]);
+    assert_eq!(kinds, ["empty_image", "corrupt_image", "corrupt_image"]);
+    assert!(stdout.contains("truncated"), "{stdout}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -40,6 +40,63 @@ pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// Checks a JPEG's structure up to its end-of-image marker: every marker segment whole, the
+/// entropy-coded data of every scan followed by a marker, and an EOI before the data runs out.
+/// A file cut short (an upload interrupted, the first third of a photo) fails here instead of
+/// being decoded with its missing part filled in. Bytes after the EOI are allowed.
+pub fn jpeg_is_complete(bytes: &[u8]) -> std::result::Result<(), &'static str> {
+    let mut i = 2; // after SOI
+    loop {
+        // Fill bytes (0xFF repeated) may precede a marker.
+        while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        match (bytes.get(i), bytes.get(i + 1)) {
+            (Some(0xFF), Some(&m)) => {
+                i += 2;
+                match m {
+                    0xD9 => return Ok(()),
+                    // Markers without a length: TEM, RSTn.
+                    0x01 | 0xD0..=0xD7 => continue,
+                    _ => {}
+                }
+                let len = match (bytes.get(i), bytes.get(i + 1)) {
+                    (Some(&a), Some(&b)) => usize::from(a) << 8 | usize::from(b),
+                    _ => return Err("is truncated: a marker segment has no length"),
+                };
+                if len < 2 || i + len > bytes.len() {
+                    return Err("is truncated: a marker segment runs past the end of the data");
+                }
+                i += len;
+                if m == 0xDA {
+                    // Entropy-coded data: up to the next marker that is not a stuffed 0xFF00
+                    // or a restart marker.
+                    loop {
+                        let Some(k) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+                            return Err(
+                                "is truncated: its image data ends before the end-of-image marker",
+                            );
+                        };
+                        i += k;
+                        match bytes.get(i + 1) {
+                            Some(0x00) | Some(0xD0..=0xD7) => i += 2,
+                            Some(0xFF) => i += 1,
+                            Some(_) => break,
+                            None => return Err(
+                                "is truncated: its image data ends before the end-of-image marker",
+                            ),
+                        }
+                    }
+                }
+            }
+            (None, _) | (Some(0xFF), None) => {
+                return Err("is truncated: the data ends before the end-of-image marker")
+            }
+            (Some(_), _) => return Err("is corrupt: a marker was expected"),
+        }
+    }
+}
+
 /// Decodes a JPEG or PNG into upright RGB8, checking the byte and pixel bounds first.
 pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     if bytes.is_empty() {
@@ -52,6 +109,9 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         });
     }
     let format = sniff_format(bytes).ok_or(Error::UnsupportedFormat)?;
+    if format == ImageFormat::Jpeg {
+        jpeg_is_complete(bytes).map_err(|why| Error::CorruptImage(format!("JPEG {why}")))?;
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
     let mut lim = image::Limits::default();
@@ -213,5 +273,29 @@ mod tests {
         let img = decode_rgb(&png(40, 33), &DecodeLimits::default()).unwrap();
         assert_eq!(img.dimensions(), (40, 33));
         assert_eq!(img.get_pixel(5, 9).0, [5, 9, 7]);
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused_and_whole_ones_pass() {
+        let img = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+        });
+        let mut whole = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut whole, 90)
+            .encode_image(&img)
+            .unwrap();
+        assert_eq!(jpeg_is_complete(&whole), Ok(()));
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"trailing bytes after EOI");
+        assert_eq!(jpeg_is_complete(&trailing), Ok(()));
+        for cut in [4, whole.len() / 3, whole.len() - 2] {
+            assert!(jpeg_is_complete(&whole[..cut]).is_err(), "cut at {cut}");
+        }
+        let e = decode_rgb(&whole[..whole.len() / 3], &DecodeLimits::default()).unwrap_err();
+        assert!(
+            matches!(e, Error::CorruptImage(ref m) if m.contains("truncated")),
+            "{e}"
+        );
+        assert!(decode_rgb(&whole, &DecodeLimits::default()).is_ok());
     }
 }
