@@ -326,7 +326,12 @@ async fn check_image_runs_every_pipeline_and_calibration() {
     assert_eq!(v["results"][0]["calibration"], "REGULAR");
 
     // Malformed request data: 400 with an error body.
-    let cases: [(&[u8], bool, bool, &str); 7] = [
+    let many = format!(
+        r#"{{"pipelines":[{}]}}"#,
+        vec![r#"{"pipeline":"minifasnet-v2"}"#; 300_000].join(",")
+    );
+    let cases: [(&[u8], bool, bool, &str); 8] = [
+        (many.as_bytes(), true, true, "at most 12 per request"),
         (b"{not json", true, true, "malformed JSON"),
         (br#"{"domain":"MOBILE"}"#, true, true, "unknown domain"),
         (

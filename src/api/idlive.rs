@@ -44,6 +44,9 @@ pub const PRODUCT: &str = "IDLive Face Server";
 pub const UNSUPPORTED_PIPELINE: &str = "The request contains an unsupported pipeline, rejecting";
 /// Most parts in one multipart request.
 pub const MAX_PARTS: usize = 64;
+/// Most `pipelines` entries of one `/check_image` request: every pipeline under every
+/// calibration once.
+pub const MAX_PIPELINE_RUNS: usize = Pipeline::ALL.len() * Calibration::ALL.len();
 /// Error code of an image that cannot be decoded (or exceeds the decode limits).
 pub const FAILED_TO_READ_IMAGE: &str = "FAILED_TO_READ_IMAGE";
 /// Error code of an image below the smallest side the detector accepts.
@@ -581,8 +584,15 @@ async fn parse_check_image(
         Some(d) if d.eq_ignore_ascii_case("DESKTOP") => "DESKTOP",
         Some(d) => return Err(bad(format!("unknown domain {d:?}: use GENERAL or DESKTOP"))),
     };
+    let entries = data.pipelines.unwrap_or_default();
+    if entries.len() > MAX_PIPELINE_RUNS {
+        return Err(bad(format!(
+            "{} pipelines entries: at most {MAX_PIPELINE_RUNS} per request (each pipeline under each calibration once)",
+            entries.len()
+        )));
+    }
     let mut runs = Vec::new();
-    for p in data.pipelines.unwrap_or_default() {
+    for p in entries {
         let pipeline =
             Pipeline::parse(p.pipeline.trim()).ok_or_else(|| bad(UNSUPPORTED_PIPELINE.into()))?;
         let cal = match p.calibration.as_deref().map(str::trim) {
