@@ -69,14 +69,15 @@ impl FrrTable {
         Ok(t)
     }
 
-    /// The embedded nuaa-dev table.
-    pub fn builtin() -> &'static FrrTable {
-        static TABLE: std::sync::OnceLock<FrrTable> = std::sync::OnceLock::new();
-        TABLE.get_or_init(|| match FrrTable::parse(BUILTIN) {
-            Ok(t) => t,
-            // The file is part of the source tree and checked by a unit test.
-            Err(e) => unreachable!("embedded FRR table: {e}"),
-        })
+    /// The embedded nuaa-dev table (parsed once; checked by a unit test, and at start by the
+    /// dialects that use it).
+    pub fn builtin() -> Result<&'static FrrTable> {
+        static TABLE: std::sync::OnceLock<std::result::Result<FrrTable, String>> =
+            std::sync::OnceLock::new();
+        TABLE
+            .get_or_init(|| FrrTable::parse(BUILTIN).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::Internal(format!("embedded FRR table: {e}")))
     }
 
     /// The estimated false-rejection rate (0..1) of a threshold at raw score `score`: the
@@ -141,7 +142,7 @@ mod tests {
     fn the_builtin_table_matches_the_documented_rejection_rates() {
         // docs/calibration.md: BPCER 7.5 % (SOFT), 16.5 % (REGULAR), 49.5 % (HARDENED) on
         // the same 200 live crops; percentiles interpolate, so allow one percentile.
-        let t = FrrTable::builtin();
+        let t = FrrTable::builtin().unwrap();
         assert_eq!(t.samples, 200);
         let c = Calibrations::default();
         for (offset, bpcer) in [

@@ -346,6 +346,7 @@ impl Knomi {
     /// The dialect for `cfg` (the private key, if any, is read now).
     pub fn new(cfg: KnomiConfig) -> crate::Result<Arc<Self>> {
         cfg.validate()?;
+        FrrTable::builtin()?;
         let opener = match &cfg.private_key {
             Some(path) => Some(PackageOpener::from_pem_file(
                 path,
@@ -737,7 +738,7 @@ impl Knomi {
                 .collect()
         };
         let decider = ctx.app.batcher.decider();
-        let table = FrrTable::builtin();
+        let table = FrrTable::builtin()?;
         let passive_index = requests
             .iter()
             .position(|r| matches!(r.workflow, Workflow::Passive(_)))
