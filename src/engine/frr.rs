@@ -1,9 +1,10 @@
 //! Estimated false-rejection rates: what fraction of live faces score below a raw liveness
 //! score. The estimate is the empirical distribution of the live scores of a calibration set,
 //! kept as its 101 percentiles (`facegate eval DIR --frr-table FILE` writes one); the
-//! embedded table is nuaa-dev's 200 live crops under the default configuration
-//! (`models/frr-nuaa-dev.json`, see `docs/calibration.md`). Between percentiles the rate is
-//! interpolated linearly; below the lowest it is 0, above the highest 1.
+//! embedded table summarises nuaa-dev's 200 live crops under the default configuration
+//! (`frr_nuaa_dev.json` beside this file: 101 scores computed by facegate, no image or
+//! dataset content; see `docs/calibration.md`). Between percentiles the rate is interpolated
+//! linearly; below the lowest it is 0, above the highest 1.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,7 @@ use crate::{Error, Result};
 pub const PERCENTILES: usize = 101;
 
 /// The embedded table (nuaa-dev live crops, default configuration, dual pipeline).
-const BUILTIN: &str = include_str!("../../models/frr-nuaa-dev.json");
+const BUILTIN: &str = include_str!("frr_nuaa_dev.json");
 
 /// Percentiles of the live raw scores of a calibration set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
