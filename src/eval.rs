@@ -567,30 +567,35 @@ pub fn fusion_study(samples: &[FusionSample]) -> Vec<(String, StudyResult)> {
             (x.v2 + x.v1se + x.celeba) / 3.0
         }),
     ];
-    let mut out = Vec::new();
-    for (name, f) in fixed {
-        let fit = move |_: &[&FusionSample]| -> Option<Scorer> { Some(Box::new(f)) };
-        if let Some((l, s, apcer, bpcer)) = cross_validate(samples, &fit) {
-            out.push((
-                name.to_string(),
-                StudyResult {
-                    eer: eer(&l, &s).0,
-                    cv_apcer: apcer,
-                    cv_bpcer: bpcer,
-                    weights: Vec::new(),
-                },
-            ));
-        }
-    }
     let pair: fn(&FusionSample) -> [f64; 3] = |x| [x.v2, x.v1se, 1.0];
     let triple: fn(&FusionSample) -> [f64; 4] = |x| [x.v2, x.v1se, x.celeba, 1.0];
     let (fit_pair, weights_pair) = logistic(samples, pair);
     let (fit_triple, weights_triple) = logistic(samples, triple);
-    for (name, fit, weights) in [
-        ("logistic(v2, v1se)", &fit_pair as Fitter<'_>, weights_pair),
-        ("logistic(v2, v1se, celeba)", &fit_triple, weights_triple),
-    ] {
-        if let Some((l, s, apcer, bpcer)) = cross_validate(samples, fit) {
+    // (name, what each fold fits, the weights fitted on every sample).
+    type Candidate<'a> = (
+        &'a str,
+        Box<dyn Fn(&[&FusionSample]) -> Option<Scorer> + 'a>,
+        Vec<f64>,
+    );
+    let mut candidates: Vec<Candidate<'_>> = fixed
+        .into_iter()
+        .map(|(name, f)| -> Candidate<'_> {
+            (
+                name,
+                Box::new(move |_: &[&FusionSample]| -> Option<Scorer> { Some(Box::new(f)) }),
+                Vec::new(),
+            )
+        })
+        .collect();
+    candidates.push(("logistic(v2, v1se)", Box::new(fit_pair), weights_pair));
+    candidates.push((
+        "logistic(v2, v1se, celeba)",
+        Box::new(fit_triple),
+        weights_triple,
+    ));
+    let mut out = Vec::new();
+    for (name, fit, weights) in candidates {
+        if let Some((l, s, apcer, bpcer)) = cross_validate(samples, &*fit) {
             out.push((
                 name.to_string(),
                 StudyResult {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::models::Manifest;
 use crate::nn::face_descriptor::FaceDescriptor;
 use crate::nn::face_landmarks::{self, FaceLandmarks};
-use crate::nn::minifasnet::{MiniFasNet, Variant};
+use crate::nn::minifasnet::MiniFasNet;
 use crate::nn::retinaface::{DecodeParams, Detection, RetinaFace};
 use crate::preprocess::crop::{celeba_crop, crop_rgb, mirror_rgb, pack_bgr, pack_rgb_unit};
 use crate::preprocess::decode::{decode_rgb, DecodeLimits};
@@ -696,56 +696,6 @@ impl Engine {
             .collect()
     }
 
-    /// The CelebA-Spoof network's outputs for each face, on its own crop of the detector's
-    /// box (mirrored crops averaged in with `mirror_average`), in the three-slot layout:
-    /// `[attack, live, 0]`.
-    fn celeba_outputs(
-        &self,
-        net: &MiniFasNet,
-        faces: &[(&RgbImage, &Face)],
-    ) -> Result<Vec<NetworkOutput>> {
-        let size = Variant::V2SeCeleba.input_size();
-        let mut crops: Vec<Vec<u8>> = faces
-            .iter()
-            .map(|(img, f)| celeba_crop(img, f.bbox, size))
-            .collect();
-        let n = crops.len();
-        if self.cfg.mirror_average {
-            let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, size)).collect();
-            crops.extend(mirrored);
-        }
-        let logits: Vec<Vec<f32>> = net
-            .forward(&pack_rgb_unit(&crops, size, &self.device)?)?
-            .to_vec2()?;
-        if logits.len() != crops.len() || logits.iter().any(|l| l.len() != 2) {
-            return Err(Error::Internal("CelebA output shape".into()));
-        }
-        let live = Variant::V2SeCeleba.live_class();
-        let slots = |l: &[f32]| [l[1 - live], l[live], 0.0];
-        Ok((0..n)
-            .map(|i| {
-                let mut l3 = slots(&logits[i]);
-                let two = |l: [f32; 3]| {
-                    let p_live = 1.0 / (1.0 + (l[0] - l[1]).exp());
-                    [1.0 - p_live, p_live, 0.0]
-                };
-                let mut p = two(l3);
-                if let Some(m) = logits.get(n + i).filter(|_| self.cfg.mirror_average) {
-                    let lm = slots(m);
-                    let pm = two(lm);
-                    l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
-                    p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
-                }
-                NetworkOutput {
-                    name: PadNetwork::Celeba.name().to_string(),
-                    crop_scale: PadNetwork::Celeba.crop_scale(),
-                    logits: l3,
-                    softmax: p,
-                }
-            })
-            .collect())
-    }
-
     /// The pipelines whose networks are all loaded.
     pub fn pipelines(&self) -> Vec<Pipeline> {
         Pipeline::ALL
@@ -763,46 +713,71 @@ impl Engine {
         self.decider.verdict(outputs, Pipeline::Dual, calibration)
     }
 
-    /// Raw outputs of liveness network `index` for each face (one batch).
+    /// Raw outputs of liveness network `index` for each face (one batch), on the network's
+    /// own crop (mirrored crops averaged in with `mirror_average`). Every network's output is
+    /// in the three slots `[print, live, replay]`; the two-class CelebA network puts its attack
+    /// class in the first and 0 in the last.
     fn pad_outputs(
         &self,
         index: usize,
         faces: &[(&RgbImage, &Face)],
     ) -> Result<Vec<NetworkOutput>> {
         let (which, net) = &self.pad[index];
-        if *which == PadNetwork::Celeba {
-            return self.celeba_outputs(net, faces);
-        }
-        let scale = which.crop_scale();
+        let variant = which.variant();
+        let size = variant.input_size();
+        let celeba = *which == PadNetwork::Celeba;
         let mut crops: Vec<Vec<u8>> = faces
             .iter()
-            .map(|(img, f)| crop_rgb(img, self.cfg.pad_box.apply(f.bbox), scale, 80))
+            .map(|(img, f)| {
+                if celeba {
+                    celeba_crop(img, f.bbox, size)
+                } else {
+                    crop_rgb(
+                        img,
+                        self.cfg.pad_box.apply(f.bbox),
+                        which.crop_scale(),
+                        size,
+                    )
+                }
+            })
             .collect();
         let n = crops.len();
         if self.cfg.mirror_average {
-            let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, 80)).collect();
+            let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, size)).collect();
             crops.extend(mirrored);
         }
-        let logits: Vec<Vec<f32>> = net
-            .forward(&pack_bgr(&crops, 80, &self.device)?)?
-            .to_vec2()?;
-        if logits.len() != crops.len() || logits.iter().any(|l| l.len() < 3) {
-            return Err(Error::Internal("liveness output shape".into()));
+        let input = if celeba {
+            pack_rgb_unit(&crops, size, &self.device)?
+        } else {
+            pack_bgr(&crops, size, &self.device)?
+        };
+        let logits: Vec<Vec<f32>> = net.forward(&input)?.to_vec2()?;
+        if logits.len() != crops.len() || logits.iter().any(|l| l.len() != variant.num_classes()) {
+            return Err(Error::Internal(format!("{} output shape", which.name())));
         }
+        // Logits and probabilities in the three slots.
+        let slots = |l: &[f32]| -> ([f32; 3], [f32; 3]) {
+            if celeba {
+                let live = variant.live_class();
+                let l3 = [l[1 - live], l[live], 0.0];
+                let p_live = 1.0 / (1.0 + (l3[0] - l3[1]).exp());
+                (l3, [1.0 - p_live, p_live, 0.0])
+            } else {
+                let l3 = [l[0], l[1], l[2]];
+                (l3, softmax3(l3))
+            }
+        };
         Ok((0..n)
             .map(|i| {
-                let l = &logits[i];
-                let mut l3 = [l[0], l[1], l[2]];
-                let mut p = softmax3(l3);
+                let (mut l3, mut p) = slots(&logits[i]);
                 if let Some(m) = logits.get(n + i).filter(|_| self.cfg.mirror_average) {
-                    let lm = [m[0], m[1], m[2]];
-                    let pm = softmax3(lm);
+                    let (lm, pm) = slots(m);
                     l3 = [0, 1, 2].map(|k| (l3[k] + lm[k]) / 2.0);
                     p = [0, 1, 2].map(|k| (p[k] + pm[k]) / 2.0);
                 }
                 NetworkOutput {
                     name: which.name().to_string(),
-                    crop_scale: scale,
+                    crop_scale: which.crop_scale(),
                     logits: l3,
                     softmax: p,
                 }
