@@ -1,9 +1,10 @@
-//! Image preprocessing: bounded decoding, resizing, the MiniFASNet crop rule, the aligned
-//! descriptor chip, the landmark network's square crop and packing into batch tensors. Pure
-//! CPU code with no model logic.
+//! Image preprocessing: bounded decoding (photos; videos behind the `video` feature), resizing,
+//! the MiniFASNet crop rule, the aligned descriptor chip, the landmark network's square crop and
+//! packing into batch tensors. Pure CPU code with no model logic.
 
 pub mod align;
 pub mod crop;
 pub mod decode;
 pub mod resize;
 pub mod square;
+pub mod video;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that `cargo build --features video` needs: ffmpeg-sys-next links
+# the system's libavcodec/libavformat/libavutil/libswscale (FFmpeg 5.1 on Debian 12) through
+# pkg-config and generates its bindings with bindgen, which loads libclang. A build without the
+# `video` feature needs none of this. Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+packages=(
+    pkg-config
+    libclang-dev
+    libavcodec-dev
+    libavformat-dev
+    libavutil-dev
+    libavfilter-dev
+    libavdevice-dev
+    libswscale-dev
+    libswresample-dev
+)
+
+have_libclang() {
+    # bindgen (clang-sys) finds libclang.so through ldconfig or the usual LLVM folders.
+    ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' && return 0
+    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null && return 0
+    compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null && return 0
+    compgen -G '/usr/lib/aarch64-linux-gnu/libclang*.so*' >/dev/null && return 0
+    return 1
+}
+
+if command -v pkg-config >/dev/null 2>&1 \
+    && pkg-config --exists libavcodec libavformat libavutil libswscale \
+    && have_libclang; then
+    echo "setup-system: libav* $(pkg-config --modversion libavcodec) and libclang already present"
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup-system: apt-get not found; install by hand: ${packages[*]}" >&2
+    exit 1
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "setup-system: not root and sudo is missing; as root run:" >&2
+    echo "  apt-get update && apt-get install -y --no-install-recommends ${packages[*]}" >&2
+    exit 1
+fi
+
+"${as_root[@]}" apt-get update
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${packages[@]}"
+echo "setup-system: installed libav* $(pkg-config --modversion libavcodec)"
