@@ -506,26 +506,99 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every pair `(i, j)`, `i < j`, of images with comparable templates, compared by
+/// [`FaceTemplate::compare`](crate::engine::FaceTemplate::compare).
+pub fn compared_pairs(
+    templates: &[Option<crate::engine::FaceTemplate>],
+) -> Vec<(usize, usize, crate::engine::template::Match)> {
+    let mut out = Vec::new();
+    for (i, a) in templates.iter().enumerate() {
+        for (j, b) in templates.iter().enumerate().skip(i + 1) {
+            if let (Some(a), Some(b)) = (a, b) {
+                if let Some(m) = a.compare(b, 0.0) {
+                    out.push((i, j, m));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Genuine/impostor distances over every pair of images with a template.
 pub fn pair_distances(
     ids: &[String],
     templates: &[Option<crate::engine::FaceTemplate>],
 ) -> (Vec<f32>, Vec<f32>) {
-    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
-    for i in 0..ids.len() {
-        for j in i + 1..ids.len() {
-            if let (Some(a), Some(b)) = (&templates[i], &templates[j]) {
-                if let Some(m) = a.compare(b, 0.0) {
-                    if ids[i] == ids[j] {
-                        genuine.push(m.distance);
-                    } else {
-                        impostor.push(m.distance);
-                    }
-                }
-            }
-        }
-    }
-    (genuine, impostor)
+    let pairs: Vec<(usize, usize, f32)> = compared_pairs(templates)
+        .into_iter()
+        .map(|(i, j, m)| (i, j, m.distance))
+        .collect();
+    crate::eval::split_pairs(ids, &pairs, |_, _| true)
+}
+
+/// The Oz API Lite view of the pairs `(i, j, similarity)`: `score` = `Match::similarity`, its
+/// genuine and impostor distributions, the
+/// `approve_score` / `review_score` thresholds at FAR 0.1 % / 1 % on every pair (and rounded
+/// to 2 decimals), and their subject-disjoint 2-fold check.
+fn oz_scores(ids: &[String], pairs: &[(usize, usize, f32)]) -> serde_json::Value {
+    use crate::eval::{distribution, match_rates, oz_thresholds, round2, round2_up, split_pairs};
+    let (genuine, impostor) = split_pairs(ids, pairs, |_, _| true);
+    let all = oz_thresholds(&genuine, &impostor);
+    let (approve, review) = (round2(all.approve.threshold), round2(all.review.threshold));
+    let (approve_up, review_up) = (
+        round2_up(all.approve.threshold),
+        round2_up(all.review.threshold),
+    );
+    // A 2-decimal f32 shown as its 2-decimal f64 (0.6, not 0.6000000238418579).
+    let show = |x: f32| (f64::from(x) * 100.0).round() / 100.0;
+    let folds = crate::eval::two_fold_check(ids, pairs);
+    let fold_of = crate::eval::two_fold_split(ids);
+    let cross = pairs
+        .iter()
+        .filter(|&&(i, j, _)| fold_of[i] != fold_of[j])
+        .count();
+    let mean = |f: fn(&crate::eval::FoldResult) -> f64| folds.iter().map(f).sum::<f64>() / 2.0;
+    json!({
+        "score": "similarity = clamp(1 - distance, 0, 1); approved when score >= approve_score, \
+            operator_required when score >= review_score, else declined",
+        "genuine": distribution(&genuine),
+        "impostor": distribution(&impostor),
+        "all_pairs": {
+            "approve_far_target": crate::eval::OZ_APPROVE_FAR,
+            "review_far_target": crate::eval::OZ_REVIEW_FAR,
+            "approve": all.approve,
+            "review": all.review,
+        },
+        "defaults": {
+            "rounding": "all-pairs thresholds rounded to the nearest 2 decimals",
+            "approve_score": show(approve),
+            "review_score": show(review),
+            "approve": match_rates(&genuine, &impostor, approve),
+            "review": match_rates(&genuine, &impostor, review),
+        },
+        "rounded_up": {
+            "rounding": "all-pairs thresholds rounded up to 2 decimals (FAR never above the \
+                unrounded threshold's)",
+            "approve_score": show(approve_up),
+            "review_score": show(review_up),
+            "approve": match_rates(&genuine, &impostor, approve_up),
+            "review": match_rates(&genuine, &impostor, review_up),
+        },
+        "two_fold": {
+            "split": "subject ids sorted, alternately A and B; thresholds fitted on the pairs \
+                within one fold, measured on the pairs within the other",
+            "cross_fold_impostor_pairs_uncounted": cross,
+            "folds": folds,
+            "mean": {
+                "approve": {"far": mean(|f| f.approve.test.far), "frr": mean(|f| f.approve.test.frr),
+                    "far_rounded": mean(|f| f.approve.test_rounded.far),
+                    "frr_rounded": mean(|f| f.approve.test_rounded.frr)},
+                "review": {"far": mean(|f| f.review.test.far), "frr": mean(|f| f.review.test.frr),
+                    "far_rounded": mean(|f| f.review.test_rounded.far),
+                    "frr_rounded": mean(|f| f.review.test_rounded.frr)},
+            },
+        },
+    })
 }
 
 fn match_eval(engine: &Engine, files: &[PathBuf], batch: usize) -> Result<serde_json::Value> {
@@ -543,7 +616,26 @@ fn match_eval(engine: &Engine, files: &[PathBuf], batch: usize) -> Result<serde_
         .iter()
         .map(|s| s.analysis.as_ref().and_then(|a| a.template.clone()))
         .collect();
-    let (genuine, impostor) = pair_distances(&ids, &templates);
+    let pairs = compared_pairs(&templates);
+    let distances: Vec<(usize, usize, f32)> =
+        pairs.iter().map(|&(i, j, m)| (i, j, m.distance)).collect();
+    let similarities: Vec<(usize, usize, f32)> = pairs
+        .iter()
+        .map(|&(i, j, m)| (i, j, m.similarity))
+        .collect();
+    let (genuine, impostor) = crate::eval::split_pairs(&ids, &distances, |_, _| true);
+    // Subjects with at least one template.
+    let subjects = {
+        let mut s: Vec<&String> = ids
+            .iter()
+            .zip(&templates)
+            .filter(|(_, t)| t.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        s.len()
+    };
     let at = |far: f64| {
         let (tar, thr, got) = tar_at_far(&genuine, &impostor, far);
         json!({"far_target": far, "tar": tar, "distance_threshold": thr, "far": got})
@@ -555,6 +647,8 @@ fn match_eval(engine: &Engine, files: &[PathBuf], batch: usize) -> Result<serde_
         "impostor_pairs": impostor.len(),
         "at_far_1pct": at(0.01),
         "at_far_0_1pct": at(0.001),
+        "subjects": subjects,
+        "oz_scores": oz_scores(&ids, &similarities),
     }))
 }
 

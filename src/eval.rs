@@ -1,5 +1,6 @@
 //! Evaluation maths: ISO/IEC 30107-3 PAD metrics (APCER, BPCER, ACER), the equal error rate,
-//! a DET curve rendered as SVG, and TAR at a fixed FAR for face matching.
+//! a DET curve rendered as SVG, and for face matching TAR at a fixed FAR, similarity
+//! distributions and the Oz decision thresholds with their subject-disjoint 2-fold check.
 
 use std::fmt::Write as _;
 
@@ -165,6 +166,268 @@ pub fn tar_at_far(genuine: &[f32], impostor: &[f32], far: f64) -> (f64, f32, f64
         threshold,
         fa as f64 / imp.len() as f64,
     )
+}
+
+/// Summary of one set of scores: count, mean, extremes and percentiles.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Distribution {
+    /// Number of scores.
+    pub count: usize,
+    /// Arithmetic mean (accumulated in f64).
+    pub mean: f64,
+    /// Smallest score.
+    pub min: f32,
+    /// 1st percentile ([`percentile`]).
+    pub p1: f32,
+    /// 5th percentile.
+    pub p5: f32,
+    /// 25th percentile.
+    pub p25: f32,
+    /// Median.
+    pub p50: f32,
+    /// 75th percentile.
+    pub p75: f32,
+    /// 95th percentile.
+    pub p95: f32,
+    /// 99th percentile.
+    pub p99: f32,
+    /// Largest score.
+    pub max: f32,
+}
+
+/// The `p`-quantile (`p` in 0..=1) of ascending `sorted` values by linear interpolation between
+/// the closest ranks (rank `h = (n - 1) p`; numpy's default, R's type 7); `None` when empty.
+pub fn percentile(sorted: &[f32], p: f64) -> Option<f32> {
+    let last = sorted.len().checked_sub(1)?;
+    let h = p.clamp(0.0, 1.0) * last as f64;
+    let (lo, hi) = (h.floor() as usize, (h.ceil() as usize).min(last));
+    let (a, b) = (f64::from(sorted[lo]), f64::from(sorted[hi]));
+    Some((a + (h - lo as f64) * (b - a)) as f32)
+}
+
+/// The [`Distribution`] of `values` (in any order); `None` when empty.
+pub fn distribution(values: &[f32]) -> Option<Distribution> {
+    let mut v = values.to_vec();
+    v.sort_by(f32::total_cmp);
+    let q = |p: f64| percentile(&v, p);
+    Some(Distribution {
+        count: v.len(),
+        mean: v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64,
+        min: q(0.0)?,
+        p1: q(0.01)?,
+        p5: q(0.05)?,
+        p25: q(0.25)?,
+        p50: q(0.5)?,
+        p75: q(0.75)?,
+        p95: q(0.95)?,
+        p99: q(0.99)?,
+        max: q(1.0)?,
+    })
+}
+
+/// The largest similarity threshold whose false accept rate on `impostor` similarities is at
+/// most `far` (accept when `similarity >= threshold`): with `k = floor(far * n)` impostors
+/// allowed, just above the `(k+1)`-th highest impostor similarity (impostors tied with it are
+/// rejected too, so the FAR achieved may be lower than `k / n`). `-inf` when every impostor may
+/// be accepted (including when there are none).
+///
+/// The similarity counterpart of [`tar_at_far`], which works on distances.
+pub fn similarity_threshold_at_far(impostor: &[f32], far: f64) -> f32 {
+    let mut imp = impostor.to_vec();
+    imp.sort_by(|a, b| b.total_cmp(a));
+    // The tolerance keeps a product such as 0.29 * 100 = 28.999999999999996 at 29.
+    let k = (far * imp.len() as f64 + 1e-9).floor() as usize;
+    match imp.get(k) {
+        Some(&s) => next_up(s),
+        None => f32::NEG_INFINITY,
+    }
+}
+
+/// Face-matching error rates at one similarity threshold (accept when `similarity >=
+/// threshold`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct MatchRates {
+    /// Threshold on the similarity.
+    pub threshold: f32,
+    /// Impostor pairs accepted / impostor pairs (0 without impostor pairs).
+    pub far: f64,
+    /// Genuine pairs rejected / genuine pairs (0 without genuine pairs).
+    pub frr: f64,
+    /// Impostor pairs accepted.
+    pub false_accepts: usize,
+    /// Genuine pairs rejected.
+    pub false_rejects: usize,
+}
+
+/// FAR and FRR of `genuine` and `impostor` similarities at `threshold`.
+pub fn match_rates(genuine: &[f32], impostor: &[f32], threshold: f32) -> MatchRates {
+    let frac = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    let false_accepts = impostor.iter().filter(|&&s| s >= threshold).count();
+    let false_rejects = genuine.iter().filter(|&&s| s < threshold).count();
+    MatchRates {
+        threshold,
+        far: frac(false_accepts, impostor.len()),
+        frr: frac(false_rejects, genuine.len()),
+        false_accepts,
+        false_rejects,
+    }
+}
+
+/// FAR target of the Oz `approve_score` threshold (0.1 %).
+pub const OZ_APPROVE_FAR: f64 = 0.001;
+/// FAR target of the Oz `review_score` threshold (1 %).
+pub const OZ_REVIEW_FAR: f64 = 0.01;
+
+/// `x` rounded to the nearest 2-decimal value (how the Oz defaults are written down).
+pub fn round2(x: f32) -> f32 {
+    ((f64::from(x) * 100.0).round() / 100.0) as f32
+}
+
+/// The smallest 2-decimal value (as f32) not below `x`: a threshold rounded up, which never
+/// accepts more pairs than `x` does.
+pub fn round2_up(x: f32) -> f32 {
+    let mut k = (f64::from(x) * 100.0).ceil();
+    if ((k - 1.0) / 100.0) as f32 >= x {
+        k -= 1.0;
+    }
+    (k / 100.0) as f32
+}
+
+/// Oz decision thresholds fitted on one set of pairs: `approve_score` at FAR
+/// [`OZ_APPROVE_FAR`], `review_score` at FAR [`OZ_REVIEW_FAR`], with the rates they give on
+/// that same set.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct OzThresholds {
+    /// Approved when `score >= approve.threshold`.
+    pub approve: MatchRates,
+    /// Operator review when `score >= review.threshold` (and not approved).
+    pub review: MatchRates,
+}
+
+/// Fits both Oz thresholds on `genuine` and `impostor` similarities.
+pub fn oz_thresholds(genuine: &[f32], impostor: &[f32]) -> OzThresholds {
+    let at = |far| {
+        match_rates(
+            genuine,
+            impostor,
+            similarity_threshold_at_far(impostor, far),
+        )
+    };
+    OzThresholds {
+        approve: at(OZ_APPROVE_FAR),
+        review: at(OZ_REVIEW_FAR),
+    }
+}
+
+/// Splits scored pairs `(i, j, similarity)` of images with subject ids `ids` into genuine
+/// (same subject) and impostor similarities, keeping only the pairs `keep(i, j)` accepts.
+pub fn split_pairs(
+    ids: &[String],
+    pairs: &[(usize, usize, f32)],
+    keep: impl Fn(usize, usize) -> bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for &(i, j, s) in pairs.iter().filter(|&&(i, j, _)| keep(i, j)) {
+        if ids[i] == ids[j] {
+            genuine.push(s);
+        } else {
+            impostor.push(s);
+        }
+    }
+    (genuine, impostor)
+}
+
+/// Subject-disjoint 2-fold split: the distinct subject ids sorted, then assigned alternately to
+/// fold 0 (A: the 1st, 3rd... id) and fold 1 (B). Returns the fold of every entry of `ids`.
+pub fn two_fold_split(ids: &[String]) -> Vec<usize> {
+    let mut distinct: Vec<&str> = ids.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    ids.iter()
+        .map(|id| {
+            distinct
+                .binary_search(&id.as_str())
+                .map_or(0, |rank| rank % 2)
+        })
+        .collect()
+}
+
+/// One threshold of a held-out fold: fitted on the fitting fold, applied to the test fold,
+/// exactly and rounded to 2 decimals.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct HeldOut {
+    /// The threshold and its rates on the fitting fold (in-sample).
+    pub fit: MatchRates,
+    /// The same threshold's rates on the test fold.
+    pub test: MatchRates,
+    /// The threshold rounded to 2 decimals, with its rates on the test fold.
+    pub test_rounded: MatchRates,
+}
+
+/// One direction of the 2-fold check: thresholds fitted on the pairs within one fold and
+/// measured on the pairs within the other.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FoldResult {
+    /// Name of the fitting fold (`A` or `B`).
+    pub fit_fold: &'static str,
+    /// Subjects of the fitting fold.
+    pub fit_subjects: Vec<String>,
+    /// Subjects of the test fold.
+    pub test_subjects: Vec<String>,
+    /// Genuine pairs within the fitting fold.
+    pub fit_genuine_pairs: usize,
+    /// Impostor pairs within the fitting fold.
+    pub fit_impostor_pairs: usize,
+    /// Genuine pairs within the test fold.
+    pub test_genuine_pairs: usize,
+    /// Impostor pairs within the test fold.
+    pub test_impostor_pairs: usize,
+    /// `approve_score` fitted at FAR [`OZ_APPROVE_FAR`].
+    pub approve: HeldOut,
+    /// `review_score` fitted at FAR [`OZ_REVIEW_FAR`].
+    pub review: HeldOut,
+}
+
+/// The subject-disjoint 2-fold check of the Oz thresholds ([`two_fold_split`]): fit on the
+/// pairs within A and test on those within B, then the reverse. Impostor pairs across the two
+/// folds belong to neither and are not counted.
+pub fn two_fold_check(ids: &[String], pairs: &[(usize, usize, f32)]) -> [FoldResult; 2] {
+    let folds = two_fold_split(ids);
+    let subjects = |f: usize| {
+        let mut s: Vec<String> = ids
+            .iter()
+            .zip(&folds)
+            .filter(|&(_, &g)| g == f)
+            .map(|(id, _)| id.clone())
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    };
+    let within = |f: usize| split_pairs(ids, pairs, |i, j| folds[i] == f && folds[j] == f);
+    let one = |fit: usize| {
+        let test = 1 - fit;
+        let (fg, fi) = within(fit);
+        let (tg, ti) = within(test);
+        let fitted = oz_thresholds(&fg, &fi);
+        let held = |r: MatchRates| HeldOut {
+            fit: r,
+            test: match_rates(&tg, &ti, r.threshold),
+            test_rounded: match_rates(&tg, &ti, round2(r.threshold)),
+        };
+        FoldResult {
+            fit_fold: ["A", "B"][fit],
+            fit_subjects: subjects(fit),
+            test_subjects: subjects(test),
+            fit_genuine_pairs: fg.len(),
+            fit_impostor_pairs: fi.len(),
+            test_genuine_pairs: tg.len(),
+            test_impostor_pairs: ti.len(),
+            approve: held(fitted.approve),
+            review: held(fitted.review),
+        }
+    };
+    [one(0), one(1)]
 }
 
 /// Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9).
@@ -640,6 +903,186 @@ mod tests {
         assert!(far <= 0.01 + 1e-12, "{far}");
         assert!((0.309..0.3101).contains(&thr), "{thr}");
         assert!((tar - 0.6).abs() < 1e-9, "{tar}");
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_closest_ranks() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&v, 0.25), Some(1.75));
+        assert_eq!(percentile(&v, 0.5), Some(2.5));
+        assert_eq!(percentile(&v, 0.75), Some(3.25));
+        assert_eq!(percentile(&v, 1.0), Some(4.0));
+        assert!((percentile(&v, 0.99).unwrap() - 3.97).abs() < 1e-6);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.25), Some(2.0));
+        assert_eq!(percentile(&[5.0], 0.99), Some(5.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn distribution_sorts_and_summarises() {
+        let d = distribution(&[4.0, 1.0, 3.0, 2.0]).unwrap();
+        assert_eq!((d.count, d.mean, d.min, d.max), (4, 2.5, 1.0, 4.0));
+        assert_eq!((d.p25, d.p50, d.p75), (1.75, 2.5, 3.25));
+        assert!(
+            (d.p1 - 1.03).abs() < 1e-6 && (d.p99 - 3.97).abs() < 1e-6,
+            "{d:?}"
+        );
+        assert!(
+            (d.p5 - 1.15).abs() < 1e-6 && (d.p95 - 3.85).abs() < 1e-6,
+            "{d:?}"
+        );
+        assert_eq!(distribution(&[]), None);
+    }
+
+    #[test]
+    fn similarity_threshold_keeps_far_at_or_under_the_target() {
+        let imp = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+        // 10 % of 10: one impostor (0.9) may pass, the threshold is just above 0.8.
+        let t = similarity_threshold_at_far(&imp, 0.1);
+        assert_eq!(t, next_up(0.8));
+        assert_eq!(match_rates(&[], &imp, t).false_accepts, 1);
+        // 5 % rounds down to none: just above the highest impostor.
+        assert_eq!(similarity_threshold_at_far(&imp, 0.05), next_up(0.9));
+        // 25 %: two may pass (FAR 20 %).
+        let t = similarity_threshold_at_far(&imp, 0.25);
+        assert_eq!((t, match_rates(&[], &imp, t).far), (next_up(0.7), 0.2));
+        // Everything may pass.
+        assert_eq!(similarity_threshold_at_far(&imp, 1.0), f32::NEG_INFINITY);
+        assert_eq!(similarity_threshold_at_far(&[], 0.01), f32::NEG_INFINITY);
+        // Ties with the first rejected impostor are rejected too: FAR 0 < 25 %.
+        let tied = [0.9, 0.9, 0.5, 0.1];
+        let t = similarity_threshold_at_far(&tied, 0.25);
+        assert_eq!((t, match_rates(&[], &tied, t).far), (next_up(0.9), 0.0));
+        // A product just under an integer still allows that many: 0.29 * 100 is
+        // 28.999999999999996 in f64, and 29 impostors may pass.
+        let many: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
+        let t = similarity_threshold_at_far(&many, 0.29);
+        assert_eq!(match_rates(&[], &many, t).false_accepts, 29);
+    }
+
+    #[test]
+    fn match_rates_accept_at_or_above_the_threshold() {
+        let genuine = [0.9, 0.7, 0.5, 0.3];
+        let impostor = [0.6, 0.4, 0.2, 0.1, 0.0];
+        let r = match_rates(&genuine, &impostor, 0.5);
+        assert_eq!(
+            (r.far, r.frr, r.false_accepts, r.false_rejects),
+            (0.2, 0.25, 1, 1)
+        );
+        let r = match_rates(&genuine, &impostor, 0.6);
+        assert_eq!(
+            (r.far, r.frr, r.false_accepts, r.false_rejects),
+            (0.2, 0.5, 1, 2)
+        );
+        let r = match_rates(&[], &[], 0.5);
+        assert_eq!((r.far, r.frr), (0.0, 0.0));
+    }
+
+    #[test]
+    fn oz_thresholds_sit_at_far_0_1_and_1_percent() {
+        let impostor: Vec<f32> = (0..1000).map(|i| i as f32 / 1000.0).collect();
+        let genuine = [0.9985, 0.995, 0.5];
+        let oz = oz_thresholds(&genuine, &impostor);
+        assert_eq!(oz.approve.threshold, next_up(0.998));
+        assert_eq!((oz.approve.false_accepts, oz.approve.false_rejects), (1, 2));
+        assert_eq!(oz.approve.far, 0.001);
+        assert_eq!(oz.review.threshold, next_up(0.989));
+        assert_eq!((oz.review.false_accepts, oz.review.false_rejects), (10, 1));
+        assert_eq!(oz.review.far, 0.01);
+        assert_eq!(round2(0.6012), 0.6);
+        assert_eq!((round2(0.5749), round2(0.5751)), (0.57, 0.58));
+        assert_eq!((round2_up(0.6012), round2_up(0.5701)), (0.61, 0.58));
+        // Already on 2 decimals (0.6 and 0.57 are not exact in f32): unchanged.
+        assert_eq!((round2_up(0.6), round2_up(0.57)), (0.6, 0.57));
+        assert_eq!(round2_up(next_up(0.57)), 0.58);
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn subjects_alternate_between_the_folds_in_sorted_order() {
+        let ids = strings(&["0003", "0001", "0002", "0001", "0004"]);
+        assert_eq!(two_fold_split(&ids), [0, 0, 1, 0, 1]);
+        assert_eq!(two_fold_split(&strings(&["b", "a"])), [1, 0]);
+        assert!(two_fold_split(&[]).is_empty());
+    }
+
+    #[test]
+    fn split_pairs_labels_by_subject_and_filters() {
+        let ids = strings(&["a", "a", "b", "c"]);
+        let pairs = [
+            (0, 1, 0.9),
+            (0, 2, 0.1),
+            (0, 3, 0.2),
+            (1, 2, 0.3),
+            (1, 3, 0.4),
+            (2, 3, 0.5),
+        ];
+        let (g, i) = split_pairs(&ids, &pairs, |_, _| true);
+        assert_eq!((g, i), (vec![0.9], vec![0.1, 0.2, 0.3, 0.4, 0.5]));
+        let (g, i) = split_pairs(&ids, &pairs, |a, b| a != 0 && b != 0);
+        assert_eq!((g, i), (vec![], vec![0.3, 0.4, 0.5]));
+    }
+
+    #[test]
+    fn two_fold_check_fits_on_one_fold_and_tests_on_the_other() {
+        // Two images each of s1..s4: A = {s1, s3} (images 0, 1, 4, 5), B = {s2, s4}.
+        let ids = strings(&["s1", "s1", "s2", "s2", "s3", "s3", "s4", "s4"]);
+        let sim = |i: usize, j: usize| -> f32 {
+            match (i, j) {
+                (6, 7) => 0.55,
+                _ if ids[i] == ids[j] => 0.9,
+                (0, 4) => 0.5,
+                (0, 5) => 0.4,
+                (1, 4) => 0.3,
+                (1, 5) => 0.2,
+                (2, 6) => 0.6,
+                (2, 7) | (3, 6) | (3, 7) => 0.1,
+                // Across the folds: counted in neither (they would raise every FAR).
+                _ => 0.99,
+            }
+        };
+        let pairs: Vec<(usize, usize, f32)> = (0..8)
+            .flat_map(|i| (i + 1..8).map(move |j| (i, j)))
+            .map(|(i, j)| (i, j, sim(i, j)))
+            .collect();
+        let [a, b] = two_fold_check(&ids, &pairs);
+        assert_eq!(a.fit_fold, "A");
+        assert_eq!(a.fit_subjects, strings(&["s1", "s3"]));
+        assert_eq!(a.test_subjects, strings(&["s2", "s4"]));
+        assert_eq!(
+            (
+                a.fit_genuine_pairs,
+                a.fit_impostor_pairs,
+                a.test_genuine_pairs,
+                a.test_impostor_pairs
+            ),
+            (2, 4, 2, 4)
+        );
+        // Four impostors in A: no false accept allowed at either target, so both thresholds
+        // sit just above A's highest impostor, 0.5. In B they accept 0.6 and the s4 pair 0.55.
+        for h in [a.approve, a.review] {
+            assert_eq!(h.fit.threshold, next_up(0.5));
+            assert_eq!((h.fit.far, h.fit.frr), (0.0, 0.0));
+            assert_eq!(
+                (h.test.far, h.test.frr, h.test.false_accepts),
+                (0.25, 0.0, 1)
+            );
+            assert_eq!(h.test_rounded.threshold, 0.5);
+            assert_eq!((h.test_rounded.far, h.test_rounded.frr), (0.25, 0.0));
+        }
+        // Fitted on B: just above 0.6, which rejects s4's genuine pair there; none fails in A.
+        assert_eq!(b.fit_fold, "B");
+        assert_eq!(b.fit_subjects, strings(&["s2", "s4"]));
+        for h in [b.approve, b.review] {
+            assert_eq!(h.fit.threshold, next_up(0.6));
+            assert_eq!((h.fit.far, h.fit.frr), (0.0, 0.5));
+            assert_eq!((h.test.far, h.test.frr), (0.0, 0.0));
+            assert_eq!(h.test_rounded.threshold, 0.6);
+        }
     }
 
     #[test]

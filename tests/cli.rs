@@ -516,3 +516,67 @@ fn eval_with_celeba_measures_every_pipeline_by_subject_cross_validation() {
     assert!(by_name("celeba")["weights"].as_array().unwrap().is_empty());
     assert_eq!(f["pipelines"].as_array().unwrap().len(), 7);
 }
+
+#[test]
+fn eval_match_reports_the_oz_scores_and_their_two_fold_check() {
+    let out = facegate()
+        .arg("eval")
+        .arg(shared_dir().join("datasets/nuaa-dev"))
+        .arg("--match")
+        .arg("--det")
+        .arg(std::env::temp_dir().join(format!("facegate-match-det-{}.svg", std::process::id())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &v["matching"];
+    let oz = &m["oz_scores"];
+    assert_eq!(m["subjects"], 8, "{m}");
+    assert_eq!(oz["genuine"]["count"], m["genuine_pairs"], "{oz}");
+    assert_eq!(oz["impostor"]["count"], m["impostor_pairs"], "{oz}");
+    // The defaults of docs/calibration.md ("Oz decision thresholds").
+    let d = &oz["defaults"];
+    assert_eq!(
+        (d["approve_score"].as_f64(), d["review_score"].as_f64()),
+        (Some(0.6), Some(0.57)),
+        "{oz}"
+    );
+    // The similarity thresholds are the distance operating points seen from the other side.
+    for (oz_key, far_key) in [("approve", "at_far_0_1pct"), ("review", "at_far_1pct")] {
+        let r = &oz["all_pairs"][oz_key];
+        assert_eq!(r["far"], m[far_key]["far"], "{oz_key}");
+        let tar = m[far_key]["tar"].as_f64().unwrap();
+        assert!(
+            (r["frr"].as_f64().unwrap() - (1.0 - tar)).abs() < 1e-12,
+            "{oz_key}"
+        );
+    }
+    // Every impostor pair is within A, within B, or across (counted in neither); every
+    // genuine pair is within one fold.
+    let t = &oz["two_fold"];
+    let folds = t["folds"].as_array().unwrap();
+    let n = |f: &serde_json::Value, k: &str| f[k].as_u64().unwrap();
+    assert_eq!(
+        n(&folds[0], "fit_impostor_pairs")
+            + n(&folds[1], "fit_impostor_pairs")
+            + t["cross_fold_impostor_pairs_uncounted"].as_u64().unwrap(),
+        m["impostor_pairs"].as_u64().unwrap()
+    );
+    assert_eq!(
+        n(&folds[0], "fit_genuine_pairs") + n(&folds[0], "test_genuine_pairs"),
+        m["genuine_pairs"].as_u64().unwrap()
+    );
+    assert_eq!(folds[0]["fit_subjects"], folds[1]["test_subjects"]);
+    assert_eq!(
+        folds[0]["fit_subjects"],
+        serde_json::json!(["0001", "0003", "0005", "0007"])
+    );
+    let mean = (folds[0]["approve"]["test"]["far"].as_f64().unwrap()
+        + folds[1]["approve"]["test"]["far"].as_f64().unwrap())
+        / 2.0;
+    assert_eq!(t["mean"]["approve"]["far"].as_f64(), Some(mean));
+}
