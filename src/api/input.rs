@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hyper::header::CONTENT_TYPE;
 use hyper::HeaderMap;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::batcher::Input;
@@ -30,6 +31,8 @@ pub struct Part {
     pub name: Option<String>,
     /// File name (`filename=`), present for file uploads.
     pub file_name: Option<String>,
+    /// The part's media type (lower case, without parameters), when it declares one.
+    pub content_type: Option<String>,
     /// The part's bytes.
     pub bytes: Bytes,
 }
@@ -95,6 +98,9 @@ pub async fn multipart(
         }
         let name = field.name().map(str::to_string);
         let file_name = field.file_name().map(str::to_string);
+        let content_type = field
+            .content_type()
+            .map(|m| m.essence_str().to_ascii_lowercase());
         let bytes = field
             .bytes()
             .await
@@ -102,6 +108,7 @@ pub async fn multipart(
         parts.push(Part {
             name,
             file_name,
+            content_type,
             bytes,
         });
     }
@@ -206,6 +213,96 @@ pub fn base64_frames<'a>(
     Ok(out)
 }
 
+/// Bounds on reading a zip archive of images.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveLimits {
+    /// Most files (directories are not counted) one archive may hold.
+    pub max_entries: usize,
+    /// Largest uncompressed file, bytes.
+    pub max_entry_bytes: u64,
+    /// Largest uncompressed total, bytes.
+    pub max_total_bytes: u64,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: 64,
+            max_entry_bytes: 16 << 20,
+            max_total_bytes: 128 << 20,
+        }
+    }
+}
+
+/// Whether `bytes` start as a zip archive (a local file header, or the end record of an empty
+/// archive).
+pub fn looks_like_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
+}
+
+/// The files of a zip archive, in archive order, named by their path inside it; directories
+/// and macOS resource forks (`__MACOSX/`) are skipped. Every bound of `limits` is checked on
+/// the declared sizes first and again on the bytes actually inflated, so a zip bomb (or an
+/// entry lying about its size) is refused after at most the bound's worth of work.
+pub fn zip_entries(bytes: &[u8], limits: &ArchiveLimits) -> Result<Vec<(String, Bytes)>, ApiError> {
+    use std::io::Read;
+    let bad = |m: String| ApiError::invalid(format!("zip archive: {m}"));
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(format!("not a readable archive ({e})")))?;
+    let (mut out, mut total) = (Vec::new(), 0u64);
+    for i in 0..zip.len() {
+        let mut f = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("entry {i} unreadable ({e})")))?;
+        let name = f
+            .name()
+            .map_err(|e| bad(format!("entry {i} has an unreadable name ({e})")))?
+            .to_string();
+        if f.is_dir() || name.starts_with("__MACOSX/") {
+            continue;
+        }
+        if out.len() == limits.max_entries {
+            return Err(bad(format!(
+                "more than {} files, the limit",
+                limits.max_entries
+            )));
+        }
+        let over = |size: u64| {
+            if size > limits.max_entry_bytes {
+                Some(format!(
+                    "{name} inflates to more than {size} bytes, the limit per file is {}",
+                    limits.max_entry_bytes
+                ))
+            } else if total + size > limits.max_total_bytes {
+                Some(format!(
+                    "the files inflate to more than {} bytes, the limit is {}",
+                    total + size,
+                    limits.max_total_bytes
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some(m) = over(f.size()) {
+            return Err(bad(m));
+        }
+        // Read at most one byte past the bound: what the header declares is not trusted.
+        let cap = limits.max_entry_bytes.min(limits.max_total_bytes - total) + 1;
+        let mut data = Vec::new();
+        (&mut f)
+            .take(cap)
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("{name} does not inflate ({e})")))?;
+        if let Some(m) = over(data.len() as u64) {
+            return Err(bad(m));
+        }
+        total += data.len() as u64;
+        out.push((name, Bytes::from(data)));
+    }
+    Ok(out)
+}
+
 /// Parses a JSON body into `T`; malformed JSON is an invalid argument naming the position.
 pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
@@ -262,11 +359,68 @@ mod tests {
         assert!(base64_frames([], 2, 100).is_err());
     }
 
+    fn zip_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in files {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn zip_entries_are_read_and_bombs_refused() {
+        let z = zip_of(&[
+            ("a.jpg", vec![1, 2, 3]),
+            ("__MACOSX/x", vec![0]),
+            ("b/c.png", vec![4]),
+        ]);
+        assert!(looks_like_zip(&z) && !looks_like_zip(b"\xff\xd8"));
+        let e = zip_entries(&z, &ArchiveLimits::default()).unwrap();
+        assert_eq!(
+            e.iter()
+                .map(|(n, b)| (n.as_str(), b.len()))
+                .collect::<Vec<_>>(),
+            [("a.jpg", 3), ("b/c.png", 1)]
+        );
+        // 64 MiB of zeros deflates to about 64 KiB.
+        let bomb = zip_of(&[("zeros.jpg", vec![0; 64 << 20])]);
+        assert!(bomb.len() < 1 << 20);
+        let limits = ArchiveLimits {
+            max_entry_bytes: 1 << 20,
+            ..ArchiveLimits::default()
+        };
+        let m = zip_entries(&bomb, &limits).unwrap_err().to_string();
+        assert!(m.contains("limit per file is 1048576"), "{m}");
+        let many = zip_of(&[("1", vec![1]), ("2", vec![2]), ("3", vec![3])]);
+        let few = ArchiveLimits {
+            max_entries: 2,
+            ..ArchiveLimits::default()
+        };
+        assert!(zip_entries(&many, &few)
+            .unwrap_err()
+            .to_string()
+            .contains("more than 2 files"));
+        let total = ArchiveLimits {
+            max_total_bytes: 2,
+            ..ArchiveLimits::default()
+        };
+        assert!(zip_entries(&many, &total)
+            .unwrap_err()
+            .to_string()
+            .contains("the limit is 2"));
+        assert!(zip_entries(&z[..z.len() / 2], &ArchiveLimits::default()).is_err());
+    }
+
     #[test]
     fn parts_are_named_by_file_then_field_then_position() {
         let p = |name: Option<&str>, file: Option<&str>| Part {
             name: name.map(str::to_string),
             file_name: file.map(str::to_string),
+            content_type: None,
             bytes: Bytes::new(),
         };
         let named = named_parts(vec![

@@ -23,6 +23,7 @@ pub mod idrnd;
 pub mod input;
 pub mod knomi;
 pub mod native;
+pub mod oz;
 pub mod query;
 
 use hyper::header::HeaderValue;

@@ -78,6 +78,16 @@ impl FrameVerdict {
     pub fn is_live(&self) -> bool {
         self.probability >= 0.5
     }
+
+    /// The spoof score, `1 - probability` (the convention of servers that score attacks).
+    pub fn spoof_score(&self) -> f32 {
+        (1.0 - self.probability).clamp(0.0, 1.0)
+    }
+
+    /// Whether the frame passes under a spoof-score threshold: declined at or above it.
+    pub fn passes(&self, spoof_threshold: f32) -> bool {
+        self.spoof_score() < spoof_threshold
+    }
 }
 
 /// What one analysed frame amounts to under one (pipeline, calibration).

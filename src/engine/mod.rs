@@ -45,7 +45,7 @@ pub use pipeline::{PadNetwork, Pipeline};
 pub use pose::FaceShape;
 pub use quality::{QualityReport, QualityThresholds, Rejection};
 pub use session::{FrameState, Session, SessionOutcome, SessionPolicy};
-pub use template::{FaceTemplate, Match};
+pub use template::{FaceTemplate, Gallery, Match, MatchDecision, MatchPolicy};
 
 /// Detection settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
