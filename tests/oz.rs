@@ -465,6 +465,16 @@ async fn one_to_n_with_100_templates_and_with_20_images() {
         mean(5..10)
     );
 
+    // compare_n again in base64 mode: the same results.
+    let mut parts = vec![part("template_1", Some("probe"), oct, &b64(&probe))];
+    for (i, n) in names.iter().enumerate() {
+        parts.push(part("templates_n", Some(n), None, &b64(&templates[i % 10])));
+    }
+    let vb = post_form(&h, "/v1/face/pattern/compare_n", &parts, true)
+        .await
+        .json();
+    assert_eq!(vb, v);
+
     // verify_n: the probe as an image, base64 mode.
     let mut parts = vec![part(
         "sample_1",
@@ -904,6 +914,27 @@ async fn detect_on_images_and_archives_and_every_liveness_error() {
     .await;
     assert!(oz_error(&a, 400, "LDE-002004").contains("more than 64 files"));
     h.shutdown();
+    // The request-wide frame bound, over several media.
+    let tight = start_with_engine(
+        config(|c| c.oz.max_frames = 2),
+        Default::default(),
+        engine_full(),
+    )
+    .await;
+    let three = zip_of(&[("1.jpg", t1()), ("2.jpg", t1()), ("3.jpg", t1())]);
+    let a = post_form(
+        &tight,
+        "/v1/face/liveness/detect",
+        &[
+            part("one", Some("1.jpg"), None, t1()),
+            part("three", Some("3.zip"), None, &three),
+        ],
+        false,
+    )
+    .await;
+    let m = oz_error(&a, 400, "LDE-002004");
+    assert!(m.contains("three: more than 2 frames"), "{m}");
+    tight.shutdown();
 }
 
 #[cfg(feature = "video")]

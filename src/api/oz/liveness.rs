@@ -20,7 +20,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::media::{expand, Media};
+use super::media::{expand_all, Media};
 use super::{base64_mode, input_bytes, oz_error, score, Failure, Oz};
 use crate::api::error::ApiError;
 use crate::api::input::{media_type, multipart, Part};
@@ -162,26 +162,12 @@ impl Oz {
         let (payload, media_parts) = self.split(parts, b64)?;
         // Expand every media on a blocking thread (archives inflate, videos decode).
         let oz = self.clone();
-        let media: Vec<Media> = tokio::task::spawn_blocking(move || {
-            media_parts
-                .into_iter()
-                .map(|(name, bytes)| expand(&name, bytes, &oz.cfg))
-                .collect::<Result<Vec<_>, ApiError>>()
-        })
-        .await
-        .map_err(|e| oz_error(Failure::Internal, format!("media task: {e}")))??;
+        let media: Vec<Media> =
+            tokio::task::spawn_blocking(move || expand_all(media_parts, &oz.cfg))
+                .await
+                .map_err(|e| oz_error(Failure::Internal, format!("media task: {e}")))??;
         let analyses = self.analyses(payload, &media)?;
         let total: usize = media.iter().map(|m| m.frames.len()).sum();
-        if total > self.cfg.max_frames {
-            return Err(oz_error(
-                Failure::Sample,
-                format!(
-                    "{total} frames in all (images, archive files, sampled video frames), the \
-                     limit is {}",
-                    self.cfg.max_frames
-                ),
-            ));
-        }
         let best_shots = analyses.iter().any(|a| a.best_shot);
         let mut labels = Vec::with_capacity(total);
         let mut inputs = Vec::with_capacity(total);

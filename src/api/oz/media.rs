@@ -9,9 +9,10 @@ use image::RgbImage;
 
 use super::{oz_error, Failure, OzConfig};
 use crate::api::error::ApiError;
-use crate::api::input::{looks_like_zip, zip_entries};
+use crate::api::input::{looks_like_zip, zip_entries, ArchiveLimits};
 use crate::batcher::Input;
 use crate::preprocess::video::{decode_sampled, looks_like_video};
+use crate::Error;
 
 /// What a media part holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +67,57 @@ pub struct Media {
     pub frames: Vec<Frame>,
 }
 
-/// Expands one media part (run on a blocking thread: archives inflate, videos decode).
-pub fn expand(name: &str, bytes: Bytes, cfg: &OzConfig) -> Result<Media, ApiError> {
+/// What one request may still expand into: frames and inflated archive bytes over all its
+/// media (`oz.max_frames`, `oz.archive.max_total_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Frames left.
+    pub frames: usize,
+    /// Inflated archive bytes left.
+    pub archive_bytes: u64,
+}
+
+impl Budget {
+    /// The budget of one request.
+    pub fn of(cfg: &OzConfig) -> Budget {
+        Budget {
+            frames: cfg.max_frames,
+            archive_bytes: cfg.archive.max_total_bytes,
+        }
+    }
+}
+
+/// Every media of a request expanded in order, within the request's budget (run on a
+/// blocking thread: archives inflate, videos decode); the first media over a bound stops the
+/// work.
+pub fn expand_all(parts: Vec<(String, Bytes)>, cfg: &OzConfig) -> Result<Vec<Media>, ApiError> {
+    let mut budget = Budget::of(cfg);
+    parts
+        .into_iter()
+        .map(|(name, bytes)| {
+            let m = expand(&name, bytes, cfg, &mut budget)?;
+            if m.frames.len() > budget.frames {
+                return Err(oz_error(
+                    Failure::Sample,
+                    format!(
+                        "{name}: more than {} frames in all the media (images, archive files,                          sampled video frames), the limit",
+                        cfg.max_frames
+                    ),
+                ));
+            }
+            budget.frames -= m.frames.len();
+            Ok(m)
+        })
+        .collect()
+}
+
+/// Expands one media part; archives draw on `budget.archive_bytes`.
+pub fn expand(
+    name: &str,
+    bytes: Bytes,
+    cfg: &OzConfig,
+    budget: &mut Budget,
+) -> Result<Media, ApiError> {
     let kind = MediaKind::of(&bytes);
     let sample = |m: String| oz_error(Failure::Sample, format!("{name}: {m}"));
     let frames = match kind {
@@ -76,7 +126,16 @@ pub fn expand(name: &str, bytes: Bytes, cfg: &OzConfig) -> Result<Media, ApiErro
             label: name.to_string(),
         }],
         MediaKind::Archive => {
-            let entries = zip_entries(&bytes, &cfg.archive).map_err(|e| sample(e.to_string()))?;
+            let limits = ArchiveLimits {
+                max_total_bytes: budget.archive_bytes,
+                ..cfg.archive
+            };
+            let entries = zip_entries(&bytes, &limits).map_err(|e| match e {
+                ApiError::Engine(e) => sample(plain(&e)),
+                e => sample(e.to_string()),
+            })?;
+            let inflated: u64 = entries.iter().map(|(_, b)| b.len() as u64).sum();
+            budget.archive_bytes = budget.archive_bytes.saturating_sub(inflated);
             if entries.is_empty() {
                 return Err(sample("the archive holds no file".into()));
             }
@@ -89,7 +148,7 @@ pub fn expand(name: &str, bytes: Bytes, cfg: &OzConfig) -> Result<Media, ApiErro
                 .collect()
         }
         MediaKind::Video => {
-            let v = decode_sampled(&bytes, &cfg.video).map_err(|e| sample(e.to_string()))?;
+            let v = decode_sampled(&bytes, &cfg.video).map_err(|e| sample(plain(&e)))?;
             v.frames
                 .into_iter()
                 .zip(v.timestamps_s)
@@ -107,6 +166,15 @@ pub fn expand(name: &str, bytes: Bytes, cfg: &OzConfig) -> Result<Media, ApiErro
     })
 }
 
+/// An engine error's message without its class prefix (`invalid argument: `, `corrupt image: `),
+/// which reads wrongly for a video or an archive.
+fn plain(e: &Error) -> String {
+    match e {
+        Error::InvalidArgument(m) | Error::CorruptImage(m) => m.clone(),
+        e => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +188,14 @@ mod tests {
         );
         assert_eq!(MediaKind::of(b"\xff\xd8\xff\xe0"), MediaKind::Image);
         let cfg = OzConfig::default();
-        let e = expand("m", Bytes::from_static(b"PK\x03\x04broken"), &cfg).unwrap_err();
+        let mut budget = Budget::of(&cfg);
+        let e = expand(
+            "m",
+            Bytes::from_static(b"PK\x03\x04broken"),
+            &cfg,
+            &mut budget,
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("m: zip archive"), "{e}");
     }
 }
