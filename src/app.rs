@@ -236,6 +236,9 @@ pub fn registry(
         auth: cfg.auth.authenticator()?,
     };
     let mut reg = Registry::new();
+    reg.guard(Arc::new(server::MemoryBudget::new(
+        cfg.server.max_body_bytes_held,
+    )));
     reg.extend(server::server_routes());
     let mut owners = BTreeMap::new();
     for d in dialects {

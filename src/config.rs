@@ -25,8 +25,20 @@ pub struct ServerConfig {
     /// Longest wait for a request's body once its headers arrived, ms (answered with the
     /// dialect's timeout error; a route may set its own).
     pub body_timeout_ms: u64,
-    /// Most open client connections; further ones wait in the kernel's backlog.
+    /// Most open client connections; at the cap the most idle connection is closed for a new
+    /// one (see `server::conns`).
     pub max_connections: usize,
+    /// Most open connections of one peer address.
+    pub max_connections_per_peer: usize,
+    /// Most request body bytes held at once over all requests (reserved before a body is
+    /// read: its Content-Length, else its route's limit); a request that does not fit is
+    /// refused as overloaded at once.
+    pub max_body_bytes_held: u64,
+    /// Longest time from accepting a connection to its first complete request head, ms (h1
+    /// and h2; a silent socket is closed).
+    pub first_request_timeout_ms: u64,
+    /// Longest time a connection may stay open without a request in flight, ms.
+    pub idle_timeout_ms: u64,
     /// Longest wait for in-flight requests after a shutdown signal, ms.
     pub drain_timeout_ms: u64,
     /// Owner dialect of each bare path claimed by several dialects (`"/api_version" =
@@ -54,6 +66,10 @@ impl Default for ServerConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 1024,
+            max_connections_per_peer: 1024,
+            max_body_bytes_held: 2 << 30,
+            first_request_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
             drain_timeout_ms: 30_000,
             bare_owners: BTreeMap::new(),
             max_batch: b.max_batch,
@@ -111,6 +127,19 @@ pub struct ServerArgs {
     /// Most open client connections [default: 1024].
     #[arg(long, env = "FACEGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most open connections of one peer address [default: 1024].
+    #[arg(long, env = "FACEGATE_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<usize>,
+    /// Most request body bytes held at once over all requests [default: 2147483648].
+    #[arg(long, env = "FACEGATE_MAX_BODY_BYTES_HELD")]
+    pub max_body_bytes_held: Option<u64>,
+    /// Longest time from accept to a connection's first complete request head, ms
+    /// [default: 5000].
+    #[arg(long, env = "FACEGATE_FIRST_REQUEST_TIMEOUT_MS")]
+    pub first_request_timeout_ms: Option<u64>,
+    /// Longest time a connection stays open without a request in flight, ms [default: 60000].
+    #[arg(long, env = "FACEGATE_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
     /// Longest wait for in-flight requests on shutdown, ms [default: 30000].
     #[arg(long, env = "FACEGATE_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
@@ -158,6 +187,18 @@ impl ServerArgs {
         }
         if let Some(v) = self.max_connections {
             cfg.max_connections = v;
+        }
+        if let Some(v) = self.max_connections_per_peer {
+            cfg.max_connections_per_peer = v;
+        }
+        if let Some(v) = self.max_body_bytes_held {
+            cfg.max_body_bytes_held = v;
+        }
+        if let Some(v) = self.first_request_timeout_ms {
+            cfg.first_request_timeout_ms = v;
+        }
+        if let Some(v) = self.idle_timeout_ms {
+            cfg.idle_timeout_ms = v;
         }
         if let Some(v) = self.drain_timeout_ms {
             cfg.drain_timeout_ms = v;
@@ -252,12 +293,19 @@ pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
     if cfg.queue_bound == 0 || cfg.prepare_threads == 0 {
         return bad("server.queue_bound and server.prepare_threads must be positive");
     }
+    if cfg.max_body_bytes_held < cfg.max_body_bytes as u64 {
+        return bad("server.max_body_bytes_held must be at least server.max_body_bytes");
+    }
     if cfg.max_body_bytes == 0
         || cfg.max_connections == 0
+        || cfg.max_connections_per_peer == 0
+        || cfg.max_body_bytes_held == 0
+        || cfg.first_request_timeout_ms == 0
+        || cfg.idle_timeout_ms == 0
         || cfg.header_timeout_ms == 0
         || cfg.body_timeout_ms == 0
     {
-        return bad("server.max_body_bytes, server.max_connections, server.header_timeout_ms and server.body_timeout_ms must be positive");
+        return bad("server.max_body_bytes, server.max_connections, server.max_connections_per_peer, server.max_body_bytes_held, server.first_request_timeout_ms, server.idle_timeout_ms, server.header_timeout_ms and server.body_timeout_ms must be positive");
     }
     for (path, dialect) in &cfg.bare_owners {
         if !path.starts_with('/') || dialect.is_empty() {

@@ -33,6 +33,18 @@ pub const IN_FLIGHT: &str = "facegate_in_flight_requests";
 /// Constant 1, labelled with each loaded `model`, the `device` it runs on and the CPU
 /// `kernels` instruction set.
 pub const MODEL_INFO: &str = "facegate_model_info";
+/// Connections the server closed early, by `reason` (`evicted`: to make room at a cap,
+/// `first_request_timeout`, `idle_timeout`).
+pub const CONNECTIONS_CLOSED: &str = "facegate_connections_closed_total";
+/// Connections refused at accept, by `reason` (`max_connections`, `per_peer`: every
+/// connection in the way had a request in flight).
+pub const CONNECTIONS_REFUSED: &str = "facegate_connections_refused_total";
+/// Request body bytes reserved by the memory budget now.
+pub const BODY_BYTES_HELD: &str = "facegate_body_bytes_held";
+/// Requests a budget refused before reading their body, by `budget`.
+pub const BUDGET_REFUSALS: &str = "facegate_budget_refusals_total";
+/// Open client connections.
+pub const CONNECTIONS_OPEN: &str = "facegate_connections_open";
 /// Threads the networks run on.
 pub const INFERENCE_THREADS: &str = "facegate_inference_threads";
 /// The licence expiry a dialect reports, Unix seconds, by `dialect` (ID R&D's references say

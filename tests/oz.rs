@@ -172,6 +172,18 @@ async fn template_of(h: &ServerHandle, jpeg: &[u8]) -> Vec<u8> {
     a.body.to_vec()
 }
 
+/// `compare` of two binary templates.
+async fn compare(h: &ServerHandle, a: &[u8], b: &[u8]) -> Value {
+    let oct = Some("application/octet-stream");
+    let parts = [
+        part("bio_feature", Some("a"), oct, a),
+        part("bio_template", Some("b"), oct, b),
+    ];
+    post_form(h, "/v1/face/pattern/compare", &parts, false)
+        .await
+        .json()
+}
+
 fn t1() -> &'static Vec<u8> {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
     B.get_or_init(|| fixture_bytes("image_T1.jpg"))
@@ -258,32 +270,11 @@ async fn templates_are_extracted_and_compared_in_both_encodings() {
     );
     let other = a.body.to_vec();
 
-    let oct = Some("application/octet-stream");
-    let same = post_form(
-        &h,
-        "/v1/face/pattern/compare",
-        &[
-            part("bio_feature", Some("a"), oct, &t),
-            part("bio_template", Some("b"), oct, &t),
-        ],
-        false,
-    )
-    .await
-    .json();
+    let same = compare(&h, &t, &t).await;
     assert_eq!(keys(&same), key_set(&["score", "decision"]));
     assert!(same["score"].as_f64().unwrap() > 0.999, "{same}");
     assert_eq!(same["decision"], "approved");
-    let diff = post_form(
-        &h,
-        "/v1/face/pattern/compare",
-        &[
-            part("bio_feature", Some("a"), oct, &t),
-            part("bio_template", Some("b"), oct, &other),
-        ],
-        false,
-    )
-    .await
-    .json();
+    let diff = compare(&h, &t, &other).await;
     let s = diff["score"].as_f64().unwrap();
     assert!((0.0..0.57).contains(&s), "{diff}");
     assert_eq!(diff["decision"], "declined");
@@ -436,13 +427,7 @@ async fn one_to_n_with_100_templates_and_with_20_images() {
         assert_eq!(r["filename"], names[i]);
         // Each equals the 1:1 comparison of the same pair.
         if i < 10 {
-            let pair = [
-                part("bio_feature", Some("a"), oct, &probe),
-                part("bio_template", Some("b"), oct, &templates[i % 10]),
-            ];
-            let one = post_form(&h, "/v1/face/pattern/compare", &pair, false)
-                .await
-                .json();
+            let one = compare(&h, &probe, &templates[i % 10]).await;
             assert!(
                 (one["score"].as_f64().unwrap() - r["score"].as_f64().unwrap()).abs() < 1e-4,
                 "{one} {r}"

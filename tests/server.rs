@@ -751,6 +751,7 @@ impl server::RequestGuard for TestGuard {
         _route: &server::RouteInfo,
         head: &hyper::http::request::Parts,
         _declared: Option<u64>,
+        _max: usize,
     ) -> Result<server::GuardToken, server::EdgeError> {
         if head.headers.contains_key("x-refuse") {
             return Err(server::EdgeError::Overloaded {

@@ -4,15 +4,19 @@
 //!   `api::auth`). A route without one is open.
 //! - [`BodyLimits`]: per-route body size and body deadline (a route without its own takes the
 //!   server's `max_body_bytes` and `body_timeout_ms`).
-//! - [`RequestGuard`]: server-wide admission hooks (connection and memory budgets plug in
-//!   here): each may refuse a request or hand back a token held until its response is sent.
+//! - [`RequestGuard`]: server-wide admission hooks: each may refuse a request or hand back a
+//!   token held until its response is sent. [`MemoryBudget`] is one, always installed.
 //!
 //! A hook's refusal is an [`EdgeError`], rendered by the route's dialect like any other error.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use hyper::http::request::Parts;
 use hyper::Method;
+
+use crate::telemetry as tm;
 
 /// A served route, as handlers and metrics see it.
 #[derive(Debug, Clone)]
@@ -77,16 +81,95 @@ pub struct BodyLimits {
 pub type GuardToken = Box<dyn Any + Send>;
 
 /// A server-wide admission hook, run after routing and authentication and before the body is
-/// read (the reliability issue's connection and memory budgets plug in here).
+/// read.
 pub trait RequestGuard: Send + Sync {
-    /// Admits a request (`declared_len`: its `Content-Length`, if any, already within the
-    /// route's limit) or refuses it.
+    /// Admits a request or refuses it. `declared_len`: the body's length when known before
+    /// reading (its `Content-Length`, already within the route's limit, or 0 for a request
+    /// without a body); `max_len`: the route's body limit, what an unknown length may reach.
     fn admit(
         &self,
         route: &RouteInfo,
         head: &Parts,
         declared_len: Option<u64>,
+        max_len: usize,
     ) -> Result<GuardToken, EdgeError>;
+}
+
+/// The memory budget: request bodies held at once (being read, or held by their handler)
+/// stay within `cap` bytes. Each request reserves its declared length (or, streamed without
+/// one, its route's limit) before a byte of its body is read, and releases it when its answer
+/// is done; one that does not fit is refused at once as overloaded, in its dialect, with
+/// `Retry-After`.
+pub struct MemoryBudget {
+    /// Bound, bytes.
+    cap: u64,
+    /// Bytes reserved now.
+    held: Arc<AtomicU64>,
+}
+
+impl MemoryBudget {
+    /// A budget of `cap` bytes.
+    pub fn new(cap: u64) -> Self {
+        Self {
+            cap,
+            held: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Bytes reserved now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One request's reservation, released on drop.
+struct Reservation {
+    held: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let now = self.held.fetch_sub(self.bytes, Ordering::AcqRel) - self.bytes;
+        metrics::gauge!(tm::BODY_BYTES_HELD).set(now as f64);
+    }
+}
+
+impl RequestGuard for MemoryBudget {
+    fn admit(
+        &self,
+        _route: &RouteInfo,
+        _head: &Parts,
+        declared_len: Option<u64>,
+        max_len: usize,
+    ) -> Result<GuardToken, EdgeError> {
+        let bytes = declared_len.unwrap_or(max_len as u64);
+        let reserved = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&n| n <= self.cap)
+            });
+        match reserved {
+            Ok(before) => {
+                metrics::gauge!(tm::BODY_BYTES_HELD).set((before + bytes) as f64);
+                Ok(Box::new(Reservation {
+                    held: self.held.clone(),
+                    bytes,
+                }))
+            }
+            Err(held) => {
+                metrics::counter!(tm::BUDGET_REFUSALS, "budget" => "memory").increment(1);
+                Err(EdgeError::Overloaded {
+                    what: format!(
+                        "memory budget for request bodies of {} bytes \
+                         (server.max_body_bytes_held): {held} held, this request needs {bytes}",
+                        self.cap
+                    ),
+                    retry_after_s: 1,
+                })
+            }
+        }
+    }
 }
 
 /// An error met at the HTTP edge, before a handler runs. Each names its bound.

@@ -2,8 +2,12 @@
 //! (prior knowledge, `h2c`) on the same port.
 //!
 //! - The listener is bound before the models load, so `/health` answers 503 while loading.
-//! - A semaphore caps open connections (`max_connections`); slow clients get
-//!   `header_timeout_ms` to send their headers.
+//! - The connection budget ([`conns`]) caps open connections (`max_connections`, and
+//!   `max_connections_per_peer`), closes a connection that completes no request head within
+//!   `first_request_timeout_ms` or sits idle for `idle_timeout_ms` (h1 and h2 alike), and at a
+//!   cap closes the most idle connection for the new one; h1 clients get `header_timeout_ms`
+//!   for each request's headers; h2 connections are bounded in streams and header size and
+//!   pinged when quiet.
 //! - Per request, after routing: the route's authenticator, then the server-wide guards
 //!   ([`hooks`]), then the body within the route's bounds (its own [`hooks::BodyLimits`], else
 //!   `max_body_bytes` and `body_timeout_ms`). A refusal or a body over the bound or late is
@@ -17,6 +21,7 @@
 //! - Every response carries `x-request-id` (the client's, or a generated one); every request is
 //!   counted and timed by route and status (see [`crate::telemetry`]).
 
+pub mod conns;
 pub mod hooks;
 pub mod routes;
 
@@ -28,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -38,7 +44,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -46,8 +52,10 @@ use crate::batcher::{Batcher, Status};
 use crate::config::ServerConfig;
 use crate::telemetry as tm;
 use crate::{Error, Result};
+use conns::{ConnLimits, Conns};
 pub use hooks::{
-    AuthFailure, Authenticator, BodyLimits, EdgeError, GuardToken, Principal, RequestGuard,
+    AuthFailure, Authenticator, BodyLimits, EdgeError, GuardToken, MemoryBudget, Principal,
+    RequestGuard,
 };
 use routes::Resolved;
 pub use routes::{
@@ -57,6 +65,12 @@ pub use routes::{
 /// Most concurrent streams on one HTTP/2 connection (each stream is one request; admission
 /// to the batcher is still capped by `queue_bound`).
 const H2_MAX_STREAMS: u32 = 256;
+/// Largest HTTP/2 header list, bytes (h1 heads are bounded by hyper's read buffer).
+const H2_MAX_HEADER_LIST: u32 = 64 << 10;
+/// An HTTP/2 connection quiet this long is pinged...
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and closed when the ping is not answered this soon.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Server-wide state handed to every handler (dialect state lives with each dialect).
 pub struct AppState {
@@ -164,7 +178,12 @@ async fn accept_loop(
     router: Arc<Router>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let conns = Arc::new(Semaphore::new(app.cfg.max_connections.max(1)));
+    let conns = Conns::new(ConnLimits {
+        max_connections: app.cfg.max_connections.max(1),
+        max_per_peer: app.cfg.max_connections_per_peer.max(1),
+        first_request: Duration::from_millis(app.cfg.first_request_timeout_ms),
+        idle: Duration::from_millis(app.cfg.idle_timeout_ms),
+    });
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 with keep-alive, and HTTP/2 (cleartext, prior knowledge) on the same port.
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -174,12 +193,11 @@ async fn accept_loop(
         .keep_alive(true);
     http.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_STREAMS);
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     loop {
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopped(&mut stop) => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -192,17 +210,45 @@ async fn accept_loop(
             },
             _ = stopped(&mut stop) => break,
         };
+        // Admission: room is made from the most idle connection; refused (closed) only when
+        // every connection in the way has a request in flight.
+        let Some(ticket) = conns.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
+        metrics::gauge!(tm::CONNECTIONS_OPEN).set(conns.open() as f64);
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let router = router.clone();
-        let svc = service_fn(move |req| dispatch(app.clone(), router.clone(), req));
-        let (http, watcher) = (http.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let conn = http.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let activity = ticket.activity.clone();
+        let svc = service_fn(move |req| {
+            let guard = activity.begin();
+            let fut = dispatch(app.clone(), router.clone(), req);
+            async move {
+                let r = fut.await;
+                drop(guard);
+                r
             }
-            drop(permit);
+        });
+        let (http, watcher, conns) = (http.clone(), graceful.watcher(), conns.clone());
+        tokio::spawn(async move {
+            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), svc));
+            tokio::pin!(conn);
+            tokio::select! {
+                r = &mut conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                reason = ticket.until_closed() => {
+                    tracing::debug!(%peer, reason, "connection closed by the server");
+                    if reason != "evicted" {
+                        metrics::counter!(tm::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+                    }
+                }
+            }
+            drop(ticket);
+            metrics::gauge!(tm::CONNECTIONS_OPEN).set(conns.open() as f64);
         });
     }
     drop(listener);
@@ -346,9 +392,16 @@ async fn run_route(
             limit: limits.max_bytes,
         });
     }
+    // Known before reading: no body at all (h1 without length or chunking, h2 END_STREAM on
+    // the headers), else its Content-Length.
+    let known = if body.is_end_stream() {
+        Some(0)
+    } else {
+        declared
+    };
     let mut tokens: Vec<GuardToken> = Vec::with_capacity(router.guards().len());
     for g in router.guards() {
-        match g.admit(&entry.info, &parts, declared) {
+        match g.admit(&entry.info, &parts, known, limits.max_bytes) {
             Ok(t) => tokens.push(t),
             Err(e) => return refuse(e),
         }
