@@ -161,3 +161,57 @@ async fn bodies_are_admitted_against_the_memory_budget_before_they_are_read() {
     assert!(n.is_err(), "the third request was answered at once: {n:?}");
     h.shutdown();
 }
+
+#[tokio::test]
+async fn with_the_batcher_full_an_analysis_is_refused_from_its_head() {
+    // One image fits and waits (a batch of 4 never fills within 5 s).
+    let h = server(|c| {
+        c.server.queue_bound = 1;
+        c.server.max_batch = 4;
+        c.server.max_queue_delay_ms = 5_000;
+        c.server.adaptive_delay = false;
+    })
+    .await;
+    let addr = h.local_addr();
+    let held = tokio::spawn(async move {
+        let mut c = facegate::bench::connect(addr).await.unwrap();
+        facegate::bench::send(
+            &mut c,
+            hyper::Method::POST,
+            "/facegate/v1/analyze",
+            &[("content-type", "image/jpeg")],
+            bytes::Bytes::from(fixture_bytes("image_T1.jpg")),
+        )
+        .await
+        .unwrap()
+        .0
+    });
+    while h.batcher().depth() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A head announcing 10 MB, and no body: answered 429 at once, in the dialect's format.
+    let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
+    s.write_all(
+        b"POST /idlive/check_liveness HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 10000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    // IDLive answers overload with 200 and its error document, as its reference mandates.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("queue_bound"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, held).await.unwrap().unwrap(),
+        hyper::StatusCode::OK
+    );
+    h.shutdown();
+}

@@ -378,6 +378,17 @@ async fn run_route(
             }
         },
     };
+    // Cheap refusal: with the batcher full, a dialect's POST (an analysis, as good as every
+    // one is) is refused from its head, before its body is read.
+    if entry.info.method == Method::POST && entry.info.dialect != "server" {
+        let bound = app.batcher.config().queue_bound;
+        if app.batcher.depth() >= bound {
+            return refuse(EdgeError::Overloaded {
+                what: format!("the batcher holds {bound} images, its queue_bound"),
+                retry_after_s: 1,
+            });
+        }
+    }
     let limits = entry.limits.unwrap_or(BodyLimits {
         max_bytes: app.cfg.max_body_bytes,
         timeout_ms: app.cfg.body_timeout_ms,
