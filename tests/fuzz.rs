@@ -1,0 +1,316 @@
+//! Property-based fuzzing of every parser of untrusted bytes: arbitrary inputs and mutations
+//! (byte flips, truncations, insertions, splices) of valid seeds made from the fixtures. Each
+//! parser must answer `Ok` or a clean error, never panic, and keep its stated bounds.
+//!
+//! CI runs the default 256 cases per property. The long run:
+//! `PROPTEST_CASES=200000 cargo test --release --features video --test fuzz`. A failing case
+//! is saved under `tests/fuzz.proptest-regressions` and replayed first on every later run (a
+//! crash found becomes a regression test).
+
+mod common;
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use common::fixture;
+use facegate::api::iad::capture::bundle::{parse_envelope, parse_payload};
+use facegate::api::iad::capture::checks::inspect_jpeg;
+use facegate::api::input::{base64_image, multipart, zip_entries, ArchiveLimits};
+use facegate::api::knomi::package::{PackageOpener, PackageSettings};
+use facegate::api::knomi::request::{parse_json, parse_request, ParseLimits};
+use facegate::api::query::Query;
+use facegate::engine::template::TEMPLATE_VERSION;
+use facegate::engine::FaceTemplate;
+use facegate::preprocess::decode::{decode_rgb, jpeg_is_complete, DecodeLimits};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::HeaderMap;
+use proptest::prelude::*;
+
+/// A mutation of a seed: flip, truncate, insert, overwrite a run, or splice two halves.
+#[derive(Debug, Clone)]
+enum Edit {
+    Flip(usize, u8),
+    Truncate(usize),
+    Insert(usize, Vec<u8>),
+    Overwrite(usize, Vec<u8>),
+    Duplicate(usize, usize),
+}
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    let one = prop_oneof![
+        (any::<usize>(), 1u8..=255).prop_map(|(i, b)| Edit::Flip(i, b)),
+        any::<usize>().prop_map(Edit::Truncate),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(i, v)| Edit::Insert(i, v)),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(i, v)| Edit::Overwrite(i, v)),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::Duplicate(a, b)),
+    ];
+    prop::collection::vec(one, 1..6)
+}
+
+fn apply(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for e in edits {
+        let n = v.len().max(1);
+        match e {
+            Edit::Flip(i, b) => {
+                if !v.is_empty() {
+                    v[i % n] ^= b;
+                }
+            }
+            Edit::Truncate(i) => v.truncate(i % n),
+            Edit::Insert(i, bytes) => {
+                let at = i % (v.len() + 1);
+                v.splice(at..at, bytes.iter().copied());
+            }
+            Edit::Overwrite(i, bytes) => {
+                for (k, b) in bytes.iter().enumerate() {
+                    if let Some(x) = v.get_mut((i % n) + k) {
+                        *x = *b;
+                    }
+                }
+            }
+            Edit::Duplicate(a, b) => {
+                let (a, b) = ((a % n).min(b % n), (a % n).max(b % n));
+                if b <= v.len() {
+                    let run: Vec<u8> = v[a..b].iter().copied().take(4096).collect();
+                    v.splice(a..a, run);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Seeds from the fixtures: a JPEG and a PNG of the live photo.
+fn images() -> &'static [Vec<u8>; 2] {
+    static S: OnceLock<[Vec<u8>; 2]> = OnceLock::new();
+    S.get_or_init(|| {
+        let jpeg = std::fs::read(fixture("image_T1.jpg")).unwrap();
+        let img = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        let small = image::imageops::thumbnail(&img, 96, 128);
+        let mut png = std::io::Cursor::new(Vec::new());
+        small.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        [jpeg, png.into_inner()]
+    })
+}
+
+fn template_seed() -> Vec<u8> {
+    FaceTemplate {
+        version: TEMPLATE_VERSION.into(),
+        descriptor: (0..128).map(|i| (i as f32 * 0.37).sin() * 0.1).collect(),
+    }
+    .to_bytes()
+}
+
+fn zip_seed() -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in [("a.jpg", &images()[1]), ("dir/b.png", &images()[1])] {
+        w.start_file(name, opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn multipart_seed() -> (String, Vec<u8>) {
+    let b = "fuzz-boundary";
+    let mut body = Vec::new();
+    for (name, file, data) in [
+        (
+            "payload",
+            None,
+            &br#"{"analyses":[{"type":"quality"}]}"#[..],
+        ),
+        ("media", Some("x.png"), &images()[1][..200]),
+    ] {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+        );
+        if let Some(f) = file {
+            body.extend_from_slice(
+                format!("; filename=\"{f}\"\r\nContent-Type: image/png").as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+fn small_limits() -> DecodeLimits {
+    DecodeLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 1 << 20,
+        min_side: 8,
+    }
+}
+
+proptest! {
+    #[test]
+    fn templates_parse_or_refuse(e in edits(), raw in prop::collection::vec(any::<u8>(), 0..700)) {
+        let seed = template_seed();
+        let mutated = apply(&seed, &e);
+        match FaceTemplate::from_bytes(&mutated, TEMPLATE_VERSION) {
+            // A mutation the checksum cannot see must still give a well-formed template.
+            Ok(t) => prop_assert!(t.descriptor.len() == 128 && t.descriptor.iter().all(|v| v.is_finite())),
+            Err(err) => prop_assert!(err.to_string().starts_with("invalid argument: biometric template")),
+        }
+        let _ = FaceTemplate::from_bytes(&raw, TEMPLATE_VERSION);
+    }
+
+    #[test]
+    fn archives_inflate_within_their_bounds(e in edits(), max_entries in 1usize..4, max_total in 1u64..20_000) {
+        let limits = ArchiveLimits { max_entries, max_entry_bytes: max_total, max_total_bytes: max_total };
+        if let Ok(entries) = zip_entries(&apply(&zip_seed(), &e), &limits) {
+            prop_assert!(entries.len() <= max_entries);
+            let total: u64 = entries.iter().map(|(_, b)| b.len() as u64).sum();
+            prop_assert!(total <= max_total);
+        }
+    }
+
+    #[test]
+    fn multipart_bodies_parse_or_refuse(e in edits(), max_parts in 1usize..4) {
+        let (ct, body) = multipart_seed();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(&ct).unwrap());
+        let fut = multipart(&headers, Bytes::from(apply(&body, &e)), max_parts);
+        // The whole body is in memory: the parser never waits.
+        let parsed = futures_util::FutureExt::now_or_never(fut);
+        prop_assert!(parsed.is_some());
+        if let Some(Ok(parts)) = parsed {
+            prop_assert!(parts.len() <= max_parts);
+        }
+    }
+
+    #[test]
+    fn images_decode_within_their_bounds(e in edits(), which in 0usize..2) {
+        let bytes = apply(&images()[which], &e);
+        let _ = jpeg_is_complete(&bytes);
+        if let Ok(img) = decode_rgb(&bytes, &small_limits()) {
+            prop_assert!(u64::from(img.width()) * u64::from(img.height()) <= 1 << 20);
+            prop_assert!(img.width() >= 8 && img.height() >= 8);
+        }
+        let _ = inspect_jpeg(&bytes);
+    }
+
+    #[test]
+    fn query_strings_and_base64_parse_or_refuse(q in ".{0,200}", b in "[A-Za-z0-9+/=_\\- \n:;,.a-z]{0,300}") {
+        if let Ok(parsed) = Query::parse(Some(&q)) {
+            let _ = parsed.only(&["calibration", "template"]);
+            let _ = parsed.flag("template");
+        }
+        if let Ok(bytes) = base64_image(&b, 64, "field") {
+            prop_assert!(bytes.len() <= 64);
+        }
+    }
+
+    #[test]
+    fn knomi_requests_parse_or_refuse(json in knomi_json()) {
+        if let Ok(doc) = parse_json(json.as_bytes()) {
+            let _ = parse_request(&doc, "", ParseLimits { max_frames: 4, max_frame_bytes: 1 << 16 });
+        }
+    }
+
+    #[test]
+    fn bundles_and_packages_parse_or_refuse(raw in prop::collection::vec(any::<u8>(), 0..600), json in knomi_json()) {
+        if let Ok(_env) = parse_envelope(&raw) {}
+        let _ = parse_payload(&raw);
+        let _ = opener().open_blocking(json.as_bytes());
+        let _ = opener().open_blocking(&raw);
+    }
+}
+
+/// JSON-ish documents around Knomi's request and package shapes, often malformed.
+fn knomi_json() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        (-1e12f64..1e12).prop_map(|f| f.to_string()),
+        "[a-zA-Z0-9+/=]{0,40}".prop_map(|s| format!("\"{s}\"")),
+        Just("[]".to_string()),
+        Just("{}".to_string()),
+    ];
+    let key = prop_oneof![
+        Just("video"),
+        Just("workflow_data"),
+        Just("workflow"),
+        Just("frames"),
+        Just("data"),
+        Just("timestamp"),
+        Just("tags"),
+        Just("rotation"),
+        Just("security_level"),
+        Just("key"),
+        Just("iv"),
+        Just("p"),
+    ];
+    let leaf = prop::collection::vec((key, value), 0..6).prop_map(|kv| {
+        let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    });
+    (leaf.clone(), leaf, any::<usize>()).prop_map(|(a, b, cut)| {
+        let nested = format!(
+            "{{\"video\":{{\"workflow_data\":{{\"workflow\":\"charlie4\",\"frames\":[{a}]}}}},\"x\":{b}}}"
+        );
+        // Sometimes cut short, to be malformed.
+        if cut % 4 == 0 {
+            nested[..cut % (nested.len() + 1)].to_string()
+        } else {
+            nested
+        }
+    })
+}
+
+fn opener() -> &'static PackageOpener {
+    static O: OnceLock<PackageOpener> = OnceLock::new();
+    O.get_or_init(|| {
+        let key = facegate::api::iad::capture::generate_key(2048).unwrap();
+        PackageOpener::new(
+            key,
+            PackageSettings {
+                max_decryptions_per_s: 0,
+                remember_s: 60,
+                max_remembered: 1000,
+                max_p_bytes: 1 << 16,
+            },
+        )
+    })
+}
+
+#[cfg(feature = "video")]
+mod video {
+    use super::*;
+    use facegate::preprocess::video::{decode_sampled, encode_h264_mp4, VideoLimits};
+
+    fn seed() -> &'static Vec<u8> {
+        static S: OnceLock<Vec<u8>> = OnceLock::new();
+        S.get_or_init(|| {
+            let frames: Vec<image::RgbImage> = (0..6)
+                .map(|i| {
+                    image::RgbImage::from_fn(64, 48, |x, y| {
+                        image::Rgb([(x * 4) as u8, (y * 5) as u8, (i * 40) as u8])
+                    })
+                })
+                .collect();
+            encode_h264_mp4(&frames, 10).unwrap()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases / 4, ..ProptestConfig::default() })]
+        #[test]
+        fn videos_decode_within_their_bounds(e in edits()) {
+            let limits = VideoLimits { max_decoded_frames: 30, sample_frames: 3, ..VideoLimits::default() };
+            if let Ok(v) = decode_sampled(&apply(seed(), &e), &limits) {
+                prop_assert!(v.frames.len() <= 3 && v.decoded <= 30);
+                prop_assert_eq!(v.frames.len(), v.timestamps_s.len());
+            }
+        }
+    }
+}
