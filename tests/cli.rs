@@ -472,14 +472,15 @@ fn eval_refuses_nested_and_empty_species_folders() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn eval_with_celeba_measures_every_pipeline_by_subject_cross_validation() {
+/// `facegate eval` on nuaa-dev with `flag`, its JSON summary.
+fn eval_nuaa_dev(flag: &str) -> serde_json::Value {
+    let det = format!("facegate{flag}-det-{}.svg", std::process::id());
     let out = facegate()
         .arg("eval")
         .arg(shared_dir().join("datasets/nuaa-dev"))
-        .arg("--celeba")
+        .arg(flag)
         .arg("--det")
-        .arg(std::env::temp_dir().join(format!("facegate-celeba-det-{}.svg", std::process::id())))
+        .arg(std::env::temp_dir().join(det))
         .output()
         .unwrap();
     assert!(
@@ -487,7 +488,12 @@ fn eval_with_celeba_measures_every_pipeline_by_subject_cross_validation() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn eval_with_celeba_measures_every_pipeline_by_subject_cross_validation() {
+    let v = eval_nuaa_dev("--celeba");
     let f = &v["fusion"];
     assert_eq!(
         (f["samples"].as_u64(), f["subjects"].as_u64()),
@@ -519,31 +525,25 @@ fn eval_with_celeba_measures_every_pipeline_by_subject_cross_validation() {
 
 #[test]
 fn eval_match_reports_the_oz_scores_and_their_two_fold_check() {
-    let out = facegate()
-        .arg("eval")
-        .arg(shared_dir().join("datasets/nuaa-dev"))
-        .arg("--match")
-        .arg("--det")
-        .arg(std::env::temp_dir().join(format!("facegate-match-det-{}.svg", std::process::id())))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = eval_nuaa_dev("--match");
     let m = &v["matching"];
     let oz = &m["oz_scores"];
     assert_eq!(m["subjects"], 8, "{m}");
     assert_eq!(oz["genuine"]["count"], m["genuine_pairs"], "{oz}");
     assert_eq!(oz["impostor"]["count"], m["impostor_pairs"], "{oz}");
-    // The defaults of docs/calibration.md ("Oz decision thresholds").
+    // The defaults of docs/calibration.md ("Oz decision thresholds"), which are the Oz
+    // dialect's configuration defaults.
     let d = &oz["defaults"];
     assert_eq!(
         (d["approve_score"].as_f64(), d["review_score"].as_f64()),
         (Some(0.6), Some(0.57)),
         "{oz}"
+    );
+    let cfg = facegate::api::oz::OzConfig::default();
+    let two = |x: f32| (f64::from(x) * 100.0).round() / 100.0;
+    assert_eq!(
+        (Some(two(cfg.approve_score)), Some(two(cfg.review_score))),
+        (d["approve_score"].as_f64(), d["review_score"].as_f64())
     );
     // The similarity thresholds are the distance operating points seen from the other side.
     for (oz_key, far_key) in [("approve", "at_far_0_1pct"), ("review", "at_far_1pct")] {
