@@ -139,6 +139,17 @@ impl Error {
         }
     }
 
+    /// The message for clients: as [`Display`](std::fmt::Display), without the server's file
+    /// paths (a model error names the model and the reason, not where it was looked for; an
+    /// i/o error its kind).
+    pub fn public(&self) -> String {
+        match self {
+            Error::Model { name, reason, .. } => format!("model {name} not usable: {reason}"),
+            Error::Io(e) => format!("i/o error: {}", e.kind()),
+            e => e.to_string(),
+        }
+    }
+
     /// True when the client sent something unusable (as opposed to a server-side fault).
     pub fn is_client_error(&self) -> bool {
         matches!(

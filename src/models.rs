@@ -124,7 +124,8 @@ fn model_err(name: &str, path: &Path, reason: impl Into<String>) -> Error {
 }
 
 /// Checks that every manifest file is present in `dir` with the right digest.
-/// Returns one line per problem; an empty list means the folder is complete.
+/// Returns one line per problem, naming files relative to `dir` (no server path reaches a
+/// client through them); an empty list means the folder is complete.
 pub fn verify(manifest: &Manifest, dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     for m in &manifest.model {
@@ -133,11 +134,12 @@ pub fn verify(manifest: &Manifest, dir: &Path) -> Vec<String> {
             Ok(h) if h == m.sha256 => {}
             Ok(h) => problems.push(format!(
                 "{}: {} has sha256 {h}, the manifest pins {}",
-                m.name,
-                p.display(),
-                m.sha256
+                m.name, m.file, m.sha256
             )),
-            Err(_) => problems.push(format!("{}: {} is missing", m.name, p.display())),
+            Err(_) => problems.push(format!(
+                "{}: {} is missing from the models folder",
+                m.name, m.file
+            )),
         }
     }
     problems

@@ -43,6 +43,10 @@ pub const CONNECTIONS_REFUSED: &str = "facegate_connections_refused_total";
 pub const BODY_BYTES_HELD: &str = "facegate_body_bytes_held";
 /// Requests a budget refused before reading their body, by `budget`.
 pub const BUDGET_REFUSALS: &str = "facegate_budget_refusals_total";
+/// BI records dropped because the writer's queue was full.
+pub const BI_DROPPED: &str = "facegate_bi_records_dropped_total";
+/// BI records whose write to the store failed.
+pub const BI_FAILED: &str = "facegate_bi_records_failed_total";
 /// Open client connections.
 pub const CONNECTIONS_OPEN: &str = "facegate_connections_open";
 /// Threads the networks run on.

@@ -215,3 +215,48 @@ async fn with_the_batcher_full_an_analysis_is_refused_from_its_head() {
     );
     h.shutdown();
 }
+
+#[tokio::test]
+async fn a_failed_model_load_names_no_server_path_to_clients() {
+    use facegate::batcher::{Batcher, Loader, Status};
+    use facegate::engine::{Engine, EngineConfig};
+    let secret = std::env::temp_dir().join(format!("facegate-no-models-{}", std::process::id()));
+    let dir = secret.clone();
+    let loader: Loader = Box::new(move || {
+        Engine::load(
+            EngineConfig {
+                models_dir: dir,
+                ..EngineConfig::default()
+            },
+            candle_core::Device::Cpu,
+        )
+        .map(std::sync::Arc::new)
+    });
+    let cfg = config(|_| {});
+    let batcher = Batcher::start(cfg.server.batcher(), loader).unwrap();
+    let h = facegate::app::start(&cfg, batcher, Default::default())
+        .await
+        .unwrap();
+    while h.batcher().status() == Status::Loading {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.batcher().status(), Status::Failed);
+    let path = secret.display().to_string();
+    let health = get(&h, "/health").await;
+    let text = String::from_utf8_lossy(&health.body).to_string();
+    assert_eq!(health.status.as_u16(), 503, "{text}");
+    assert!(text.contains("models fetch"), "{text}");
+    assert!(!text.contains(&path), "{text}");
+    let a = request(
+        &h,
+        hyper::Method::POST,
+        "/facegate/v1/analyze",
+        &[("content-type", "image/jpeg")],
+        bytes::Bytes::from(fixture_bytes("image_T1.jpg")),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&a.body).to_string();
+    assert_eq!(a.status.as_u16(), 503, "{text}");
+    assert!(!text.contains(&path), "{text}");
+    h.shutdown();
+}

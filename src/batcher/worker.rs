@@ -50,11 +50,16 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
     let t = Instant::now();
     let engine = match catch_unwind(AssertUnwindSafe(loader)) {
         Ok(Ok(e)) => e,
-        Ok(Err(e)) => return shared.fail(format!("model loading failed: {e}")),
+        Ok(Err(e)) => {
+            // The whole error (with file paths) goes to the log; clients see it without them.
+            tracing::error!(error = %e, "model loading failed");
+            return shared.fail(format!("model loading failed: {}", e.public()));
+        }
         Err(_) => return shared.fail("model loading panicked".into()),
     };
     if let Err(e) = warm_up(&engine) {
-        return shared.fail(format!("warm-up failed: {e}"));
+        tracing::error!(error = %e, "warm-up failed");
+        return shared.fail(format!("warm-up failed: {}", e.public()));
     }
     let info = engine_info(&engine);
     for m in &info.models {

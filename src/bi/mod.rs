@@ -517,6 +517,7 @@ impl BiWriter {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::BI_DROPPED).increment(1);
                 false
             }
         }
@@ -628,6 +629,7 @@ impl Worker {
                 self.stats
                     .failed
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::BI_FAILED).increment(buf.len() as u64);
             }
         }
         buf.clear();

@@ -80,6 +80,53 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Settings in force.
     pub cfg: ServerConfig,
+    /// Requests answered since the last summary log line.
+    pub summary: Summary,
+}
+
+/// Requests answered since the last summary line, by status class: each request is logged at
+/// debug, and once a second one info line sums them up (a flood makes one line a second, not
+/// one per request).
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// 1xx-3xx answers.
+    ok: AtomicU64,
+    /// 4xx answers.
+    client: AtomicU64,
+    /// 5xx answers.
+    server: AtomicU64,
+}
+
+impl Summary {
+    /// Counts one answer.
+    pub fn count(&self, status: StatusCode) {
+        let c = if status.is_server_error() {
+            &self.server
+        } else if status.is_client_error() {
+            &self.client
+        } else {
+            &self.ok
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs and resets the counts (nothing when there were none).
+    fn flush(&self) {
+        let (ok, client, server) = (
+            self.ok.swap(0, Ordering::Relaxed),
+            self.client.swap(0, Ordering::Relaxed),
+            self.server.swap(0, Ordering::Relaxed),
+        );
+        if ok + client + server > 0 {
+            tracing::info!(
+                requests = ok + client + server,
+                ok,
+                client_errors = client,
+                server_errors = server,
+                "requests answered in the last second"
+            );
+        }
+    }
 }
 
 /// `/health` and `/metrics`, served once.
@@ -159,6 +206,19 @@ pub async fn start(
         batcher: batcher.clone(),
         metrics: tm::install(),
         cfg,
+        summary: Summary::default(),
+    });
+    let summary_of = Arc::downgrade(&app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            match summary_of.upgrade() {
+                Some(app) => app.summary.flush(),
+                None => break,
+            }
+        }
     });
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, app, router, rx));
@@ -345,7 +405,8 @@ async fn dispatch(
         let secs = t0.elapsed().as_secs_f64();
         metrics::counter!(tm::REQUESTS, "route" => route, "dialect" => dialect, "method" => method.to_string(), "status" => status.as_u16().to_string()).increment(1);
         metrics::histogram!(tm::REQUEST_SECONDS, "route" => route).record(secs);
-        tracing::info!(route, status = status.as_u16(), ms = secs * 1e3, "request");
+        tracing::debug!(route, status = status.as_u16(), ms = secs * 1e3, "request");
+        app.summary.count(status);
         Ok(resp)
     }
     .instrument(span)
