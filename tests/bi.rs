@@ -211,6 +211,12 @@ impl BiStore for Gated {
     fn records(&self, from: Option<Date>, to: Option<Date>) -> facegate::Result<Vec<BiRecord>> {
         self.inner.records(from, to)
     }
+    fn page(
+        &self,
+        page: &facegate::bi::Page,
+    ) -> facegate::Result<Vec<(facegate::bi::Cursor, BiRecord)>> {
+        self.inner.page(page)
+    }
     fn purge_older_than(&self, cutoff_ms: i64) -> facegate::Result<usize> {
         self.inner.purge_older_than(cutoff_ms)
     }

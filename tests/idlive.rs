@@ -447,6 +447,11 @@ async fn batch_entries_are_keyed_by_file_name() {
     assert_eq!(keys(&v), key_set(ERROR_KEYS));
 }
 
+/// Whether a full read of `path` said more pages follow.
+async fn records_headers_have_cursor(h: &facegate::server::ServerHandle, path: &str) -> bool {
+    get(h, path).await.headers.contains_key("x-next-cursor")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bi_records_and_report_follow_dates_and_meta() {
     let h = start(config(|_| {}), Services::default()).await;
@@ -518,6 +523,19 @@ async fn bi_records_and_report_follow_dates_and_meta() {
     assert_eq!(rs[1]["os"], "UNKNOWN");
     assert_eq!(rs[2]["os"], "ANDROID");
     assert_eq!(rs[2]["error_code"], "TOO_MANY_FACES");
+    assert!(!records_headers_have_cursor(&h, "/bi_records").await);
+    // Paging: pages of 3 then 1, resumed by the cursor; together the same records.
+    let first = get(&h, "/bi_records?limit=3").await;
+    let cursor = first.headers["x-next-cursor"].to_str().unwrap().to_string();
+    let second = get(&h, &format!("/bi_records?limit=3&after={cursor}")).await;
+    assert!(!second.headers.contains_key("x-next-cursor"));
+    let mut paged = first.json().as_array().unwrap().clone();
+    paged.extend(second.json().as_array().unwrap().iter().cloned());
+    assert_eq!(&paged, rs);
+    for bad in ["limit=0", "limit=100001", "limit=x", "after=nope", "page=2"] {
+        let a = get(&h, &format!("/idlive/bi_records?{bad}")).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
     assert_eq!(rs[2]["probability"], Value::Null);
     assert_eq!(rs[3]["route"], "/check_image");
     assert_eq!(rs[3]["domain"], "DESKTOP");

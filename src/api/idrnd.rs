@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::query::Query;
-use crate::bi::{check_range, parse_iso_ms, BiRecord, BiWriter, Date};
+use crate::bi::{check_range, parse_iso_ms, BiRecord, BiWriter, Cursor, Date, Page};
 use crate::server::{json_response, HttpResponse};
 use crate::telemetry as tm;
 use crate::{Error, Result};
@@ -96,14 +97,68 @@ pub async fn read_bi(
         .collect())
 }
 
-/// `GET /bi_records` of `dialect`: its records within the query's dates, oldest first.
+/// Records of one `/bi_records` page by default (and `limit`'s default).
+pub const BI_PAGE_DEFAULT: usize = 10_000;
+/// Most records of one `/bi_records` page (`limit`'s bound).
+pub const BI_PAGE_MAX: usize = 100_000;
+
+/// `GET /bi_records` of `dialect`: its records within the query's dates, oldest first, one page
+/// of at most `limit` (default [`BI_PAGE_DEFAULT`], at most [`BI_PAGE_MAX`]) after the `after`
+/// cursor. A full page carries `x-next-cursor`, the `after` of the next one; the body stays
+/// the reference's JSON array.
 pub async fn bi_records(
     bi: &Arc<BiWriter>,
     dialect: &'static str,
     req: &Request<Bytes>,
 ) -> std::result::Result<HttpResponse, ApiError> {
-    let records = read_bi(bi, dialect, &Query::parse(req.uri().query())?).await?;
-    Ok(json_response(StatusCode::OK, &serde_json::json!(records)))
+    let query = Query::parse(req.uri().query())?;
+    query.only(&["date_from", "date_to", "limit", "after"])?;
+    let date = |k: &str| {
+        Date::parse_opt(query.get(k)).map_err(|e| match e {
+            Error::InvalidArgument(m) => ApiError::invalid(format!("{k}: {m}")),
+            other => ApiError::Engine(other),
+        })
+    };
+    let (from, to) = (date("date_from")?, date("date_to")?);
+    check_range(from, to)?;
+    let limit = match query.get("limit") {
+        None => BI_PAGE_DEFAULT,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=BI_PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!("limit: {v:?} is not a number in 1..={BI_PAGE_MAX}"))
+            })?,
+    };
+    let after = query
+        .get("after")
+        .map(Cursor::parse)
+        .transpose()
+        .map_err(ApiError::Engine)?;
+    let page = Page {
+        dialect: dialect.to_string(),
+        from,
+        to,
+        after,
+        limit,
+    };
+    let bi = bi.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        bi.flush()?;
+        bi.store().page(&page)
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("BI read task: {e}")))??;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|(c, _)| c.encode()))
+        .flatten();
+    let records: Vec<&BiRecord> = rows.iter().map(|(_, r)| r).collect();
+    let mut resp = json_response(StatusCode::OK, &serde_json::json!(records));
+    if let Some(v) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        resp.headers_mut().insert("x-next-cursor", v);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -66,8 +66,56 @@ pub trait BiStore: Send + Sync {
     }
     /// Records whose UTC day lies within `from..=to` (either bound optional), oldest first.
     fn records(&self, from: Option<Date>, to: Option<Date>) -> Result<Vec<BiRecord>>;
+    /// One page of `page.dialect`'s records within the page's days, oldest first, after
+    /// `page.after`, at most `page.limit`; each with the cursor that resumes after it.
+    fn page(&self, page: &Page) -> Result<Vec<(Cursor, BiRecord)>>;
     /// Deletes records older than `cutoff_ms` (Unix ms) and returns how many went.
     fn purge_older_than(&self, cutoff_ms: i64) -> Result<usize>;
+}
+
+/// Where a page of records resumes: after the record of this time and store id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    /// The record's time, Unix ms.
+    pub time_ms: i64,
+    /// Its store id (ties of one millisecond are ordered by it).
+    pub id: i64,
+}
+
+impl Cursor {
+    /// The wire form, `<time_ms>.<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.time_ms, self.id)
+    }
+
+    /// Parses the wire form; anything else is an invalid argument.
+    pub fn parse(s: &str) -> Result<Cursor> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "invalid cursor {s:?}: pass the x-next-cursor value of the previous page"
+            ))
+        };
+        let (t, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Cursor {
+            time_ms: t.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// What one page of `/bi_records` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The dialect whose records are read.
+    pub dialect: String,
+    /// First day, inclusive.
+    pub from: Option<Date>,
+    /// Last day, inclusive.
+    pub to: Option<Date>,
+    /// Resume after this record.
+    pub after: Option<Cursor>,
+    /// Most records of the page.
+    pub limit: usize,
 }
 
 /// A calendar day (proleptic Gregorian, UTC), as `/bi_records` takes it: `yyyy-MM-dd`.

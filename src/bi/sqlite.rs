@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use super::{BiRecord, BiStore, Date};
+use super::{BiRecord, BiStore, Cursor, Date, Page};
 use crate::{Error, Result};
 
 /// Schema of the one table; `time_ms` is indexed for range queries and purges.
@@ -25,7 +25,25 @@ CREATE TABLE IF NOT EXISTS bi_records (
     latency_ms  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS bi_records_time ON bi_records(time_ms);
+CREATE INDEX IF NOT EXISTS bi_records_dialect_time ON bi_records(dialect, time_ms, id);
 ";
+
+/// The record in the columns of `row` from `at` on (time_ms, route, ..., latency_ms).
+fn record_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<BiRecord> {
+    Ok(BiRecord {
+        time_ms: row.get(at)?,
+        route: row.get(at + 1)?,
+        dialect: row.get(at + 2)?,
+        pipeline: row.get(at + 3)?,
+        calibration: row.get(at + 4)?,
+        domain: row.get(at + 5)?,
+        os: row.get(at + 6)?,
+        probability: row.get::<_, Option<f64>>(at + 7)?.map(|v| v as f32),
+        quality: row.get::<_, Option<f64>>(at + 8)?.map(|v| v as f32),
+        error_code: row.get(at + 9)?,
+        latency_ms: row.get(at + 10)?,
+    })
+}
 
 /// BI records in one SQLite database (a file, or memory for tests).
 pub struct SqliteStore {
@@ -124,21 +142,45 @@ impl BiStore for SqliteStore {
             )
             .map_err(db_err)?;
         let rows = stmt
-            .query_map(params![lo, hi], |row| {
-                Ok(BiRecord {
-                    time_ms: row.get(0)?,
-                    route: row.get(1)?,
-                    dialect: row.get(2)?,
-                    pipeline: row.get(3)?,
-                    calibration: row.get(4)?,
-                    domain: row.get(5)?,
-                    os: row.get(6)?,
-                    probability: row.get::<_, Option<f64>>(7)?.map(|v| v as f32),
-                    quality: row.get::<_, Option<f64>>(8)?.map(|v| v as f32),
-                    error_code: row.get(9)?,
-                    latency_ms: row.get(10)?,
-                })
-            })
+            .query_map(params![lo, hi], |row| record_at(row, 0))
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn page(&self, page: &Page) -> Result<Vec<(Cursor, BiRecord)>> {
+        super::check_range(page.from, page.to)?;
+        let lo = page.from.map_or(i64::MIN, Date::start_ms);
+        let hi = page.to.map_or(i64::MAX, Date::end_ms);
+        let after = page.after.unwrap_or(Cursor {
+            time_ms: i64::MIN,
+            id: i64::MIN,
+        });
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, time_ms, route, dialect, pipeline, calibration, domain, os,
+                        probability, quality, error_code, latency_ms
+                 FROM bi_records
+                 WHERE dialect = ?1 AND time_ms >= ?2 AND time_ms < ?3
+                   AND (time_ms > ?4 OR (time_ms = ?4 AND id > ?5))
+                 ORDER BY time_ms, id LIMIT ?6",
+            )
+            .map_err(db_err)?;
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(
+                params![page.dialect, lo, hi, after.time_ms, after.id, limit],
+                |row| {
+                    let r = record_at(row, 1)?;
+                    Ok((
+                        Cursor {
+                            time_ms: r.time_ms,
+                            id: row.get(0)?,
+                        },
+                        r,
+                    ))
+                },
+            )
             .map_err(db_err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
