@@ -68,14 +68,8 @@ impl Default for Licensed {
     }
 }
 
-/// The BI records of `dialect` within the `date_from`/`date_to` query parameters
-/// (`yyyy-MM-dd`, UTC, both inclusive, both optional). Records queued before the call are
-/// flushed first, so a client reads its own decisions.
-pub async fn read_bi(
-    bi: &Arc<BiWriter>,
-    dialect: &'static str,
-    query: &Query,
-) -> std::result::Result<Vec<BiRecord>, ApiError> {
+/// The `date_from`/`date_to` query parameters (`yyyy-MM-dd`, both optional), in order.
+fn dates(query: &Query) -> std::result::Result<(Option<Date>, Option<Date>), ApiError> {
     let date = |k: &str| {
         Date::parse_opt(query.get(k)).map_err(|e| match e {
             Error::InvalidArgument(m) => ApiError::invalid(format!("{k}: {m}")),
@@ -84,6 +78,18 @@ pub async fn read_bi(
     };
     let (from, to) = (date("date_from")?, date("date_to")?);
     check_range(from, to)?;
+    Ok((from, to))
+}
+
+/// The BI records of `dialect` within the `date_from`/`date_to` query parameters
+/// (`yyyy-MM-dd`, UTC, both inclusive, both optional). Records queued before the call are
+/// flushed first, so a client reads its own decisions.
+pub async fn read_bi(
+    bi: &Arc<BiWriter>,
+    dialect: &'static str,
+    query: &Query,
+) -> std::result::Result<Vec<BiRecord>, ApiError> {
+    let (from, to) = dates(query)?;
     let bi = bi.clone();
     let records = tokio::task::spawn_blocking(move || {
         bi.flush()?;
@@ -113,14 +119,7 @@ pub async fn bi_records(
 ) -> std::result::Result<HttpResponse, ApiError> {
     let query = Query::parse(req.uri().query())?;
     query.only(&["date_from", "date_to", "limit", "after"])?;
-    let date = |k: &str| {
-        Date::parse_opt(query.get(k)).map_err(|e| match e {
-            Error::InvalidArgument(m) => ApiError::invalid(format!("{k}: {m}")),
-            other => ApiError::Engine(other),
-        })
-    };
-    let (from, to) = (date("date_from")?, date("date_to")?);
-    check_range(from, to)?;
+    let (from, to) = dates(&query)?;
     let limit = match query.get("limit") {
         None => BI_PAGE_DEFAULT,
         Some(v) => v
