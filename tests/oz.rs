@@ -172,6 +172,26 @@ async fn template_of(h: &ServerHandle, jpeg: &[u8]) -> Vec<u8> {
     a.body.to_vec()
 }
 
+/// `verify` of a sample (sent with `ctype`) against a template.
+async fn verify(
+    h: &ServerHandle,
+    sample: &[u8],
+    ctype: Option<&str>,
+    t: &[u8],
+    b64: bool,
+) -> Answer {
+    let parts = [
+        part("sample", Some("s.jpg"), ctype, sample),
+        part(
+            "bio_template",
+            Some("t"),
+            Some("application/octet-stream"),
+            t,
+        ),
+    ];
+    post_form(h, "/v1/face/pattern/verify", &parts, b64).await
+}
+
 /// `compare` of two binary templates.
 async fn compare(h: &ServerHandle, a: &[u8], b: &[u8]) -> Value {
     let oct = Some("application/octet-stream");
@@ -371,30 +391,11 @@ async fn verify_parts(a: &Answer) -> (f64, Vec<u8>, bool) {
 async fn verify_answers_multipart_with_the_new_template() {
     let h = server().await;
     let t = template_of(&h, t1()).await;
-    let oct = Some("application/octet-stream");
-    let a = post_form(
-        &h,
-        "/v1/face/pattern/verify",
-        &[
-            part("sample", Some("s.jpg"), Some("image/jpeg"), t1()),
-            part("bio_template", Some("t"), oct, &t),
-        ],
-        false,
-    )
-    .await;
+    let a = verify(&h, t1(), Some("image/jpeg"), &t, false).await;
     let (score, feature, encoded) = verify_parts(&a).await;
     assert!(score > 0.999 && !encoded, "{score}");
     assert_eq!(feature, t);
-    let a = post_form(
-        &h,
-        "/v1/face/pattern/verify",
-        &[
-            part("sample", Some("s.jpg"), Some("image/jpeg"), &b64(t1())),
-            part("bio_template", Some("t"), oct, &b64(&t)),
-        ],
-        true,
-    )
-    .await;
+    let a = verify(&h, &b64(t1()), Some("image/jpeg"), &b64(&t), true).await;
     let (score_b, feature_b, encoded) = verify_parts(&a).await;
     assert!(encoded);
     assert_eq!((score_b, STANDARD.decode(&feature_b).unwrap()), (score, t));
@@ -610,16 +611,7 @@ async fn every_biometry_error_code() {
     )
     .await;
     assert!(oz_error(&a, 400, "BPE-002005").contains("image/gif"));
-    let a = post_form(
-        &h,
-        "/v1/face/pattern/verify",
-        &[
-            part("sample", Some("s"), Some("video/mp4"), t1()),
-            part("bio_template", Some("t"), oct, &t),
-        ],
-        false,
-    )
-    .await;
+    let a = verify(&h, t1(), Some("video/mp4"), &t, false).await;
     oz_error(&a, 400, "BPE-002005");
     // BPE-003002: no face.
     let a = post_body(

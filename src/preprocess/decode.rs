@@ -97,17 +97,23 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> std::result::Result<(), &'static str> {
     }
 }
 
-/// Decodes a JPEG or PNG into upright RGB8, checking the byte and pixel bounds first.
-pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+/// Refuses an empty input, or one over `max_bytes`, before anything is decoded.
+pub fn check_bytes(bytes: &[u8], max_bytes: usize) -> Result<()> {
     if bytes.is_empty() {
         return Err(Error::EmptyImage);
     }
-    if bytes.len() > limits.max_bytes {
+    if bytes.len() > max_bytes {
         return Err(Error::ImageTooLarge {
             size: bytes.len(),
-            limit: limits.max_bytes,
+            limit: max_bytes,
         });
     }
+    Ok(())
+}
+
+/// Decodes a JPEG or PNG into upright RGB8, checking the byte and pixel bounds first.
+pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    check_bytes(bytes, limits.max_bytes)?;
     let format = sniff_format(bytes).ok_or(Error::UnsupportedFormat)?;
     if format == ImageFormat::Jpeg {
         jpeg_is_complete(bytes).map_err(|why| Error::CorruptImage(format!("JPEG {why}")))?;

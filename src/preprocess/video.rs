@@ -739,15 +739,7 @@ mod imp {
                 limits.max_duration_s
             )));
         }
-        if bytes.is_empty() {
-            return Err(Error::EmptyImage);
-        }
-        if bytes.len() > limits.max_bytes {
-            return Err(Error::ImageTooLarge {
-                size: bytes.len(),
-                limit: limits.max_bytes,
-            });
-        }
+        crate::preprocess::decode::check_bytes(bytes, limits.max_bytes)?;
         if !super::looks_like_video(bytes) {
             return Err(Error::CorruptImage(
                 "not a video container: MP4/MOV, Matroska/WebM, AVI or MPEG-TS expected".into(),

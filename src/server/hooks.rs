@@ -5,7 +5,8 @@
 //! - [`BodyLimits`]: per-route body size and body deadline (a route without its own takes the
 //!   server's `max_body_bytes` and `body_timeout_ms`).
 //! - [`RequestGuard`]: server-wide admission hooks: each may refuse a request or hand back a
-//!   token held until its response is sent. [`MemoryBudget`] is one, always installed.
+//!   token held until its response is sent. [`MemoryBudget`] and [`BatcherGate`] are always
+//!   installed.
 //!
 //! A hook's refusal is an [`EdgeError`], rendered by the route's dialect like any other error.
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use hyper::http::request::Parts;
 use hyper::Method;
 
+use crate::batcher::Batcher;
 use crate::telemetry as tm;
 
 /// A served route, as handlers and metrics see it.
@@ -93,6 +95,41 @@ pub trait RequestGuard: Send + Sync {
         declared_len: Option<u64>,
         max_len: usize,
     ) -> Result<GuardToken, EdgeError>;
+}
+
+/// The cheap refusal: with the batcher full (`queue_bound` images admitted), a dialect's POST
+/// (an analysis, as good as every one is) is refused from its head as overloaded, with
+/// `Retry-After: 1`, before its body is read. The server installs it over its batcher.
+pub struct BatcherGate {
+    batcher: Batcher,
+}
+
+impl BatcherGate {
+    /// The gate in front of `batcher`.
+    pub fn new(batcher: Batcher) -> Self {
+        Self { batcher }
+    }
+}
+
+impl RequestGuard for BatcherGate {
+    fn admit(
+        &self,
+        route: &RouteInfo,
+        _head: &Parts,
+        _declared_len: Option<u64>,
+        _max_len: usize,
+    ) -> Result<GuardToken, EdgeError> {
+        if route.method == Method::POST && route.dialect != "server" {
+            let bound = self.batcher.config().queue_bound;
+            if self.batcher.depth() >= bound {
+                return Err(EdgeError::Overloaded {
+                    what: format!("the batcher holds {bound} images, its queue_bound"),
+                    retry_after_s: 1,
+                });
+            }
+        }
+        Ok(Box::new(()))
+    }
 }
 
 /// The memory budget: request bodies held at once (being read, or held by their handler)

@@ -54,8 +54,8 @@ use crate::telemetry as tm;
 use crate::{Error, Result};
 use conns::{ConnLimits, Conns};
 pub use hooks::{
-    AuthFailure, Authenticator, BodyLimits, EdgeError, GuardToken, MemoryBudget, Principal,
-    RequestGuard,
+    AuthFailure, Authenticator, BatcherGate, BodyLimits, EdgeError, GuardToken, MemoryBudget,
+    Principal, RequestGuard,
 };
 use routes::Resolved;
 pub use routes::{
@@ -192,11 +192,11 @@ pub async fn start(
     registry: &Registry,
     batcher: Batcher,
 ) -> Result<ServerHandle> {
-    let router = Arc::new(
-        registry
-            .build(&cfg.bare_owners)
-            .map_err(Error::InvalidArgument)?,
-    );
+    let mut router = registry
+        .build(&cfg.bare_owners)
+        .map_err(Error::InvalidArgument)?;
+    router.guard(Arc::new(BatcherGate::new(batcher.clone())));
+    let router = Arc::new(router);
     let listener = TcpListener::bind(&cfg.listen).await?;
     let addr = listener.local_addr()?;
     for (m, p, d, n) in router.table() {
@@ -439,17 +439,6 @@ async fn run_route(
             }
         },
     };
-    // Cheap refusal: with the batcher full, a dialect's POST (an analysis, as good as every
-    // one is) is refused from its head, before its body is read.
-    if entry.info.method == Method::POST && entry.info.dialect != "server" {
-        let bound = app.batcher.config().queue_bound;
-        if app.batcher.depth() >= bound {
-            return refuse(EdgeError::Overloaded {
-                what: format!("the batcher holds {bound} images, its queue_bound"),
-                retry_after_s: 1,
-            });
-        }
-    }
     let limits = entry.limits.unwrap_or(BodyLimits {
         max_bytes: app.cfg.max_body_bytes,
         timeout_ms: app.cfg.body_timeout_ms,

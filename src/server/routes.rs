@@ -306,6 +306,13 @@ impl Router {
     }
 
     /// The admission hooks every routed request passes.
+    /// Adds a server-wide guard after the registry's (the server's own, which need what only
+    /// it holds, such as the batcher).
+    pub fn guard(&mut self, g: Arc<dyn RequestGuard>) {
+        self.guards.push(g);
+    }
+
+    /// The server-wide guards, in the order they run.
     pub fn guards(&self) -> &[Arc<dyn RequestGuard>] {
         &self.guards
     }
