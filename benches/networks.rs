@@ -2,6 +2,8 @@
 //!
 //! `cargo bench --bench networks` (models from `facegate models fetch`, or FACEGATE_MODELS_DIR).
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,9 +15,7 @@ use facegate::nn::minifasnet::{MiniFasNet, Variant};
 use facegate::nn::retinaface::RetinaFace;
 
 fn models() -> PathBuf {
-    std::env::var_os("FACEGATE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+    common::models_dir()
 }
 
 fn input(n: usize, c: usize, h: usize, w: usize, hi: f32) -> Tensor {

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench pipeline`. Upstream's Python pipeline: 21.8 ms/image (45.9 images/s).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use candle_core::Device;
@@ -12,9 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use facegate::engine::{AnalyzeOptions, Engine, EngineConfig};
 
 fn bench(c: &mut Criterion) {
-    let models = std::env::var_os("FACEGATE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let models = common::models_dir();
     let cfg = EngineConfig {
         models_dir: models,
         load_descriptor: false,
@@ -31,10 +30,7 @@ fn bench(c: &mut Criterion) {
         Device::Cpu,
     )
     .expect("engine with the CelebA-Spoof network");
-    let jpeg = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/faces/image_T1.jpg"),
-    )
-    .expect("fixture image_T1.jpg in ../shared");
+    let jpeg = common::fixture("image_T1.jpg");
     let opts = AnalyzeOptions::default();
     let mut g = c.benchmark_group("pipeline");
     g.sample_size(10)

@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --features video --bench video`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use candle_core::Device;
@@ -17,9 +18,7 @@ use image::imageops::{overlay, resize, FilterType};
 use image::{Rgb, RgbImage};
 
 fn bench(c: &mut Criterion) {
-    let models = std::env::var_os("FACEGATE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let models = common::models_dir();
     let engine = Engine::load(
         EngineConfig {
             models_dir: models,
@@ -29,10 +28,7 @@ fn bench(c: &mut Criterion) {
         Device::Cpu,
     )
     .expect("engine (run `facegate models fetch`)");
-    let jpeg = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/faces/image_T1.jpg"),
-    )
-    .expect("fixture image_T1.jpg in ../shared");
+    let jpeg = common::fixture("image_T1.jpg");
     let base = engine.prepare(&jpeg).expect("fixture").image;
     let base = resize(&base, 720, 960, FilterType::Triangle);
     let frames: Vec<RgbImage> = (0..60)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that `cargo build --features video` needs: ffmpeg-sys-next links
-# the system's libavcodec/libavformat/libavutil/libswscale (FFmpeg 5.1 on Debian 12) through
-# pkg-config and generates its bindings with bindgen, which loads libclang. A build without the
-# `video` feature needs none of this. Idempotent: does nothing when everything is already there.
+# Installs the Debian packages the build needs. Every build: cmake and nasm, with which
+# turbojpeg-sys builds libjpeg-turbo 3 (JPEG decoding, reduced in the DCT domain) from its
+# bundled sources, SIMD included. `cargo build --features video` also: ffmpeg-sys-next links the
+# system's libavcodec/libavformat/libavutil/libswscale (FFmpeg 5.1 on Debian 12) through
+# pkg-config and generates its bindings with bindgen, which loads libclang. Idempotent: does
+# nothing when everything is already there.
 set -euo pipefail
 
 packages=(
+    cmake
+    nasm
     pkg-config
     libclang-dev
     libavcodec-dev
@@ -26,10 +30,11 @@ have_libclang() {
     return 1
 }
 
-if command -v pkg-config >/dev/null 2>&1 \
+if command -v cmake >/dev/null 2>&1 && command -v nasm >/dev/null 2>&1 \
+    && command -v pkg-config >/dev/null 2>&1 \
     && pkg-config --exists libavcodec libavformat libavutil libswscale \
     && have_libclang; then
-    echo "setup-system: libav* $(pkg-config --modversion libavcodec) and libclang already present"
+    echo "setup-system: cmake, nasm, libav* $(pkg-config --modversion libavcodec) and libclang already present"
     exit 0
 fi
 

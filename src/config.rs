@@ -338,6 +338,10 @@ pub struct EngineArgs {
     /// Largest accepted decoded image, width*height pixels [default: 40000000].
     #[arg(long, env = "FACEGATE_MAX_IMAGE_PIXELS")]
     pub max_image_pixels: Option<u64>,
+    /// Decode every JPEG at full resolution (by default a large one is reduced 2, 4 or 8
+    /// times in the DCT domain, `decode.reduce`).
+    #[arg(long, env = "FACEGATE_NO_REDUCED_DECODE")]
+    pub no_reduced_decode: bool,
     /// Do not load the face descriptor (no templates or matching).
     #[arg(long, env = "FACEGATE_NO_DESCRIPTOR")]
     pub no_descriptor: bool,
@@ -364,6 +368,9 @@ impl EngineArgs {
         if let Some(v) = self.max_image_pixels {
             cfg.decode.max_pixels = v;
         }
+        if self.no_reduced_decode {
+            cfg.decode.reduce = false;
+        }
         if self.no_descriptor {
             cfg.load_descriptor = false;
         }
@@ -389,6 +396,12 @@ pub fn validate(cfg: &EngineConfig) -> Result<()> {
     }
     if cfg.decode.max_bytes == 0 || cfg.decode.max_pixels == 0 {
         return bad("decode limits must be positive");
+    }
+    if cfg.decode.reduced_min_side < cfg.detection.max_side {
+        return bad("decode.reduced_min_side must be at least detection.max_side (the detector's copy is made from the reduced image)");
+    }
+    if !(64..=4096).contains(&cfg.decode.reduced_min_face_px) {
+        return bad("decode.reduced_min_face_px must be within 64..=4096");
     }
     for p in [
         cfg.calibrations.soft,

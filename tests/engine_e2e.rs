@@ -365,10 +365,20 @@ fn one_failing_image_never_fails_its_batch_partners() {
 fn landmarks_measure_real_faces_and_a_mirror_turns_the_head_the_other_way() {
     let e = engine();
     let bytes = std::fs::read(fixture("cgi-model-1.jpg")).unwrap();
-    let p = e.prepare(&bytes).unwrap();
+    let mut p = e.prepare(&bytes).unwrap();
     let faces = e.detect(&[&p]).pop().unwrap().unwrap();
     let face = &faces[0];
-    let shape = e.shapes(&[(&p.image, face)]).pop().unwrap().unwrap();
+    // The landmarks are found in the pixels the face is read from (cgi-model-1, 0.9 MP, is
+    // decoded whole) and mapped to full resolution.
+    e.assess(&mut p, faces.clone(), &AnalyzeOptions::default());
+    let view = p.view(face);
+    assert_eq!(view.scale, 1.0);
+    let shape = e
+        .shapes(&[(view.image, &view.face(face))])
+        .pop()
+        .unwrap()
+        .unwrap();
+    let shape = view.shape_to_full(shape);
     assert_eq!(shape.points.len(), 68);
     // The 68-point eye centres agree with the detector's own eye landmarks.
     let iod = (face.landmarks[1][0] - face.landmarks[0][0]).abs();

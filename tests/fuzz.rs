@@ -23,7 +23,9 @@ use facegate::api::knomi::request::{parse_json, parse_request, ParseLimits};
 use facegate::api::query::Query;
 use facegate::engine::template::TEMPLATE_VERSION;
 use facegate::engine::FaceTemplate;
-use facegate::preprocess::decode::{decode_rgb, jpeg_is_complete, DecodeLimits};
+use facegate::preprocess::decode::{
+    decode_rgb, decode_scaled, jpeg_is_complete, DecodeLimits, REDUCTIONS,
+};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::HeaderMap;
 use proptest::prelude::*;
@@ -150,6 +152,7 @@ fn small_limits() -> DecodeLimits {
         max_bytes: 1 << 20,
         max_pixels: 1 << 20,
         min_side: 8,
+        ..DecodeLimits::default()
     }
 }
 
@@ -191,12 +194,20 @@ proptest! {
     }
 
     #[test]
-    fn images_decode_within_their_bounds(e in edits(), which in 0usize..2) {
+    fn images_decode_within_their_bounds(e in edits(), which in 0usize..2, k in 0usize..4) {
         let bytes = apply(&images()[which], &e);
         let _ = jpeg_is_complete(&bytes);
         if let Ok(img) = decode_rgb(&bytes, &small_limits()) {
             prop_assert!(u64::from(img.width()) * u64::from(img.height()) <= 1 << 20);
             prop_assert!(img.width() >= 8 && img.height() >= 8);
+        }
+        // Reduced in the DCT domain: within the bounds of the full-resolution size.
+        let s = REDUCTIONS[k];
+        if let Ok(d) = decode_scaled(&bytes, &small_limits(), |_| s) {
+            let (w, h) = d.full_size;
+            prop_assert!(u64::from(w) * u64::from(h) <= 1 << 20 && w.min(h) >= 8);
+            prop_assert!(d.image.width() <= w.div_ceil(d.scale) + 1);
+            prop_assert!(d.image.height() <= h.div_ceil(d.scale) + 1);
         }
         let _ = inspect_jpeg(&bytes);
     }

@@ -486,7 +486,7 @@ impl Batcher {
             Ok(slot) => tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 match input {
-                    Input::Encoded(bytes) => engine.prepare(&bytes),
+                    Input::Encoded(bytes) => engine.prepare_shared(bytes),
                     Input::Frame(image) => engine.prepare_frame(image),
                 }
             })

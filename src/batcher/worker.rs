@@ -344,7 +344,7 @@ impl Worker {
                 }
             };
             let tq = Instant::now();
-            let mut a = self.engine.assess(&job.prepared, faces);
+            let mut a = self.engine.assess(&mut job.prepared, faces, &job.opts);
             a.timings.quality_ms = ms(tq);
             a.timings.detect_ms = dt;
             let eligible = a.network_face(&job.opts).is_some();
@@ -407,6 +407,11 @@ impl Worker {
             match shape {
                 Ok(shape) => {
                     if let Some(a) = job.analysis.as_mut() {
+                        // Back from the pixels it was found in to full resolution.
+                        let shape = match a.network_face(&job.opts) {
+                            Some(face) => job.prepared.view(face).shape_to_full(shape),
+                            None => shape,
+                        };
                         a.shape = Some(shape);
                         a.timings.landmarks_ms = dt;
                     }
@@ -476,14 +481,16 @@ fn with_faces<T>(
     batch: &[Job],
     f: impl FnOnce(&[(&RgbImage, &Face)]) -> Vec<Result<T>>,
 ) -> Vec<Result<T>> {
-    let faces: Vec<Option<(&RgbImage, &Face)>> = batch
+    // Each face in the pixels its networks read.
+    let faces: Vec<Option<(&RgbImage, Face)>> = batch
         .iter()
         .map(|j| {
             let face = j.analysis.as_ref()?.network_face(&j.opts)?;
-            Some((&j.prepared.image, face))
+            let view = j.prepared.view(face);
+            Some((view.image, view.face(face)))
         })
         .collect();
-    let present: Vec<(&RgbImage, &Face)> = faces.iter().flatten().copied().collect();
+    let present: Vec<(&RgbImage, &Face)> = faces.iter().flatten().map(|(i, f)| (*i, f)).collect();
     let mut results = f(&present).into_iter();
     faces
         .iter()

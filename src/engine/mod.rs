@@ -34,7 +34,7 @@ use crate::nn::face_landmarks::{self, FaceLandmarks};
 use crate::nn::minifasnet::MiniFasNet;
 use crate::nn::retinaface::{DecodeParams, Detection, RetinaFace};
 use crate::preprocess::crop::{celeba_crop, crop_rgb, mirror_rgb, pack_bgr, pack_rgb_unit};
-use crate::preprocess::decode::{decode_rgb, DecodeLimits};
+use crate::preprocess::decode::{decode_scaled, DecodeLimits, REDUCTIONS};
 use crate::preprocess::resize::downscale_area;
 use crate::preprocess::square::square_crop;
 use crate::{Error, Result};
@@ -208,11 +208,23 @@ impl Default for AnalyzeOptions {
     }
 }
 
-/// A decoded image and its downscaled copy for the detector.
+/// A decoded image and its downscaled copies for the detector.
+///
+/// A large JPEG is decoded reduced (`scale` > 1, see [`DecodeLimits::reduce`]); faces are
+/// always in full-resolution pixels, and [`Prepared::view`] says where a face's pixels are
+/// read.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// Upright RGB image at full resolution.
+    /// Upright RGB image: the full-resolution image reduced `scale` times on each side.
     pub image: RgbImage,
+    /// Full-resolution pixels per pixel of `image` (1 unless decoded reduced).
+    pub scale: f32,
+    /// Upright size at full resolution: what face coordinates, and the quality checks on
+    /// framing and size, refer to.
+    pub full_size: (u32, u32),
+    /// A finer decode around the largest face, made by [`Engine::assess`] when that face has
+    /// too few pixels in `image`.
+    pub detail: Option<Detail>,
     /// Copy whose longer side is at most `detection.max_side`.
     pub det_image: RgbImage,
     /// Multiply detector coordinates by this to get full-resolution coordinates.
@@ -222,9 +234,114 @@ pub struct Prepared {
     pub fast_image: Option<RgbImage>,
     /// Multiply fast-pass coordinates by this to get full-resolution coordinates.
     pub fast_scale: f32,
-    /// Time spent decoding and downscaling, ms.
+    /// Time spent decoding and downscaling, ms (a finer decode around a face included).
     pub prepare_ms: f64,
+    /// The encoded image, kept while a finer decode may still be needed (`scale` > 1).
+    source: Option<bytes::Bytes>,
 }
+
+/// A region of the image decoded at a finer scale than [`Prepared::image`]: pixel `(x, y)`
+/// is full-resolution point `(origin + (x, y) * scale)`.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    /// The region's pixels.
+    pub image: RgbImage,
+    /// Full-resolution position of the region's top-left corner.
+    pub origin: [f32; 2],
+    /// Full-resolution pixels per region pixel.
+    pub scale: f32,
+}
+
+/// Where a face's pixels are read: an image, and how its pixels map to full-resolution
+/// ones (image point `p` is full-resolution point `origin + p * scale`).
+#[derive(Debug, Clone, Copy)]
+pub struct PixelView<'a> {
+    /// The pixels.
+    pub image: &'a RgbImage,
+    /// Full-resolution position of the image's top-left corner.
+    pub origin: [f32; 2],
+    /// Full-resolution pixels per image pixel.
+    pub scale: f32,
+}
+
+impl PixelView<'_> {
+    /// A full-resolution point in this view's pixels.
+    pub fn to_view(&self, p: [f32; 2]) -> [f32; 2] {
+        [
+            (p[0] - self.origin[0]) / self.scale,
+            (p[1] - self.origin[1]) / self.scale,
+        ]
+    }
+
+    /// A point of this view's pixels at full resolution.
+    pub fn to_full(&self, p: [f32; 2]) -> [f32; 2] {
+        [
+            self.origin[0] + p[0] * self.scale,
+            self.origin[1] + p[1] * self.scale,
+        ]
+    }
+
+    /// A full-resolution face in this view's pixels.
+    pub fn face(&self, f: &Face) -> Face {
+        let [a, b] = [
+            self.to_view([f.bbox[0], f.bbox[1]]),
+            self.to_view([f.bbox[2], f.bbox[3]]),
+        ];
+        Face {
+            bbox: [a[0], a[1], b[0], b[1]],
+            score: f.score,
+            landmarks: f.landmarks.map(|p| self.to_view(p)),
+        }
+    }
+
+    /// A face shape found in this view, in full-resolution pixels (its grey crop keeps its
+    /// pixels and now maps to full-resolution points).
+    pub fn shape_to_full(&self, mut s: FaceShape) -> FaceShape {
+        if self.scale == 1.0 && self.origin == [0.0, 0.0] {
+            return s;
+        }
+        for p in s.points.iter_mut() {
+            *p = self.to_full(*p);
+        }
+        s.eye_centers = s.eye_centers.map(|p| self.to_full(p));
+        if let Some(c) = s.crop.as_mut() {
+            [c.x0, c.y0] = self.to_full([c.x0, c.y0]);
+            c.scale *= self.scale;
+        }
+        s
+    }
+}
+
+impl Prepared {
+    /// Where the pixels of `face` (full-resolution) are read: the finer region when it holds
+    /// the face, else the whole (possibly reduced) image.
+    pub fn view(&self, face: &Face) -> PixelView<'_> {
+        if let Some(d) = &self.detail {
+            let (w, h) = d.image.dimensions();
+            let inside = face.bbox[0] >= d.origin[0]
+                && face.bbox[1] >= d.origin[1]
+                && face.bbox[2] <= d.origin[0] + w as f32 * d.scale
+                && face.bbox[3] <= d.origin[1] + h as f32 * d.scale;
+            if inside {
+                return PixelView {
+                    image: &d.image,
+                    origin: d.origin,
+                    scale: d.scale,
+                };
+            }
+        }
+        PixelView {
+            image: &self.image,
+            origin: [0.0, 0.0],
+            scale: self.scale,
+        }
+    }
+}
+
+/// How far around a small face its finer decode reaches, in face boxes (the larger side) from
+/// the face's centre: the widest network crop (MiniFASNetV1SE's, 4 boxes wide) fits whole
+/// wherever the crop rule shifts it inside the image, with a tenth to spare.
+pub const DETAIL_CONTEXT: f32 = 4.4;
 
 /// A face in original-image pixels.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -505,11 +622,27 @@ impl Engine {
         &self.decider
     }
 
-    /// Decodes (bounded, EXIF-upright) and makes the detector's downscaled copy.
+    /// Decodes (bounded, EXIF-upright; a large JPEG reduced, see [`DecodeLimits::reduce`])
+    /// and makes the detector's downscaled copies.
     pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared> {
+        self.prepare_source(bytes, None)
+    }
+
+    /// Same as [`Engine::prepare`], keeping `bytes` itself (no copy) for a finer decode.
+    pub fn prepare_shared(&self, bytes: bytes::Bytes) -> Result<Prepared> {
+        self.prepare_source(&bytes.clone(), Some(bytes))
+    }
+
+    fn prepare_source(&self, bytes: &[u8], shared: Option<bytes::Bytes>) -> Result<Prepared> {
         let t = Instant::now();
-        let image = decode_rgb(bytes, &self.cfg.decode)?;
-        Ok(self.prepare_decoded(image, t))
+        let limits = &self.cfg.decode;
+        let d = decode_scaled(bytes, limits, |size| limits.reduction_for(size))?;
+        let source =
+            (d.scale > 1).then(|| shared.unwrap_or_else(|| bytes::Bytes::copy_from_slice(bytes)));
+        let mut p = self.prepare_decoded(d.image, d.scale as f32, t);
+        p.full_size = d.full_size;
+        p.source = source;
+        Ok(p)
     }
 
     /// Same as [`Engine::prepare`] for an already decoded, upright image (a video frame, a
@@ -532,17 +665,18 @@ impl Engine {
                 min: limits.min_side,
             });
         }
-        Ok(self.prepare_decoded(image, t))
+        Ok(self.prepare_decoded(image, 1.0, t))
     }
 
     /// Same as [`Engine::prepare`] for an already decoded image, without bounds (warm-up and
     /// tests).
     pub fn prepare_image(&self, image: RgbImage) -> Prepared {
-        self.prepare_decoded(image, Instant::now())
+        self.prepare_decoded(image, 1.0, Instant::now())
     }
 
-    fn prepare_decoded(&self, image: RgbImage, t: Instant) -> Prepared {
-        let (det_image, det_scale) = downscale_area(&image, self.cfg.detection.max_side);
+    fn prepare_decoded(&self, image: RgbImage, scale: f32, t: Instant) -> Prepared {
+        let (det_image, s) = downscale_area(&image, self.cfg.detection.max_side);
+        let det_scale = scale * s;
         let fast = self.cfg.detection.fast_max_side;
         let (fast_image, fast_scale) =
             if fast > 0 && fast < det_image.width().max(det_image.height()) {
@@ -551,13 +685,77 @@ impl Engine {
             } else {
                 (None, det_scale)
             };
+        let (w, h) = image.dimensions();
         Prepared {
             image,
+            scale,
+            full_size: (w, h),
+            detail: None,
             det_image,
             det_scale,
             fast_image,
             fast_scale,
             prepare_ms: ms(t),
+            source: None,
+        }
+    }
+
+    /// Decodes the surroundings of the largest face again at a finer scale when that face has
+    /// fewer than `decode.reduced_min_face_px` rows in the reduced image (a group photo, a face
+    /// far away): the image is decoded at the largest reduction that gives the face enough
+    /// rows, and only the region every network's crop can reach is kept
+    /// ([`DETAIL_CONTEXT`] face boxes around the face, within the image).
+    ///
+    /// A failed finer decode keeps the reduced image (the face is then judged on fewer pixels)
+    /// and says so in the log.
+    /// Returns whether it decoded a finer region.
+    pub fn refine(&self, p: &mut Prepared, faces: &[Face]) -> bool {
+        let height = |f: &&Face| f.bbox[3] - f.bbox[1];
+        let Some(face) = faces.iter().max_by(|a, b| height(a).total_cmp(&height(b))) else {
+            return false;
+        };
+        let need = self.cfg.decode.reduced_min_face_px.max(1) as f32;
+        let fh = height(&face);
+        if fh / p.scale >= need || fh <= 0.0 {
+            return false;
+        }
+        let Some(bytes) = p.source.take() else {
+            return false;
+        };
+        let t = Instant::now();
+        let finer = REDUCTIONS
+            .into_iter()
+            .filter(|&s| (s as f32) < p.scale)
+            .find(|&s| fh / s as f32 >= need)
+            .unwrap_or(1);
+        match decode_scaled(&bytes, &self.cfg.decode, |_| finer) {
+            Ok(d) => {
+                let s = d.scale as f32;
+                let [x1, y1, x2, y2] = face.bbox;
+                let reach = DETAIL_CONTEXT * (x2 - x1).max(y2 - y1);
+                let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+                let (w, h) = d.image.dimensions();
+                let lo = |c: f32| ((c - reach) / s).floor().max(0.0) as u32;
+                let hi = |c: f32, n: u32| (((c + reach) / s).ceil().max(0.0) as u32).min(n);
+                let (rx0, ry0) = (lo(cx).min(w - 1), lo(cy).min(h - 1));
+                let (rx1, ry1) = (hi(cx, w).max(rx0 + 1), hi(cy, h).max(ry0 + 1));
+                let image =
+                    image::imageops::crop_imm(&d.image, rx0, ry0, rx1 - rx0, ry1 - ry0).to_image();
+                p.detail = Some(Detail {
+                    image,
+                    origin: [rx0 as f32 * s, ry0 as f32 * s],
+                    scale: s,
+                });
+                p.prepare_ms += ms(t);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "finer decode around a small face failed, judged at 1/{}: {e}",
+                    p.scale
+                );
+                false
+            }
         }
     }
 
@@ -896,7 +1094,12 @@ impl Engine {
     /// Quality gate for one image after detection: the analysis without liveness or template
     /// (timings carry only `decode_ms`). [`Analysis::network_face`] then says whether the image
     /// goes on to the networks. A batcher calls this between the detector and the networks.
-    pub fn assess(&self, p: &Prepared, faces: Vec<Face>) -> Analysis {
+    ///
+    /// A reduced image whose largest face has too few rows is first decoded again around that
+    /// face ([`Engine::refine`]); the quality checks and the networks then read those pixels
+    /// ([`Prepared::view`]). Not when the face's geometry already rejects the image and
+    /// `opts.ignore_quality` is off: no pixel could change that verdict.
+    pub fn assess(&self, p: &mut Prepared, faces: Vec<Face>, opts: &AnalyzeOptions) -> Analysis {
         let dets: Vec<Detection> = faces
             .iter()
             .map(|f| Detection {
@@ -905,10 +1108,22 @@ impl Engine {
                 landmarks: f.landmarks,
             })
             .collect();
-        let (selected, quality, rejection) = quality::assess(&p.image, &dets, &self.cfg.quality);
+        let judge = |p: &Prepared| {
+            let largest = quality::largest(&dets).map(|i| p.view(&faces[i]));
+            quality::assess(p.full_size, &dets, largest, &self.cfg.quality)
+        };
+        let mut judged = judge(p);
+        // A finer decode only when its pixels can matter: not for an image its geometry
+        // already rejects (too many faces, too small, cropped, turned away), unless the
+        // networks run anyway.
+        let settled = matches!(judged.2, Some(r) if !r.reads_pixels()) && !opts.ignore_quality;
+        if !settled && self.refine(p, &faces) {
+            judged = judge(p);
+        }
+        let (selected, quality, rejection) = judged;
         Analysis {
-            width: p.image.width(),
-            height: p.image.height(),
+            width: p.full_size.0,
+            height: p.full_size.1,
             faces,
             selected_face: selected,
             quality,
@@ -965,32 +1180,27 @@ impl Engine {
         let detections = self.detect(&refs);
         let detect_ms = ms(td);
         let tq = Instant::now();
-        for ((&i, p), faces) in live.iter().zip(&refs).zip(detections) {
+        for (&i, faces) in live.iter().zip(detections) {
+            let Some(p) = images[i].as_mut() else {
+                continue;
+            };
             results[i] = faces.map(|faces| {
-                let mut a = self.assess(p, faces);
+                let mut a = self.assess(p, faces, opts);
                 a.timings.detect_ms = detect_ms;
                 a
             });
         }
         let quality_ms = ms(tq) / live.len().max(1) as f64;
-        // Which images go on to the networks.
-        let eligible: Vec<usize> = live
+        // Which images go on to the networks, each face in the pixels its networks read.
+        let (eligible, views): (Vec<usize>, Vec<(PixelView, Face)>) = live
             .iter()
-            .copied()
-            .filter(|&i| matches!(&results[i], Ok(a) if a.network_face(opts).is_some()))
-            .collect();
-        let faces: Vec<Option<Face>> = eligible
-            .iter()
-            .map(|&i| match &results[i] {
-                Ok(a) => a.network_face(opts).cloned(),
-                Err(_) => None,
+            .filter_map(|&i| {
+                let face = results[i].as_ref().ok()?.network_face(opts)?;
+                let view = images[i].as_ref()?.view(face);
+                Some((i, (view, view.face(face))))
             })
-            .collect();
-        let selected: Vec<(&RgbImage, &Face)> = eligible
-            .iter()
-            .zip(&faces)
-            .filter_map(|(&i, f)| Some((&images[i].as_ref()?.image, f.as_ref()?)))
-            .collect();
+            .unzip();
+        let selected: Vec<(&RgbImage, &Face)> = views.iter().map(|(v, f)| (v.image, f)).collect();
         let tl = Instant::now();
         if opts.liveness {
             for (&i, outputs) in eligible.iter().zip(self.liveness(&selected)) {
@@ -1008,7 +1218,9 @@ impl Engine {
         let template_ms = ms(tt);
         let tk = Instant::now();
         if opts.landmarks {
-            for (&i, shape) in eligible.iter().zip(self.shapes(&selected)) {
+            for ((&i, shape), (view, _)) in eligible.iter().zip(self.shapes(&selected)).zip(&views)
+            {
+                let shape = shape.map(|s| view.shape_to_full(s));
                 set_or_fail(&mut results[i], shape, |a, s| a.shape = Some(s));
             }
         }

@@ -4,6 +4,7 @@
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use super::PixelView;
 use crate::nn::retinaface::Detection;
 
 /// Why an image cannot get a liveness verdict. Names follow the ID R&D error codes.
@@ -44,6 +45,12 @@ impl Rejection {
             Rejection::FaceTooBlurry => "FACE_TOO_BLURRY",
             Rejection::FaceBadExposure => "FACE_BAD_EXPOSURE",
         }
+    }
+
+    /// Whether finer pixels could change this rejection: only the blur and exposure checks
+    /// read pixels, and every check before them in the order is geometry from the detector.
+    pub fn reads_pixels(self) -> bool {
+        matches!(self, Rejection::FaceTooBlurry | Rejection::FaceBadExposure)
     }
 
     /// A human-readable description.
@@ -286,24 +293,34 @@ fn ramp(v: f32, lo: f32, hi: f32) -> f32 {
     ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
 }
 
-/// Picks the face to judge (the largest), measures it and decides the rejection, if any.
-///
-/// `faces` are in original-image pixels. Returns the index of the selected face (if any face
-/// was found), the report, and the first failed check in the order the enum lists them.
-pub fn assess(
-    img: &RgbImage,
-    faces: &[Detection],
-    t: &QualityThresholds,
-) -> (Option<usize>, Option<QualityReport>, Option<Rejection>) {
+/// The face to judge: the tallest (the first of equals).
+pub fn largest(faces: &[Detection]) -> Option<usize> {
     let height = |d: &Detection| d.bbox[3] - d.bbox[1];
-    let Some((best, largest)) = faces
+    faces
         .iter()
         .enumerate()
         .max_by(|a, b| height(a.1).total_cmp(&height(b.1)))
-    else {
+        .map(|(i, _)| i)
+}
+
+/// Picks the face to judge ([`largest`]), measures it and decides the rejection, if any.
+///
+/// `faces` are in full-resolution pixels of an upright image of `full_size`; `pixels` is where
+/// the largest face's pixels are read (the image, reduced or not, or a finer region around the
+/// face). Returns the index of the selected face (if any face was found), the report, and the
+/// first failed check in the order the enum lists them.
+pub fn assess(
+    full_size: (u32, u32),
+    faces: &[Detection],
+    pixels: Option<PixelView<'_>>,
+    t: &QualityThresholds,
+) -> (Option<usize>, Option<QualityReport>, Option<Rejection>) {
+    let height = |d: &Detection| d.bbox[3] - d.bbox[1];
+    let (Some(best), Some(view)) = (largest(faces), pixels) else {
         return (None, None, Some(Rejection::FaceNotFound));
     };
-    let (iw, ih) = (img.width() as f32, img.height() as f32);
+    let largest = &faces[best];
+    let (iw, ih) = (full_size.0 as f32, full_size.1 as f32);
     let [x1, y1, x2, y2] = largest.bbox;
     let (fw, fh) = (x2 - x1, y2 - y1);
     let comparable = faces
@@ -324,7 +341,10 @@ pub fn assess(
         sharpness,
         clipped,
         dynamic_range,
-    } = pixel_stats(img, largest.bbox);
+    } = {
+        let [a, b] = [view.to_view([x1, y1]), view.to_view([x2, y2])];
+        pixel_stats(view.image, [a[0], a[1], b[0], b[1]])
+    };
     let ratio = fh / ih;
 
     let score = ramp(iod, t.min_iod_px * 0.5, t.min_iod_px * 3.0)
@@ -411,6 +431,20 @@ mod tests {
         assert!((p.roll - 20.0).abs() < 0.1 && p.yaw.abs() < 1.0, "{p:?}");
     }
 
+    /// [`assess`] with the pixels of `img` at full resolution.
+    fn judge(
+        img: &RgbImage,
+        faces: &[Detection],
+        t: &QualityThresholds,
+    ) -> (Option<usize>, Option<QualityReport>, Option<Rejection>) {
+        let view = PixelView {
+            image: img,
+            origin: [0.0, 0.0],
+            scale: 1.0,
+        };
+        assess(img.dimensions(), faces, Some(view), t)
+    }
+
     fn det(bbox: [f32; 4]) -> Detection {
         let (w, h) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
         let lm = frontal().map(|[x, y]| {
@@ -437,21 +471,21 @@ mod tests {
     fn rejections_follow_the_measurements() {
         let img = textured(400, 400);
         let t = QualityThresholds::default();
-        assert_eq!(assess(&img, &[], &t).2, Some(Rejection::FaceNotFound));
+        assert_eq!(judge(&img, &[], &t).2, Some(Rejection::FaceNotFound));
         let ok = det([100.0, 100.0, 260.0, 300.0]);
-        let (sel, rep, rej) = assess(&img, std::slice::from_ref(&ok), &t);
+        let (sel, rep, rej) = judge(&img, std::slice::from_ref(&ok), &t);
         assert_eq!((sel, rej), (Some(0), None));
         assert!(rep.unwrap().score > 0.3);
         let two = [ok.clone(), det([270.0, 100.0, 390.0, 260.0])];
-        assert_eq!(assess(&img, &two, &t).2, Some(Rejection::TooManyFaces));
+        assert_eq!(judge(&img, &two, &t).2, Some(Rejection::TooManyFaces));
         let tiny_second = [ok.clone(), det([300.0, 10.0, 330.0, 40.0])];
-        assert_eq!(assess(&img, &tiny_second, &t).2, None);
+        assert_eq!(judge(&img, &tiny_second, &t).2, None);
         assert_eq!(
-            assess(&img, &[det([10.0, 10.0, 40.0, 40.0])], &t).2,
+            judge(&img, &[det([10.0, 10.0, 40.0, 40.0])], &t).2,
             Some(Rejection::FaceTooSmall)
         );
         assert_eq!(
-            assess(&img, &[det([-80.0, 100.0, 120.0, 300.0])], &t).2,
+            judge(&img, &[det([-80.0, 100.0, 120.0, 300.0])], &t).2,
             Some(Rejection::FaceCropped)
         );
         let strict = QualityThresholds {
@@ -459,24 +493,24 @@ mod tests {
             ..t.clone()
         };
         assert_eq!(
-            assess(&img, &[det([20.0, 100.0, 180.0, 300.0])], &strict).2,
+            judge(&img, &[det([20.0, 100.0, 180.0, 300.0])], &strict).2,
             Some(Rejection::FaceCloseToBorder)
         );
         assert_eq!(
-            assess(&img, &[det([100.0, 2.0, 300.0, 398.0])], &t).2,
+            judge(&img, &[det([100.0, 2.0, 300.0, 398.0])], &t).2,
             Some(Rejection::FaceTooClose)
         );
         // The checkerboard's two levels are 100 apart: that is its dynamic range.
-        let (_, rep, _) = assess(&img, std::slice::from_ref(&ok), &t);
+        let (_, rep, _) = judge(&img, std::slice::from_ref(&ok), &t);
         assert_eq!(rep.map(|r| r.dynamic_range), Some(100.0));
         let flat = RgbImage::from_pixel(400, 400, image::Rgb([120, 120, 120]));
         assert_eq!(
-            assess(&flat, std::slice::from_ref(&ok), &t).2,
+            judge(&flat, std::slice::from_ref(&ok), &t).2,
             Some(Rejection::FaceTooBlurry)
         );
         let dark = RgbImage::from_fn(400, 400, |x, _| image::Rgb([(x % 2 * 40) as u8; 3]));
         assert_eq!(
-            assess(&dark, std::slice::from_ref(&ok), &t).2,
+            judge(&dark, std::slice::from_ref(&ok), &t).2,
             Some(Rejection::FaceBadExposure)
         );
     }

@@ -7,16 +7,27 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::{Error, Result};
 
-/// Size bounds applied before any large allocation.
+/// Size bounds applied before any large allocation, and how large JPEGs are reduced.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecodeLimits {
     /// Largest accepted encoded size, bytes.
     pub max_bytes: usize,
-    /// Largest accepted width * height of the decoded image.
+    /// Largest accepted width * height of the image at full resolution.
     pub max_pixels: u64,
     /// Smallest accepted side, pixels.
     pub min_side: u32,
+    /// Decode large JPEGs reduced in the DCT domain (1/2, 1/4, 1/8): the reduction is chosen
+    /// from the header so that the longer side keeps at least `reduced_min_side` pixels.
+    pub reduce: bool,
+    /// Images of at most this many pixels are decoded whole: decoding them costs little, and
+    /// their faces are often small enough to need a second, finer decode.
+    pub reduce_min_pixels: u64,
+    /// Longer side a reduced decode keeps at least, pixels (the detector's copy is 320).
+    pub reduced_min_side: u32,
+    /// Rows the largest face keeps at least in the pixels its networks and quality checks
+    /// read; a face with fewer in the reduced image is decoded again around itself, finer.
+    pub reduced_min_face_px: u32,
 }
 
 impl Default for DecodeLimits {
@@ -25,7 +36,26 @@ impl Default for DecodeLimits {
             max_bytes: 15 << 20,
             max_pixels: 40_000_000,
             min_side: 32,
+            reduce: true,
+            reduce_min_pixels: 2_100_000,
+            reduced_min_side: 480,
+            reduced_min_face_px: 160,
         }
+    }
+}
+
+impl DecodeLimits {
+    /// The reduction for an upright full-resolution size: the largest of [`REDUCTIONS`] that
+    /// keeps the longer side at `reduced_min_side` or more and the shorter at `min_side` or
+    /// more; 1 when reducing is off or the image has at most `reduce_min_pixels`.
+    pub fn reduction_for(&self, (w, h): (u32, u32)) -> u32 {
+        if !self.reduce || u64::from(w) * u64::from(h) <= self.reduce_min_pixels {
+            return 1;
+        }
+        REDUCTIONS
+            .into_iter()
+            .find(|&s| w.max(h) / s >= self.reduced_min_side && w.min(h) / s >= self.min_side)
+            .unwrap_or(1)
     }
 }
 
@@ -111,23 +141,52 @@ pub fn check_bytes(bytes: &[u8], max_bytes: usize) -> Result<()> {
     Ok(())
 }
 
-/// Decodes a JPEG or PNG into upright RGB8, checking the byte and pixel bounds first.
+/// Decodes a JPEG or PNG into upright RGB8 at full resolution, checking the byte and pixel
+/// bounds first.
 pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    decode_scaled(bytes, limits, |_| 1).map(|d| d.image)
+}
+
+/// An image decoded at a reduced resolution, EXIF-upright.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Upright RGB pixels: the image reduced `scale` times on each side (a partial block at
+    /// the right or bottom edge gives one more pixel).
+    pub image: RgbImage,
+    /// Full-resolution pixels per decoded pixel along each side: 1, 2, 4 or 8.
+    pub scale: u32,
+    /// Upright size at full resolution.
+    pub full_size: (u32, u32),
+}
+
+/// The reductions a JPEG decodes at in the DCT domain, largest first.
+pub const REDUCTIONS: [u32; 4] = [8, 4, 2, 1];
+
+/// Decodes a JPEG or PNG into upright RGB8, reduced by the factor `choose` picks from the
+/// upright full-resolution size (one of [`REDUCTIONS`]; anything else means 1).
+///
+/// The byte bound, the format, a JPEG's completeness and the pixel bounds (on the
+/// full-resolution size) are checked before any pixel is decoded. A lossy JPEG is reduced in
+/// the DCT domain by libjpeg-turbo's scaled inverse DCT (1/2, 1/4, 1/8: each 8x8 block becomes
+/// 4x4, 2x2 or one pixel, so neither the full-size pixels nor their memory ever exist); a PNG,
+/// a lossless JPEG or a CMYK one is decoded at full size whatever `choose` says.
+pub fn decode_scaled(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    choose: impl FnOnce((u32, u32)) -> u32,
+) -> Result<Decoded> {
     check_bytes(bytes, limits.max_bytes)?;
-    let format = sniff_format(bytes).ok_or(Error::UnsupportedFormat)?;
-    if format == ImageFormat::Jpeg {
-        jpeg_is_complete(bytes).map_err(|why| Error::CorruptImage(format!("JPEG {why}")))?;
+    match sniff_format(bytes).ok_or(Error::UnsupportedFormat)? {
+        ImageFormat::Jpeg => {
+            jpeg_is_complete(bytes).map_err(|why| Error::CorruptImage(format!("JPEG {why}")))?;
+            decode_jpeg(bytes, limits, choose)
+        }
+        format => decode_by_image_crate(bytes, format, limits),
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes));
-    reader.set_format(format);
-    let mut lim = image::Limits::default();
-    // Decoder buffers: RGBA8 at the pixel bound plus slack for the codec's own tables.
-    lim.max_alloc = Some(limits.max_pixels.saturating_mul(4) + (64 << 20));
-    reader.limits(lim);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| Error::CorruptImage(e.to_string()))?;
-    let (w, h) = decoder.dimensions();
+}
+
+/// Refuses a full-resolution size outside the pixel bounds.
+fn check_size(w: u32, h: u32, limits: &DecodeLimits) -> Result<()> {
     if u64::from(w) * u64::from(h) > limits.max_pixels {
         return Err(Error::TooManyPixels {
             width: w,
@@ -142,11 +201,154 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             min: limits.min_side,
         });
     }
+    Ok(())
+}
+
+/// Most progressive scans a JPEG may have (ordinary encoders write about ten): a file of
+/// thousands of tiny scans would cost seconds to decode (libjpeg-turbo's own advice).
+const MAX_JPEG_SCANS: u32 = 256;
+
+thread_local! {
+    /// One libjpeg-turbo decompressor per thread, made on first use.
+    static JPEG: std::cell::RefCell<Option<turbojpeg::Decompressor>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decode_jpeg(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    choose: impl FnOnce((u32, u32)) -> u32,
+) -> Result<Decoded> {
+    let corrupt = |e: turbojpeg::Error| Error::CorruptImage(format!("JPEG: {e}"));
+    JPEG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dec = match &mut *slot {
+            Some(d) => d,
+            None => slot.insert(
+                turbojpeg::Decompressor::new()
+                    .map_err(|e| Error::Internal(format!("JPEG decoder: {e}")))?,
+            ),
+        };
+        dec.set_scaling_factor(turbojpeg::ScalingFactor::ONE)
+            .map_err(corrupt)?;
+        let header = dec.read_header(bytes).map_err(corrupt)?;
+        if matches!(
+            header.colorspace,
+            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+        ) {
+            // libjpeg-turbo gives CMYK only as CMYK: the image crate converts it, at full size.
+            return decode_by_image_crate(bytes, ImageFormat::Jpeg, limits);
+        }
+        let (w, h) = (
+            u32::try_from(header.width).unwrap_or(u32::MAX),
+            u32::try_from(header.height).unwrap_or(u32::MAX),
+        );
+        check_size(w, h, limits)?;
+        let orientation = jpeg_orientation(bytes);
+        let full_size = if swaps_sides(orientation) {
+            (h, w)
+        } else {
+            (w, h)
+        };
+        let wanted = choose(full_size);
+        let scale = if header.is_lossless || !REDUCTIONS.contains(&wanted) {
+            1
+        } else {
+            wanted
+        };
+        let factor = turbojpeg::ScalingFactor::new(1, scale as usize);
+        dec.set_scaling_factor(factor).map_err(corrupt)?;
+        dec.set_scan_limit(MAX_JPEG_SCANS).map_err(corrupt)?;
+        let out = header.scaled(factor);
+        let mut image = turbojpeg::Image {
+            pixels: vec![0u8; out.width * out.height * 3],
+            width: out.width,
+            pitch: out.width * 3,
+            height: out.height,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        dec.decompress(bytes, image.as_deref_mut())
+            .map_err(corrupt)?;
+        let img = RgbImage::from_raw(out.width as u32, out.height as u32, image.pixels)
+            .ok_or_else(|| Error::Internal("JPEG decoder output size".into()))?;
+        Ok(Decoded {
+            image: orient(img, orientation),
+            scale,
+            full_size,
+        })
+    })
+}
+
+/// A PNG, or a CMYK JPEG, through the image crate at full resolution.
+fn decode_by_image_crate(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &DecodeLimits,
+) -> Result<Decoded> {
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    reader.set_format(format);
+    let mut lim = image::Limits::default();
+    // Decoder buffers: RGBA8 at the pixel bound plus slack for the codec's own tables.
+    lim.max_alloc = Some(limits.max_pixels.saturating_mul(4) + (64 << 20));
+    reader.limits(lim);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::CorruptImage(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    check_size(w, h, limits)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let img = DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::CorruptImage(e.to_string()))?
         .into_rgb8();
-    Ok(orient(img, orientation))
+    let img = orient(img, orientation);
+    Ok(Decoded {
+        full_size: img.dimensions(),
+        image: img,
+        scale: 1,
+    })
+}
+
+/// Whether an orientation turns the image a quarter (width and height swap).
+fn swaps_sides(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// The EXIF orientation of a JPEG: the first APP1 `Exif` segment before the first scan, if
+/// any; no transform when there is none or it does not parse.
+fn jpeg_orientation(bytes: &[u8]) -> Orientation {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            break;
+        }
+        let m = bytes[i + 1];
+        if m == 0xFF {
+            i += 1;
+            continue;
+        }
+        if m == 0xDA || m == 0xD9 {
+            break;
+        }
+        let len = usize::from(bytes[i + 2]) << 8 | usize::from(bytes[i + 3]);
+        let Some(seg) = bytes.get(i + 4..i + 2 + len) else {
+            break;
+        };
+        if m == 0xE1 {
+            if let Some(tiff) = seg.strip_prefix(b"Exif\0\0") {
+                if let Some(o) = Orientation::from_exif_chunk(tiff) {
+                    return o;
+                }
+            }
+        }
+        i += 2 + len.max(2);
+    }
+    Orientation::NoTransforms
 }
 
 /// Encodes `img` as a baseline JPEG at `quality` (1..=100).
