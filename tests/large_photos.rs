@@ -11,7 +11,9 @@ use candle_core::Device;
 use common::*;
 use facegate::bench::rescaled_jpeg;
 use facegate::engine::{Analysis, AnalyzeOptions, Engine, EngineConfig};
-use facegate::preprocess::decode::{decode_rgb, decode_scaled, encode_jpeg, DecodeLimits};
+use facegate::preprocess::decode::{
+    decode_region, decode_rgb, decode_scaled, encode_jpeg, DecodeLimits,
+};
 use image::RgbImage;
 
 /// Engines with reducing on (the default) and off.
@@ -357,6 +359,77 @@ fn reduced_decodes_have_the_expected_size_orientation_and_bounds() {
     img.write_to(&mut png, image::ImageFormat::Png).unwrap();
     let d = decode_scaled(png.get_ref(), &l, |_| 4).unwrap();
     assert_eq!((d.scale, d.image.dimensions()), (1, (1000, 750)));
+}
+
+/// `jpeg` with an APP1 EXIF segment holding only the orientation tag `o` (1..=8).
+fn with_orientation(jpeg: &[u8], o: u16) -> Vec<u8> {
+    // TIFF header (big-endian), one IFD entry: tag 0x0112, SHORT, count 1, value o.
+    let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+    tiff.extend_from_slice(&o.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+    app1.extend_from_slice(b"Exif\0\0");
+    app1.extend_from_slice(&tiff);
+    [&jpeg[..2], &app1[..], &jpeg[2..]].concat()
+}
+
+#[test]
+fn a_region_decodes_to_the_pixels_of_the_whole_image_in_every_orientation() {
+    let (w, h) = (613u32, 397u32);
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 3 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x * y) % 251) as u8,
+        ])
+    });
+    let l = DecodeLimits::default();
+    for subsamp in [
+        turbojpeg::Subsamp::None,
+        turbojpeg::Subsamp::Sub2x2,
+        turbojpeg::Subsamp::Sub2x1,
+    ] {
+        let raw = turbojpeg::Image {
+            pixels: img.as_raw().as_slice(),
+            width: w as usize,
+            pitch: w as usize * 3,
+            height: h as usize,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let base = turbojpeg::compress(raw, 90, subsamp).unwrap().to_vec();
+        for o in 1..=8u16 {
+            let jpeg = with_orientation(&base, o);
+            for scale in [1u32, 2, 4] {
+                let whole = decode_scaled(&jpeg, &l, |_| scale).unwrap();
+                let (uw, uh) = whole.full_size;
+                assert_eq!((uw, uh), if o >= 5 { (h, w) } else { (w, h) }, "o={o}");
+                for region in [
+                    [101, 57, 333, 290],
+                    [0, 0, 90, 75],
+                    [uw - 77, uh - 50, uw, uh],
+                ] {
+                    let (got, origin) = decode_region(&jpeg, &l, scale, region).unwrap();
+                    let want = image::imageops::crop_imm(
+                        &whole.image,
+                        origin[0] / scale,
+                        origin[1] / scale,
+                        got.width(),
+                        got.height(),
+                    )
+                    .to_image();
+                    assert!(
+                        got == want,
+                        "subsampling {subsamp:?}, orientation {o}, 1/{scale}, {region:?}"
+                    );
+                    // The region asked is inside what came back.
+                    assert!(origin[0] <= region[0] && origin[1] <= region[1]);
+                    assert!(origin[0] + got.width() * scale >= region[2].min(uw));
+                    assert!(origin[1] + got.height() * scale >= region[3].min(uh));
+                }
+            }
+        }
+    }
 }
 
 #[test]

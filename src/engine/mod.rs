@@ -34,7 +34,7 @@ use crate::nn::face_landmarks::{self, FaceLandmarks};
 use crate::nn::minifasnet::MiniFasNet;
 use crate::nn::retinaface::{DecodeParams, Detection, RetinaFace};
 use crate::preprocess::crop::{celeba_crop, crop_rgb, mirror_rgb, pack_bgr, pack_rgb_unit};
-use crate::preprocess::decode::{decode_scaled, DecodeLimits, REDUCTIONS};
+use crate::preprocess::decode::{decode_region, decode_scaled, DecodeLimits, REDUCTIONS};
 use crate::preprocess::resize::downscale_area;
 use crate::preprocess::square::square_crop;
 use crate::{Error, Result};
@@ -318,10 +318,18 @@ impl Prepared {
     pub fn view(&self, face: &Face) -> PixelView<'_> {
         if let Some(d) = &self.detail {
             let (w, h) = d.image.dimensions();
-            let inside = face.bbox[0] >= d.origin[0]
-                && face.bbox[1] >= d.origin[1]
-                && face.bbox[2] <= d.origin[0] + w as f32 * d.scale
-                && face.bbox[3] <= d.origin[1] + h as f32 * d.scale;
+            // The part of the face inside the image (a cropped face's box runs past it).
+            let (fw, fh) = (self.full_size.0 as f32, self.full_size.1 as f32);
+            let b = [
+                face.bbox[0].max(0.0),
+                face.bbox[1].max(0.0),
+                face.bbox[2].min(fw),
+                face.bbox[3].min(fh),
+            ];
+            let inside = b[0] >= d.origin[0]
+                && b[1] >= d.origin[1]
+                && b[2] <= d.origin[0] + w as f32 * d.scale
+                && b[3] <= d.origin[1] + h as f32 * d.scale;
             if inside {
                 return PixelView {
                     image: &d.image,
@@ -728,23 +736,22 @@ impl Engine {
             .filter(|&s| (s as f32) < p.scale)
             .find(|&s| fh / s as f32 >= need)
             .unwrap_or(1);
-        match decode_scaled(&bytes, &self.cfg.decode, |_| finer) {
-            Ok(d) => {
-                let s = d.scale as f32;
-                let [x1, y1, x2, y2] = face.bbox;
-                let reach = DETAIL_CONTEXT * (x2 - x1).max(y2 - y1);
-                let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
-                let (w, h) = d.image.dimensions();
-                let lo = |c: f32| ((c - reach) / s).floor().max(0.0) as u32;
-                let hi = |c: f32, n: u32| (((c + reach) / s).ceil().max(0.0) as u32).min(n);
-                let (rx0, ry0) = (lo(cx).min(w - 1), lo(cy).min(h - 1));
-                let (rx1, ry1) = (hi(cx, w).max(rx0 + 1), hi(cy, h).max(ry0 + 1));
-                let image =
-                    image::imageops::crop_imm(&d.image, rx0, ry0, rx1 - rx0, ry1 - ry0).to_image();
+        let [x1, y1, x2, y2] = face.bbox;
+        let reach = DETAIL_CONTEXT * (x2 - x1).max(y2 - y1);
+        let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+        let (w, h) = (p.full_size.0 as f32, p.full_size.1 as f32);
+        let region = [
+            (cx - reach).clamp(0.0, w) as u32,
+            (cy - reach).clamp(0.0, h) as u32,
+            (cx + reach).clamp(0.0, w).ceil() as u32,
+            (cy + reach).clamp(0.0, h).ceil() as u32,
+        ];
+        match decode_region(&bytes, &self.cfg.decode, finer, region) {
+            Ok((image, origin)) => {
                 p.detail = Some(Detail {
                     image,
-                    origin: [rx0 as f32 * s, ry0 as f32 * s],
-                    scale: s,
+                    origin: origin.map(|v| v as f32),
+                    scale: finer as f32,
                 });
                 p.prepare_ms += ms(t);
                 true

@@ -279,6 +279,212 @@ fn decode_jpeg(
     })
 }
 
+/// Decodes only the part of an image around `region` (upright full-resolution pixels
+/// `[x0, y0, x1, y1)`) at 1/`scale`, within the same bounds as [`decode_scaled`]: the pixels
+/// are those of the whole image decoded at that scale, cropped. Returns them and the
+/// full-resolution position of their top-left corner.
+///
+/// A lossy JPEG goes through libjpeg-turbo's cropping region (rows below the region are never
+/// read, columns outside it never transformed; the region is mapped through the EXIF
+/// orientation to the stored pixels first). Anything else is decoded whole at that scale and
+/// cropped.
+pub fn decode_region(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    scale: u32,
+    region: [u32; 4],
+) -> Result<(RgbImage, [u32; 2])> {
+    check_bytes(bytes, limits.max_bytes)?;
+    if sniff_format(bytes) == Some(ImageFormat::Jpeg) {
+        jpeg_is_complete(bytes).map_err(|why| Error::CorruptImage(format!("JPEG {why}")))?;
+        if let Some(out) = cropped::decode(bytes, limits, scale, region)? {
+            return Ok(out);
+        }
+    }
+    let d = decode_scaled(bytes, limits, |_| scale)?;
+    let s = d.scale;
+    let (w, h) = d.image.dimensions();
+    let x0 = (region[0] / s).min(w - 1);
+    let y0 = (region[1] / s).min(h - 1);
+    let x1 = region[2].div_ceil(s).clamp(x0 + 1, w);
+    let y1 = region[3].div_ceil(s).clamp(y0 + 1, h);
+    let img = image::imageops::crop_imm(&d.image, x0, y0, x1 - x0, y1 - y0).to_image();
+    Ok((img, [x0 * s, y0 * s]))
+}
+
+/// libjpeg-turbo's partial decompression (`tj3SetCroppingRegion`), which the `turbojpeg`
+/// crate does not wrap: a decompressor handle of its own, used through the C API.
+mod cropped {
+    use std::ffi::{c_int, CStr};
+
+    use image::metadata::Orientation;
+    use image::RgbImage;
+    use turbojpeg::raw;
+
+    use super::{check_size, jpeg_orientation, orient, DecodeLimits, MAX_JPEG_SCANS, REDUCTIONS};
+    use crate::{Error, Result};
+
+    /// A decompressor handle, destroyed on drop.
+    struct Handle(raw::tjhandle);
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from tj3Init, is not null, and is destroyed once.
+            unsafe { raw::tj3Destroy(self.0) }
+        }
+    }
+
+    impl Handle {
+        fn new() -> Result<Self> {
+            // SAFETY: tj3Init has no preconditions; a null result is checked.
+            let h = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_DECOMPRESS as c_int) };
+            if h.is_null() {
+                return Err(Error::Internal("JPEG decoder: tj3Init failed".into()));
+            }
+            Ok(Self(h))
+        }
+
+        /// The last error, as a corrupt-image error.
+        fn error(&self) -> Error {
+            // SAFETY: the handle is valid; the library returns a NUL-terminated string it
+            // owns, copied out at once.
+            let msg = unsafe { CStr::from_ptr(raw::tj3GetErrorStr(self.0)) };
+            Error::CorruptImage(format!("JPEG: {}", msg.to_string_lossy()))
+        }
+
+        fn check(&self, rc: c_int) -> Result<()> {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(self.error())
+            }
+        }
+
+        fn get(&self, param: raw::TJPARAM) -> c_int {
+            // SAFETY: the handle is valid; tj3Get reads a parameter.
+            unsafe { raw::tj3Get(self.0, param as c_int) }
+        }
+    }
+
+    /// The iMCU width of each chrominance subsampling (`tjMCUWidth`, indexed by TJSAMP).
+    const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
+
+    /// `None` when the cropping region cannot be used (lossless, CMYK, unusual subsampling):
+    /// the caller decodes the whole image instead.
+    pub(super) fn decode(
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        scale: u32,
+        region: [u32; 4],
+    ) -> Result<Option<(RgbImage, [u32; 2])>> {
+        if !REDUCTIONS.contains(&scale) {
+            return Ok(None);
+        }
+        let h = Handle::new()?;
+        let len = bytes.len() as raw::size_t;
+        // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+        h.check(unsafe { raw::tj3DecompressHeader(h.0, bytes.as_ptr(), len) })?;
+        let (w, ht) = (
+            h.get(raw::TJPARAM_TJPARAM_JPEGWIDTH),
+            h.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT),
+        );
+        let (Ok(w), Ok(ht)) = (u32::try_from(w), u32::try_from(ht)) else {
+            return Err(Error::CorruptImage("JPEG: no size in its header".into()));
+        };
+        check_size(w, ht, limits)?;
+        let colorspace = h.get(raw::TJPARAM_TJPARAM_COLORSPACE);
+        let lossless = h.get(raw::TJPARAM_TJPARAM_LOSSLESS) != 0;
+        let cmyk = colorspace == raw::TJCS_TJCS_CMYK as c_int
+            || colorspace == raw::TJCS_TJCS_YCCK as c_int;
+        let Some(&mcu) = usize::try_from(h.get(raw::TJPARAM_TJPARAM_SUBSAMP))
+            .ok()
+            .and_then(|i| MCU_WIDTH.get(i))
+        else {
+            return Ok(None);
+        };
+        if lossless || cmyk {
+            return Ok(None);
+        }
+        let factor = raw::tjscalingfactor {
+            num: 1,
+            denom: scale as c_int,
+        };
+        // SAFETY: the handle is valid and its header read.
+        h.check(unsafe { raw::tj3SetScalingFactor(h.0, factor) })?;
+        // SAFETY: as above.
+        h.check(unsafe {
+            raw::tj3Set(
+                h.0,
+                raw::TJPARAM_TJPARAM_SCANLIMIT as c_int,
+                MAX_JPEG_SCANS as c_int,
+            )
+        })?;
+        // Stored and upright sizes at this scale, and the region in scaled upright pixels.
+        let (sw, sh) = (w.div_ceil(scale), ht.div_ceil(scale));
+        let o = jpeg_orientation(bytes);
+        let (uw, uh) = if super::swaps_sides(o) {
+            (sh, sw)
+        } else {
+            (sw, sh)
+        };
+        let ux0 = (region[0] / scale).min(uw - 1);
+        let uy0 = (region[1] / scale).min(uh - 1);
+        let ux1 = region[2].div_ceil(scale).clamp(ux0 + 1, uw);
+        let uy1 = region[3].div_ceil(scale).clamp(uy0 + 1, uh);
+        let [x0, y0, x1, y1] = stored_rect(o, [ux0, uy0, ux1, uy1], (sw, sh));
+        // Decoded with an iMCU to spare on every side (chroma upsampling reads neighbours),
+        // the left edge on an iMCU boundary of the scaled image; the spare pixels are cut.
+        let step = mcu.div_ceil(scale);
+        let xa = (x0 / step).saturating_sub(1) * step;
+        let xb = (x1 + step).min(sw);
+        let ya = y0.saturating_sub(step);
+        let yb = (y1 + step).min(sh);
+        let (cw, ch) = (xb - xa, yb - ya);
+        let crop = raw::tjregion {
+            x: xa as c_int,
+            y: ya as c_int,
+            w: cw as c_int,
+            h: ch as c_int,
+        };
+        // SAFETY: the handle is valid, its header read and its scale set; the region lies
+        // within the scaled image with its left edge on an iMCU boundary.
+        h.check(unsafe { raw::tj3SetCroppingRegion(h.0, crop) })?;
+        let mut pixels = vec![0u8; cw as usize * ch as usize * 3];
+        // SAFETY: `pixels` holds `ch` rows of `cw * 3` bytes, what an RGB decode of the
+        // cropping region writes with that pitch; `bytes` outlives the call.
+        h.check(unsafe {
+            raw::tj3Decompress8(
+                h.0,
+                bytes.as_ptr(),
+                len,
+                pixels.as_mut_ptr(),
+                (cw * 3) as c_int,
+                raw::TJPF_TJPF_RGB,
+            )
+        })?;
+        let img = RgbImage::from_raw(cw, ch, pixels)
+            .ok_or_else(|| Error::Internal("JPEG decoder output size".into()))?;
+        let img = image::imageops::crop_imm(&img, x0 - xa, y0 - ya, x1 - x0, y1 - y0).to_image();
+        Ok(Some((orient(img, o), [ux0 * scale, uy0 * scale])))
+    }
+
+    /// The stored pixels `[x0, y0, x1, y1)` that the orientation `o` turns into the upright
+    /// rectangle `r`, for a stored image of `(w, h)` (the inverse of [`orient`]).
+    pub(super) fn stored_rect(o: Orientation, r: [u32; 4], (w, h): (u32, u32)) -> [u32; 4] {
+        let [u0, v0, u1, v1] = r;
+        match o {
+            Orientation::NoTransforms => [u0, v0, u1, v1],
+            Orientation::Rotate90 => [v0, h - u1, v1, h - u0],
+            Orientation::Rotate180 => [w - u1, h - v1, w - u0, h - v0],
+            Orientation::Rotate270 => [w - v1, u0, w - v0, u1],
+            Orientation::FlipHorizontal => [w - u1, v0, w - u0, v1],
+            Orientation::FlipVertical => [u0, h - v1, u1, h - v0],
+            Orientation::Rotate90FlipH => [v0, u0, v1, u1],
+            Orientation::Rotate270FlipH => [w - v1, h - u1, w - v0, h - u0],
+        }
+    }
+}
+
 /// A PNG, or a CMYK JPEG, through the image crate at full resolution.
 fn decode_by_image_crate(
     bytes: &[u8],
