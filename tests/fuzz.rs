@@ -24,7 +24,7 @@ use facegate::api::query::Query;
 use facegate::engine::template::TEMPLATE_VERSION;
 use facegate::engine::FaceTemplate;
 use facegate::preprocess::decode::{
-    decode_rgb, decode_scaled, jpeg_is_complete, DecodeLimits, REDUCTIONS,
+    decode_region, decode_rgb, decode_scaled, jpeg_is_complete, DecodeLimits, REDUCTIONS,
 };
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::HeaderMap;
@@ -208,6 +208,12 @@ proptest! {
             prop_assert!(u64::from(w) * u64::from(h) <= 1 << 20 && w.min(h) >= 8);
             prop_assert!(d.image.width() <= w.div_ceil(d.scale) + 1);
             prop_assert!(d.image.height() <= h.div_ceil(d.scale) + 1);
+            // A region of it, through libjpeg-turbo's cropping region where it applies.
+            let region = [w / 3, h / 4, w / 3 + w / 2, h];
+            if let Ok((img, origin)) = decode_region(&bytes, &small_limits(), s, region) {
+                prop_assert!(origin[0] <= region[0] && origin[1] <= region[1]);
+                prop_assert!(img.width() <= w.div_ceil(d.scale) && img.height() <= h.div_ceil(d.scale));
+            }
         }
         let _ = inspect_jpeg(&bytes);
     }
