@@ -708,22 +708,17 @@ impl Engine {
         }
     }
 
-    /// Decodes the surroundings of the largest face again at a finer scale when that face has
-    /// fewer than `decode.reduced_min_face_px` rows in the reduced image (a group photo, a face
-    /// far away): the image is decoded at the largest reduction that gives the face enough
-    /// rows, and only the region every network's crop can reach is kept
-    /// ([`DETAIL_CONTEXT`] face boxes around the face, within the image).
+    /// Decodes the surroundings of `face` (the one the quality checks and the networks judge)
+    /// again at a finer scale when it has fewer than `decode.reduced_min_face_px` rows in the
+    /// reduced image (a group photo, a face far away): only the region every network's crop can
+    /// reach ([`DETAIL_CONTEXT`] face boxes around the face, within the image), at the largest
+    /// reduction that gives the face enough rows. Returns whether it decoded one.
     ///
     /// A failed finer decode keeps the reduced image (the face is then judged on fewer pixels)
     /// and says so in the log.
-    /// Returns whether it decoded a finer region.
-    pub fn refine(&self, p: &mut Prepared, faces: &[Face]) -> bool {
-        let height = |f: &&Face| f.bbox[3] - f.bbox[1];
-        let Some(face) = faces.iter().max_by(|a, b| height(a).total_cmp(&height(b))) else {
-            return false;
-        };
+    pub fn refine(&self, p: &mut Prepared, face: &Face) -> bool {
         let need = self.cfg.decode.reduced_min_face_px.max(1) as f32;
-        let fh = height(&face);
+        let fh = face.bbox[3] - face.bbox[1];
         if fh / p.scale >= need || fh <= 0.0 {
             return false;
         }
@@ -1115,17 +1110,20 @@ impl Engine {
                 landmarks: f.landmarks,
             })
             .collect();
+        let largest = quality::largest(&dets);
         let judge = |p: &Prepared| {
-            let largest = quality::largest(&dets).map(|i| p.view(&faces[i]));
-            quality::assess(p.full_size, &dets, largest, &self.cfg.quality)
+            let pixels = largest.map(|i| p.view(&faces[i]));
+            quality::assess(p.full_size, &dets, pixels, &self.cfg.quality)
         };
         let mut judged = judge(p);
         // A finer decode only when its pixels can matter: not for an image its geometry
         // already rejects (too many faces, too small, cropped, turned away), unless the
         // networks run anyway.
         let settled = matches!(judged.2, Some(r) if !r.reads_pixels()) && !opts.ignore_quality;
-        if !settled && self.refine(p, &faces) {
-            judged = judge(p);
+        if let (false, Some(i)) = (settled, largest) {
+            if self.refine(p, &faces[i]) {
+                judged = judge(p);
+            }
         }
         let (selected, quality, rejection) = judged;
         Analysis {

@@ -204,73 +204,32 @@ fn check_size(w: u32, h: u32, limits: &DecodeLimits) -> Result<()> {
     Ok(())
 }
 
-/// Most progressive scans a JPEG may have (ordinary encoders write about ten): a file of
-/// thousands of tiny scans would cost seconds to decode (libjpeg-turbo's own advice).
-const MAX_JPEG_SCANS: u32 = 256;
-
-thread_local! {
-    /// One libjpeg-turbo decompressor per thread, made on first use.
-    static JPEG: std::cell::RefCell<Option<turbojpeg::Decompressor>> =
-        const { std::cell::RefCell::new(None) };
-}
-
 fn decode_jpeg(
     bytes: &[u8],
     limits: &DecodeLimits,
     choose: impl FnOnce((u32, u32)) -> u32,
 ) -> Result<Decoded> {
-    let corrupt = |e: turbojpeg::Error| Error::CorruptImage(format!("JPEG: {e}"));
-    JPEG.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let dec = match &mut *slot {
-            Some(d) => d,
-            None => slot.insert(
-                turbojpeg::Decompressor::new()
-                    .map_err(|e| Error::Internal(format!("JPEG decoder: {e}")))?,
-            ),
-        };
-        dec.set_scaling_factor(turbojpeg::ScalingFactor::ONE)
-            .map_err(corrupt)?;
-        let header = dec.read_header(bytes).map_err(corrupt)?;
-        if matches!(
-            header.colorspace,
-            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
-        ) {
+    turbo::with(|dec| {
+        let header = dec.header(bytes)?;
+        check_size(header.width, header.height, limits)?;
+        if header.cmyk {
             // libjpeg-turbo gives CMYK only as CMYK: the image crate converts it, at full size.
             return decode_by_image_crate(bytes, ImageFormat::Jpeg, limits);
         }
-        let (w, h) = (
-            u32::try_from(header.width).unwrap_or(u32::MAX),
-            u32::try_from(header.height).unwrap_or(u32::MAX),
-        );
-        check_size(w, h, limits)?;
         let orientation = jpeg_orientation(bytes);
+        let (w, h) = (header.width, header.height);
         let full_size = if swaps_sides(orientation) {
             (h, w)
         } else {
             (w, h)
         };
         let wanted = choose(full_size);
-        let scale = if header.is_lossless || !REDUCTIONS.contains(&wanted) {
+        let scale = if header.lossless || !REDUCTIONS.contains(&wanted) {
             1
         } else {
             wanted
         };
-        let factor = turbojpeg::ScalingFactor::new(1, scale as usize);
-        dec.set_scaling_factor(factor).map_err(corrupt)?;
-        dec.set_scan_limit(MAX_JPEG_SCANS).map_err(corrupt)?;
-        let out = header.scaled(factor);
-        let mut image = turbojpeg::Image {
-            pixels: vec![0u8; out.width * out.height * 3],
-            width: out.width,
-            pitch: out.width * 3,
-            height: out.height,
-            format: turbojpeg::PixelFormat::RGB,
-        };
-        dec.decompress(bytes, image.as_deref_mut())
-            .map_err(corrupt)?;
-        let img = RgbImage::from_raw(out.width as u32, out.height as u32, image.pixels)
-            .ok_or_else(|| Error::Internal("JPEG decoder output size".into()))?;
+        let img = dec.decode(bytes, scale, None)?;
         Ok(Decoded {
             image: orient(img, orientation),
             scale,
@@ -297,7 +256,7 @@ pub fn decode_region(
     check_bytes(bytes, limits.max_bytes)?;
     if sniff_format(bytes) == Some(ImageFormat::Jpeg) {
         jpeg_is_complete(bytes).map_err(|why| Error::CorruptImage(format!("JPEG {why}")))?;
-        if let Some(out) = cropped::decode(bytes, limits, scale, region)? {
+        if let Some(out) = jpeg_region(bytes, limits, scale, region)? {
             return Ok(out);
         }
     }
@@ -312,26 +271,121 @@ pub fn decode_region(
     Ok((img, [x0 * s, y0 * s]))
 }
 
-/// libjpeg-turbo's partial decompression (`tj3SetCroppingRegion`), which the `turbojpeg`
-/// crate does not wrap: a decompressor handle of its own, used through the C API.
-mod cropped {
+/// [`decode_region`] through libjpeg-turbo's cropping region; `None` when that cannot be used
+/// (lossless, CMYK, an unusual subsampling, a scale it has not): the caller decodes whole.
+fn jpeg_region(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    scale: u32,
+    region: [u32; 4],
+) -> Result<Option<(RgbImage, [u32; 2])>> {
+    if !REDUCTIONS.contains(&scale) {
+        return Ok(None);
+    }
+    turbo::with(|dec| {
+        let header = dec.header(bytes)?;
+        check_size(header.width, header.height, limits)?;
+        let Some(mcu) = header
+            .mcu_width
+            .filter(|_| !header.lossless && !header.cmyk)
+        else {
+            return Ok(None);
+        };
+        // Stored and upright sizes at this scale, and the region in scaled upright pixels.
+        let (sw, sh) = (header.width.div_ceil(scale), header.height.div_ceil(scale));
+        let o = jpeg_orientation(bytes);
+        let (uw, uh) = if swaps_sides(o) { (sh, sw) } else { (sw, sh) };
+        let ux0 = (region[0] / scale).min(uw - 1);
+        let uy0 = (region[1] / scale).min(uh - 1);
+        let ux1 = region[2].div_ceil(scale).clamp(ux0 + 1, uw);
+        let uy1 = region[3].div_ceil(scale).clamp(uy0 + 1, uh);
+        let [x0, y0, x1, y1] = stored_rect(o, [ux0, uy0, ux1, uy1], (sw, sh));
+        // Decoded with an iMCU to spare on every side (chroma upsampling reads neighbours),
+        // the left edge on an iMCU boundary of the scaled image; the spare pixels are cut.
+        let step = mcu.div_ceil(scale);
+        let xa = (x0 / step).saturating_sub(1) * step;
+        let ya = y0.saturating_sub(step);
+        let crop = [xa, ya, (x1 + step).min(sw), (y1 + step).min(sh)];
+        let img = dec.decode(bytes, scale, Some(crop))?;
+        let img = image::imageops::crop_imm(&img, x0 - xa, y0 - ya, x1 - x0, y1 - y0).to_image();
+        Ok(Some((orient(img, o), [ux0 * scale, uy0 * scale])))
+    })
+}
+
+/// The stored pixels `[x0, y0, x1, y1)` that the orientation `o` turns into the upright
+/// rectangle `r`, for a stored image of `(w, h)` (the inverse of [`orient`]).
+fn stored_rect(o: Orientation, r: [u32; 4], (w, h): (u32, u32)) -> [u32; 4] {
+    let [u0, v0, u1, v1] = r;
+    match o {
+        Orientation::NoTransforms => [u0, v0, u1, v1],
+        Orientation::Rotate90 => [v0, h - u1, v1, h - u0],
+        Orientation::Rotate180 => [w - u1, h - v1, w - u0, h - v0],
+        Orientation::Rotate270 => [w - v1, u0, w - v0, u1],
+        Orientation::FlipHorizontal => [w - u1, v0, w - u0, v1],
+        Orientation::FlipVertical => [u0, h - v1, u1, h - v0],
+        Orientation::Rotate90FlipH => [v0, u0, v1, u1],
+        Orientation::Rotate270FlipH => [w - v1, h - u1, w - v0, h - u0],
+    }
+}
+
+/// libjpeg-turbo through its C API (`turbojpeg::raw`): the `turbojpeg` crate's safe
+/// decompressor has no cropping region (`tj3SetCroppingRegion`), so every JPEG decode goes
+/// through one handle of ours per thread.
+mod turbo {
+    use std::cell::RefCell;
     use std::ffi::{c_int, CStr};
 
-    use image::metadata::Orientation;
     use image::RgbImage;
     use turbojpeg::raw;
 
-    use super::{check_size, jpeg_orientation, orient, DecodeLimits, MAX_JPEG_SCANS, REDUCTIONS};
     use crate::{Error, Result};
 
+    /// Most progressive scans a JPEG may have (ordinary encoders write about ten): a file of
+    /// thousands of tiny scans would cost seconds to decode (libjpeg-turbo's own advice).
+    const MAX_SCANS: c_int = 256;
+
+    /// The iMCU width of each chrominance subsampling (`tjMCUWidth`, indexed by TJSAMP).
+    const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
+
+    /// What a JPEG header says.
+    pub(super) struct Header {
+        /// Stored width, pixels.
+        pub width: u32,
+        /// Stored height, pixels.
+        pub height: u32,
+        /// Lossless JPEG: no scaled IDCT.
+        pub lossless: bool,
+        /// CMYK or YCCK: not decodable to RGB here.
+        pub cmyk: bool,
+        /// iMCU width of its subsampling, when it is a usual one.
+        pub mcu_width: Option<u32>,
+    }
+
     /// A decompressor handle, destroyed on drop.
-    struct Handle(raw::tjhandle);
+    pub(super) struct Handle(raw::tjhandle);
 
     impl Drop for Handle {
         fn drop(&mut self) {
             // SAFETY: the handle came from tj3Init, is not null, and is destroyed once.
             unsafe { raw::tj3Destroy(self.0) }
         }
+    }
+
+    thread_local! {
+        /// One handle per thread, made on first use.
+        static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` with this thread's handle.
+    pub(super) fn with<R>(f: impl FnOnce(&Handle) -> Result<R>) -> Result<R> {
+        HANDLE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let handle = match &mut *slot {
+                Some(h) => h,
+                None => slot.insert(Handle::new()?),
+            };
+            f(handle)
+        })
     }
 
     impl Handle {
@@ -364,123 +418,92 @@ mod cropped {
             // SAFETY: the handle is valid; tj3Get reads a parameter.
             unsafe { raw::tj3Get(self.0, param as c_int) }
         }
-    }
 
-    /// The iMCU width of each chrominance subsampling (`tjMCUWidth`, indexed by TJSAMP).
-    const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
-
-    /// `None` when the cropping region cannot be used (lossless, CMYK, unusual subsampling):
-    /// the caller decodes the whole image instead.
-    pub(super) fn decode(
-        bytes: &[u8],
-        limits: &DecodeLimits,
-        scale: u32,
-        region: [u32; 4],
-    ) -> Result<Option<(RgbImage, [u32; 2])>> {
-        if !REDUCTIONS.contains(&scale) {
-            return Ok(None);
+        /// Reads the header of `bytes` (which [`Handle::decode`] then decodes).
+        pub(super) fn header(&self, bytes: &[u8]) -> Result<Header> {
+            // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+            self.check(unsafe {
+                raw::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as raw::size_t)
+            })?;
+            let size = |p| u32::try_from(self.get(p)).ok().filter(|&v| v > 0);
+            let (Some(width), Some(height)) = (
+                size(raw::TJPARAM_TJPARAM_JPEGWIDTH),
+                size(raw::TJPARAM_TJPARAM_JPEGHEIGHT),
+            ) else {
+                return Err(Error::CorruptImage("JPEG: no size in its header".into()));
+            };
+            let colorspace = self.get(raw::TJPARAM_TJPARAM_COLORSPACE);
+            Ok(Header {
+                width,
+                height,
+                lossless: self.get(raw::TJPARAM_TJPARAM_LOSSLESS) != 0,
+                cmyk: colorspace == raw::TJCS_TJCS_CMYK as c_int
+                    || colorspace == raw::TJCS_TJCS_YCCK as c_int,
+                mcu_width: usize::try_from(self.get(raw::TJPARAM_TJPARAM_SUBSAMP))
+                    .ok()
+                    .and_then(|i| MCU_WIDTH.get(i).copied()),
+            })
         }
-        let h = Handle::new()?;
-        let len = bytes.len() as raw::size_t;
-        // SAFETY: the pointer and length describe `bytes`, which outlives the call.
-        h.check(unsafe { raw::tj3DecompressHeader(h.0, bytes.as_ptr(), len) })?;
-        let (w, ht) = (
-            h.get(raw::TJPARAM_TJPARAM_JPEGWIDTH),
-            h.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT),
-        );
-        let (Ok(w), Ok(ht)) = (u32::try_from(w), u32::try_from(ht)) else {
-            return Err(Error::CorruptImage("JPEG: no size in its header".into()));
-        };
-        check_size(w, ht, limits)?;
-        let colorspace = h.get(raw::TJPARAM_TJPARAM_COLORSPACE);
-        let lossless = h.get(raw::TJPARAM_TJPARAM_LOSSLESS) != 0;
-        let cmyk = colorspace == raw::TJCS_TJCS_CMYK as c_int
-            || colorspace == raw::TJCS_TJCS_YCCK as c_int;
-        let Some(&mcu) = usize::try_from(h.get(raw::TJPARAM_TJPARAM_SUBSAMP))
-            .ok()
-            .and_then(|i| MCU_WIDTH.get(i))
-        else {
-            return Ok(None);
-        };
-        if lossless || cmyk {
-            return Ok(None);
-        }
-        let factor = raw::tjscalingfactor {
-            num: 1,
-            denom: scale as c_int,
-        };
-        // SAFETY: the handle is valid and its header read.
-        h.check(unsafe { raw::tj3SetScalingFactor(h.0, factor) })?;
-        // SAFETY: as above.
-        h.check(unsafe {
-            raw::tj3Set(
-                h.0,
-                raw::TJPARAM_TJPARAM_SCANLIMIT as c_int,
-                MAX_JPEG_SCANS as c_int,
-            )
-        })?;
-        // Stored and upright sizes at this scale, and the region in scaled upright pixels.
-        let (sw, sh) = (w.div_ceil(scale), ht.div_ceil(scale));
-        let o = jpeg_orientation(bytes);
-        let (uw, uh) = if super::swaps_sides(o) {
-            (sh, sw)
-        } else {
-            (sw, sh)
-        };
-        let ux0 = (region[0] / scale).min(uw - 1);
-        let uy0 = (region[1] / scale).min(uh - 1);
-        let ux1 = region[2].div_ceil(scale).clamp(ux0 + 1, uw);
-        let uy1 = region[3].div_ceil(scale).clamp(uy0 + 1, uh);
-        let [x0, y0, x1, y1] = stored_rect(o, [ux0, uy0, ux1, uy1], (sw, sh));
-        // Decoded with an iMCU to spare on every side (chroma upsampling reads neighbours),
-        // the left edge on an iMCU boundary of the scaled image; the spare pixels are cut.
-        let step = mcu.div_ceil(scale);
-        let xa = (x0 / step).saturating_sub(1) * step;
-        let xb = (x1 + step).min(sw);
-        let ya = y0.saturating_sub(step);
-        let yb = (y1 + step).min(sh);
-        let (cw, ch) = (xb - xa, yb - ya);
-        let crop = raw::tjregion {
-            x: xa as c_int,
-            y: ya as c_int,
-            w: cw as c_int,
-            h: ch as c_int,
-        };
-        // SAFETY: the handle is valid, its header read and its scale set; the region lies
-        // within the scaled image with its left edge on an iMCU boundary.
-        h.check(unsafe { raw::tj3SetCroppingRegion(h.0, crop) })?;
-        let mut pixels = vec![0u8; cw as usize * ch as usize * 3];
-        // SAFETY: `pixels` holds `ch` rows of `cw * 3` bytes, what an RGB decode of the
-        // cropping region writes with that pitch; `bytes` outlives the call.
-        h.check(unsafe {
-            raw::tj3Decompress8(
-                h.0,
-                bytes.as_ptr(),
-                len,
-                pixels.as_mut_ptr(),
-                (cw * 3) as c_int,
-                raw::TJPF_TJPF_RGB,
-            )
-        })?;
-        let img = RgbImage::from_raw(cw, ch, pixels)
-            .ok_or_else(|| Error::Internal("JPEG decoder output size".into()))?;
-        let img = image::imageops::crop_imm(&img, x0 - xa, y0 - ya, x1 - x0, y1 - y0).to_image();
-        Ok(Some((orient(img, o), [ux0 * scale, uy0 * scale])))
-    }
 
-    /// The stored pixels `[x0, y0, x1, y1)` that the orientation `o` turns into the upright
-    /// rectangle `r`, for a stored image of `(w, h)` (the inverse of [`orient`]).
-    pub(super) fn stored_rect(o: Orientation, r: [u32; 4], (w, h): (u32, u32)) -> [u32; 4] {
-        let [u0, v0, u1, v1] = r;
-        match o {
-            Orientation::NoTransforms => [u0, v0, u1, v1],
-            Orientation::Rotate90 => [v0, h - u1, v1, h - u0],
-            Orientation::Rotate180 => [w - u1, h - v1, w - u0, h - v0],
-            Orientation::Rotate270 => [w - v1, u0, w - v0, u1],
-            Orientation::FlipHorizontal => [w - u1, v0, w - u0, v1],
-            Orientation::FlipVertical => [u0, h - v1, u1, h - v0],
-            Orientation::Rotate90FlipH => [v0, u0, v1, u1],
-            Orientation::Rotate270FlipH => [w - v1, h - u1, w - v0, h - u0],
+        /// Decodes `bytes`, whose header was just read, to RGB at 1/`scale` (1, 2, 4 or 8);
+        /// with `crop`, only the stored pixels `[x0, y0, x1, y1)` of the scaled image, `x0` on
+        /// an iMCU boundary.
+        pub(super) fn decode(
+            &self,
+            bytes: &[u8],
+            scale: u32,
+            crop: Option<[u32; 4]>,
+        ) -> Result<RgbImage> {
+            let factor = raw::tjscalingfactor {
+                num: 1,
+                denom: scale as c_int,
+            };
+            // SAFETY (this and the next two calls): the handle is valid and its header read.
+            self.check(unsafe { raw::tj3SetScalingFactor(self.0, factor) })?;
+            self.check(unsafe {
+                raw::tj3Set(self.0, raw::TJPARAM_TJPARAM_SCANLIMIT as c_int, MAX_SCANS)
+            })?;
+            let (sw, sh) = (
+                u32::try_from(self.get(raw::TJPARAM_TJPARAM_JPEGWIDTH))
+                    .unwrap_or(0)
+                    .div_ceil(scale),
+                u32::try_from(self.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT))
+                    .unwrap_or(0)
+                    .div_ceil(scale),
+            );
+            // The whole image is {0, 0, 0, 0} (TJUNCROPPED); a handle keeps its last region.
+            let [x0, y0, x1, y1] = crop.unwrap_or([0, 0, sw, sh]);
+            let (w, h) = (x1.saturating_sub(x0), y1.saturating_sub(y0));
+            let region = match crop {
+                Some(_) => raw::tjregion {
+                    x: x0 as c_int,
+                    y: y0 as c_int,
+                    w: w as c_int,
+                    h: h as c_int,
+                },
+                None => raw::tjregion {
+                    x: 0,
+                    y: 0,
+                    w: 0,
+                    h: 0,
+                },
+            };
+            self.check(unsafe { raw::tj3SetCroppingRegion(self.0, region) })?;
+            let mut pixels = vec![0u8; w as usize * h as usize * 3];
+            // SAFETY: `pixels` holds `h` rows of `w * 3` bytes, what an RGB decode of the
+            // (scaled, cropped) image writes with that pitch; `bytes` outlives the call.
+            self.check(unsafe {
+                raw::tj3Decompress8(
+                    self.0,
+                    bytes.as_ptr(),
+                    bytes.len() as raw::size_t,
+                    pixels.as_mut_ptr(),
+                    (w * 3) as c_int,
+                    raw::TJPF_TJPF_RGB,
+                )
+            })?;
+            RgbImage::from_raw(w, h, pixels)
+                .ok_or_else(|| Error::Internal("JPEG decoder output size".into()))
         }
     }
 }
