@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# A one-off build keeps no incremental caches (GBs on a clean clone); a developer's own setting wins.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The Debian packages of the `video` feature (libav*, libclang), installed when missing.
 ./scripts/setup-system.sh
 cargo fmt --all -- --check
@@ -18,3 +20,5 @@ cargo test --all-targets --features video
 for isa in avx2 portable; do
   FACEGATE_CPU_KERNELS=$isa cargo test --features video --test golden_minifasnet --test golden_retinaface --test golden_descriptor --test golden_landmarks
 done
+# What the build left on disk, so CI logs show how close it runs to the runner's disk.
+du -sh target 2>/dev/null || true
