@@ -376,7 +376,7 @@ async fn run(args: &BenchArgs, mut payloads: Vec<Payload>) -> Result<std::proces
     }
     let l = &report["latency_ms"];
     eprintln!(
-        "{} loop{}: {} requests in {:.1} s, {:.2} ok/s, latency p50 {:.1} ms p95 {:.1} ms p99 {:.1} ms max {:.1} ms, errors {}",
+        "{} loop{}: {} requests in {:.1} s, {:.2} ok/s, latency p50 {:.1} ms p95 {:.1} ms p99 {:.1} ms max {:.1} ms, errors {} (refusals p99 {:.1} ms)",
         report["mode"].as_str().unwrap_or(""),
         match args.rate {
             Some(r) => format!(" at {r} req/s"),
@@ -390,6 +390,7 @@ async fn run(args: &BenchArgs, mut payloads: Vec<Payload>) -> Result<std::proces
         l["p99"].as_f64().unwrap_or(0.0),
         l["max"].as_f64().unwrap_or(0.0),
         report["errors"],
+        report["refused_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
     );
     println!("{report}");
     // Exit 1 when nothing succeeded (e.g. no server on the port).
@@ -563,13 +564,6 @@ fn summarize(samples: &[Sample], elapsed_s: f64) -> serde_json::Value {
         .map(|s| s.ms)
         .collect();
     ok.sort_by(f64::total_cmp);
-    let pct = |q: f64| -> f64 {
-        if ok.is_empty() {
-            return 0.0;
-        }
-        let i = ((q * ok.len() as f64).ceil() as usize).clamp(1, ok.len()) - 1;
-        ok[i]
-    };
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.status != Some(200)) {
         *errors
@@ -584,14 +578,31 @@ fn summarize(samples: &[Sample], elapsed_s: f64) -> serde_json::Value {
     } else {
         ok.iter().sum::<f64>() / ok.len() as f64
     };
+    // How fast overload answers (429, 503) come: a refusal is only cheap if it is also quick.
+    let mut refused: Vec<f64> = samples
+        .iter()
+        .filter(|s| matches!(s.status, Some(429 | 503)))
+        .map(|s| s.ms)
+        .collect();
+    refused.sort_by(f64::total_cmp);
     json!({
         "requests": samples.len(),
         "ok": ok.len(),
         "errors": errors,
         "elapsed_s": elapsed_s,
         "ok_per_s": ok.len() as f64 / elapsed_s.max(1e-9),
-        "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": ok.last().copied().unwrap_or(0.0), "mean": mean},
+        "latency_ms": {"p50": pct(&ok, 0.50), "p95": pct(&ok, 0.95), "p99": pct(&ok, 0.99), "max": ok.last().copied().unwrap_or(0.0), "mean": mean},
+        "refused_latency_ms": {"p50": pct(&refused, 0.50), "p99": pct(&refused, 0.99), "max": refused.last().copied().unwrap_or(0.0)},
     })
+}
+
+/// The `q` quantile of sorted `v` (nearest rank; 0 when empty).
+fn pct(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
 }
 
 #[cfg(test)]
@@ -608,7 +619,7 @@ mod tests {
             })
             .collect();
         s.push(Sample {
-            ms: 1.0,
+            ms: 3.0,
             status: Some(429),
             failure: None,
         });
@@ -619,6 +630,7 @@ mod tests {
         assert_eq!(r["latency_ms"]["p99"], 99.0);
         assert_eq!(r["latency_ms"]["max"], 100.0);
         assert_eq!(r["errors"]["429"], 1);
+        assert_eq!(r["refused_latency_ms"]["p99"], 3.0);
         assert_eq!(r["errors"]["transport"], 1);
         assert_eq!(r["errors"]["timeout"], 1);
         assert_eq!(r["ok_per_s"], 50.0);

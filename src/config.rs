@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub queue_bound: usize,
     /// Most images decoded at the same time.
     pub prepare_threads: usize,
+    /// Nice steps the async runtime's threads (network, refusals) run below the inference and
+    /// decoding threads, 0..=19 (see `server::priority`); 0 keeps them level.
+    pub network_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             adaptive_delay: b.adaptive_delay,
             queue_bound: b.queue_bound,
             prepare_threads: b.prepare_threads,
+            network_nice: 10,
         }
     }
 }
@@ -115,6 +119,9 @@ pub struct ServerArgs {
     /// Most images decoded at the same time [default: number of cores].
     #[arg(long, env = "FACEGATE_PREPARE_THREADS")]
     pub prepare_threads: Option<usize>,
+    /// Nice steps the network threads run below the inference threads, 0..=19 [default: 10].
+    #[arg(long, env = "FACEGATE_NETWORK_NICE")]
+    pub network_nice: Option<i32>,
     /// Largest accepted request body, bytes [default: 33554432].
     #[arg(long, env = "FACEGATE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -175,6 +182,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.prepare_threads {
             cfg.prepare_threads = v;
+        }
+        if let Some(v) = self.network_nice {
+            cfg.network_nice = v;
         }
         if let Some(v) = self.max_body_bytes {
             cfg.max_body_bytes = v;
@@ -292,6 +302,9 @@ pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
     }
     if cfg.queue_bound == 0 || cfg.prepare_threads == 0 {
         return bad("server.queue_bound and server.prepare_threads must be positive");
+    }
+    if !(0..=19).contains(&cfg.network_nice) {
+        return bad("server.network_nice must be within 0..=19");
     }
     if cfg.max_body_bytes_held < cfg.max_body_bytes as u64 {
         return bad("server.max_body_bytes_held must be at least server.max_body_bytes");

@@ -118,9 +118,8 @@ fn main() -> ExitCode {
 
 fn serve(args: &app::ServeArgs) -> facegate::Result<ExitCode> {
     let cfg = args.resolve()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The batcher starts inside `block_on`, on this thread: its threads keep this priority.
+    let rt = facegate::server::priority::runtime(cfg.server.network_nice)?;
     rt.block_on(app::serve(cfg))?;
     Ok(ExitCode::SUCCESS)
 }

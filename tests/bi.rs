@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use facegate::bi::{
-    bi_report, os_from_meta, BiConfig, BiRecord, BiStore, BiWriter, Date, SqliteStore,
+    bi_report, os_from_meta, report_from_tally, tally_records, BiConfig, BiRecord, BiStore,
+    BiWriter, Date, SqliteStore,
 };
 use facegate::Error;
 
@@ -71,6 +72,64 @@ fn records_filter_by_inclusive_utc_days() {
         s.records(Some(day("2024-04-02")), Some(day("2024-04-01"))),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// The store counts `/bi_report`'s groups in SQL: the same bins as the records' own (edge
+/// values, out-of-range values, NaN, absent values, error codes, empty names), only the asked
+/// dialect and days, and the same report.
+#[test]
+fn the_store_tallies_the_report_in_sql_exactly_as_the_records_do() {
+    let s = SqliteStore::in_memory().unwrap();
+    let d = day("2024-05-02");
+    let values = [
+        Some(0.0f32),
+        Some(0.1),
+        Some(0.7),
+        Some(0.69999),
+        Some(0.9999999),
+        Some(1.0),
+        Some(1.0000001),
+        Some(-0.0),
+        Some(-0.1),
+        Some(f32::NAN),
+        Some(0.35),
+        None,
+    ];
+    let mut rs = Vec::new();
+    for (i, p) in values.iter().enumerate() {
+        for (j, q) in values.iter().enumerate().step_by(3) {
+            let mut r = rec(d.start_ms() + (i * 16 + j) as i64, "IOS", *p, *q, None);
+            if i % 4 == 1 {
+                r.os.clear();
+            }
+            if i % 5 == 2 {
+                r.pipeline.clear();
+            }
+            if j == 3 {
+                r.error_code = Some(if i % 2 == 0 { "FACE_NOT_FOUND" } else { "" }.into());
+            }
+            rs.push(r);
+        }
+    }
+    let mut other = rec(d.start_ms(), "ANDROID", Some(0.5), Some(0.5), None);
+    other.dialect = "iad".into();
+    let late = rec(d.end_ms(), "IOS", Some(0.5), Some(0.5), None);
+    for r in rs.iter().chain([&other, &late]) {
+        s.record(r).unwrap();
+    }
+    let mut from_sql = s.tally("idlive", Some(d), Some(d)).unwrap();
+    from_sql.sort();
+    assert_eq!(from_sql, tally_records(&rs));
+    assert_eq!(
+        report_from_tally(&from_sql, "astraea"),
+        bi_report(&rs, "astraea")
+    );
+    assert_eq!(
+        report_from_tally(&from_sql, "astraea")["total"],
+        rs.len() as u64
+    );
+    assert_eq!(s.tally("idlive", None, None).unwrap().len(), from_sql.len() + 1);
+    assert!(s.tally("knomi", None, None).unwrap().is_empty());
 }
 
 #[test]

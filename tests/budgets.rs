@@ -260,3 +260,120 @@ async fn a_failed_model_load_names_no_server_path_to_clients() {
     assert!(!text.contains(&path), "{text}");
     h.shutdown();
 }
+
+/// Nice values of this process's threads whose name starts with `prefix` (`/proc/self/task`).
+fn thread_nices(prefix: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name start at `state` (field 3); nice is field 19.
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        out.push(after.split_whitespace().nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[test]
+fn network_threads_run_below_the_decoding_threads() {
+    use facegate::batcher::{Batcher, BatcherConfig, Loader};
+    use facegate::server::priority::{current_nice, runtime};
+    let base = current_nice().unwrap();
+    let rt = runtime(7).unwrap();
+    let (worker, blocking) = rt.block_on(async {
+        // Started where `serve` starts it: in `block_on`, on the building thread.
+        let loader: Loader = Box::new(|| Err(facegate::Error::Unavailable("no models".into())));
+        let cfg = BatcherConfig {
+            prepare_threads: 3,
+            ..BatcherConfig::default()
+        };
+        let batcher = Batcher::start(cfg, loader).unwrap();
+        let worker = tokio::spawn(async { current_nice().unwrap() }).await.unwrap();
+        let blocking = tokio::task::spawn_blocking(|| current_nice().unwrap())
+            .await
+            .unwrap();
+        let decoders = thread_nices("facegate-decode");
+        assert!(decoders.len() >= 3, "{decoders:?}");
+        assert!(decoders.iter().all(|&n| n == base), "{decoders:?} vs {base}");
+        batcher.shutdown().await;
+        (worker, blocking)
+    });
+    let lowered = (base + 7).min(19);
+    assert_eq!((worker, blocking), (lowered, lowered));
+    assert_eq!(current_nice().unwrap(), base);
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes it: (status line,
+/// head, body) of each answer.
+async fn raw_exchange(h: &ServerHandle, bytes: &[u8]) -> Vec<(u16, String, String)> {
+    let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut all))
+        .await
+        .expect("the server did not close the connection")
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&all).to_string();
+    let mut out = Vec::new();
+    while let Some(end) = text.find("\r\n\r\n") {
+        let head = text[..end].to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0);
+        let body = text[end + 4..end + 4 + len].to_string();
+        let status = head[9..12].parse().unwrap();
+        text = text[end + 4 + len..].to_string();
+        out.push((status, head, body));
+    }
+    out
+}
+
+#[tokio::test]
+async fn heads_hyper_refuses_are_answered_in_the_dialects_format() {
+    let h = server(|_| {}).await;
+    // A broken header line on an IDLive route: IDLive's error shape, the bound named.
+    let a = raw_exchange(
+        &h,
+        b"POST /check_liveness HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    let (status, head, body) = &a[0];
+    // IDLive answers its errors with 200 (the reference's "always 200").
+    assert_eq!(*status, 200, "{head}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(v.get("error_code").is_some(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not valid HTTP/1.1"), "{v}");
+    assert!(head.contains("connection: close"), "{head}");
+    // Over the head's bound of header fields: the bound in the message.
+    let mut many = b"POST /check_liveness HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..120 {
+        many.extend_from_slice(format!("x-h{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let a = raw_exchange(&h, &many).await;
+    let v: serde_json::Value = serde_json::from_str(&a[0].2).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("at most 100 header fields"), "{v}");
+    // No route's path (a TLS hello on the cleartext port): the server's own JSON error.
+    let a = raw_exchange(&h, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n").await;
+    let (status, _, body) = &a[0];
+    assert_eq!(*status, 400);
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["kind"], "malformed_head", "{v}");
+    // After a routed answer on the same connection, the next broken head is answered too,
+    // and the routed answer is untouched.
+    let a = raw_exchange(
+        &h,
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert!(a[0].1.contains("x-request-id"), "{a:?}");
+    let v: serde_json::Value = serde_json::from_str(&a[1].2).unwrap();
+    assert_eq!((a[1].0, &v["error"]["kind"]), (400, &serde_json::json!("malformed_head")));
+    h.shutdown();
+}

@@ -67,7 +67,7 @@ impl ErrorClass {
         match e {
             EdgeError::BodyTooLarge { .. } => ErrorClass::PayloadTooLarge,
             EdgeError::BodyTimeout { .. } => ErrorClass::Timeout,
-            EdgeError::BodyRead(_) => ErrorClass::BadRequest,
+            EdgeError::BodyRead(_) | EdgeError::MalformedHead { .. } => ErrorClass::BadRequest,
             EdgeError::Unauthorized(_) => ErrorClass::Unauthorized,
             EdgeError::Overloaded { .. } => ErrorClass::Overloaded,
         }

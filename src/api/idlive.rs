@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::error::{note, set_retry_after, ApiError, ErrorClass, ErrorTable};
-use super::idrnd::{bi_records, export_license, read_bi, validate_license, Licensed};
+use super::idrnd::{bi_records, export_license, read_tally, validate_license, Licensed};
 use super::input::{image_parts, multipart};
 use super::query::Query;
 use super::{max_times, reference_path, route, timing_headers, Dialect, Edge};
@@ -533,10 +533,10 @@ impl IdLive {
         req: Request<Bytes>,
         _ctx: Ctx,
     ) -> Result<HttpResponse, ApiError> {
-        let records = read_bi(&self.bi, DIALECT, &Query::parse(req.uri().query())?).await?;
+        let tally = read_tally(&self.bi, DIALECT, &Query::parse(req.uri().query())?).await?;
         Ok(json_response(
             StatusCode::OK,
-            &Value::Object(bi::bi_report(&records, Pipeline::default().name())),
+            &Value::Object(bi::report_from_tally(&tally, Pipeline::default().name())),
         ))
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::query::Query;
-use crate::bi::{check_range, parse_iso_ms, BiRecord, BiWriter, Cursor, Date, Page};
+use crate::bi::{check_range, parse_iso_ms, BiRecord, BiWriter, Cursor, Date, Page, Tally};
 use crate::server::{json_response, HttpResponse};
 use crate::telemetry as tm;
 use crate::{Error, Result};
@@ -81,26 +81,24 @@ fn dates(query: &Query) -> std::result::Result<(Option<Date>, Option<Date>), Api
     Ok((from, to))
 }
 
-/// The BI records of `dialect` within the `date_from`/`date_to` query parameters
-/// (`yyyy-MM-dd`, UTC, both inclusive, both optional). Records queued before the call are
-/// flushed first, so a client reads its own decisions.
-pub async fn read_bi(
+/// `/bi_report`'s counts of `dialect`'s records within the `date_from`/`date_to` query
+/// parameters (`yyyy-MM-dd`, UTC, both inclusive, both optional), counted by the store (the
+/// records themselves are never loaded). Records queued before the call are flushed first, so
+/// a client reads its own decisions.
+pub async fn read_tally(
     bi: &Arc<BiWriter>,
     dialect: &'static str,
     query: &Query,
-) -> std::result::Result<Vec<BiRecord>, ApiError> {
+) -> std::result::Result<Vec<Tally>, ApiError> {
     let (from, to) = dates(query)?;
     let bi = bi.clone();
-    let records = tokio::task::spawn_blocking(move || {
+    let tally = tokio::task::spawn_blocking(move || {
         bi.flush()?;
-        bi.store().records(from, to)
+        bi.store().tally(dialect, from, to)
     })
     .await
     .map_err(|e| Error::Unavailable(format!("BI read task: {e}")))??;
-    Ok(records
-        .into_iter()
-        .filter(|r| r.dialect == dialect)
-        .collect())
+    Ok(tally)
 }
 
 /// Records of one `/bi_records` page by default (and `limit`'s default).

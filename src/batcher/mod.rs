@@ -3,8 +3,8 @@
 //!
 //! - Admission: at most `queue_bound` images are inside the batcher at once (decoding, queued
 //!   or running); one more fails at once with [`Error::Overloaded`] (HTTP 429).
-//! - Decoding and downscaling ([`Engine::prepare`]) run on tokio's blocking pool, at most
-//!   `prepare_threads` at a time, never on the async reactor.
+//! - Decoding and downscaling ([`Engine::prepare`]) run on the batcher's own decoding threads
+//!   (`prepare_threads` of them), never on the async reactor.
 //! - One worker thread per device owns the three stage queues (detect, liveness, describe) and
 //!   the engine's networks; callers talk to it over a channel and get their answer on a oneshot
 //!   channel. See [`worker`] for the scheduling rules.
@@ -264,6 +264,10 @@ struct Inner {
     admission: Arc<Semaphore>,
     /// Decode slots (`prepare_threads`).
     prepare: Arc<Semaphore>,
+    /// The decoding threads (`prepare_threads`): threads of their own, not the async runtime's
+    /// blocking pool, so that they keep the inference threads' priority when the network
+    /// threads run below it (`server.network_nice`).
+    decoders: rayon::ThreadPool,
     /// The worker thread, joined by [`Batcher::shutdown`].
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -290,6 +294,11 @@ impl Batcher {
             cancelled: Default::default(),
             decoding: AtomicUsize::new(0),
         });
+        let decoders = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.prepare_threads)
+            .thread_name(|i| format!("facegate-decode-{i}"))
+            .build()
+            .map_err(|e| Error::Unavailable(format!("decoding threads: {e}")))?;
         let (tx, rx) = mpsc::channel();
         let worker_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -302,6 +311,7 @@ impl Batcher {
                 shared,
                 admission: Arc::new(Semaphore::new(cfg.queue_bound)),
                 prepare: Arc::new(Semaphore::new(cfg.prepare_threads)),
+                decoders,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -453,7 +463,7 @@ impl Batcher {
         })
     }
 
-    /// Decodes on the blocking pool, queues for the worker and awaits the answer.
+    /// Decodes on the decoding threads, queues for the worker and awaits the answer.
     async fn run(
         &self,
         a: Admitted,
@@ -483,16 +493,21 @@ impl Batcher {
             .map_err(|_| Error::Unavailable("decode pool closed".into()));
         let engine = a.engine.clone();
         let prepared = match slot {
-            Ok(slot) => tokio::task::spawn_blocking(move || {
-                let _slot = slot;
-                match input {
-                    Input::Encoded(bytes) => engine.prepare_shared(bytes),
-                    Input::Frame(image) => engine.prepare_frame(image),
-                }
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("decoder task failed: {e}")))
-            .and_then(|r| r),
+            Ok(slot) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.inner.decoders.spawn(move || {
+                    let _slot = slot;
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
+                        Input::Encoded(bytes) => engine.prepare_shared(bytes),
+                        Input::Frame(image) => engine.prepare_frame(image),
+                    }))
+                    .unwrap_or_else(|_| Err(Error::Internal("the decoder panicked".into())));
+                    let _ = tx.send(r);
+                });
+                rx.await
+                    .map_err(|_| Error::Unavailable("decoder task failed".into()))
+                    .and_then(|r| r)
+            }
             Err(e) => Err(e),
         };
         departed.armed = false;

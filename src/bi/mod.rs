@@ -71,6 +71,58 @@ pub trait BiStore: Send + Sync {
     fn page(&self, page: &Page) -> Result<Vec<(Cursor, BiRecord)>>;
     /// Deletes records older than `cutoff_ms` (Unix ms) and returns how many went.
     fn purge_older_than(&self, cutoff_ms: i64) -> Result<usize>;
+    /// `/bi_report`'s counts of `dialect`'s records within `from..=to`, one [`Tally`] per
+    /// group. The default reads the records; a store should count where they are (the SQLite
+    /// store groups in SQL over its `(dialect, time)` index, holding only the groups).
+    fn tally(&self, dialect: &str, from: Option<Date>, to: Option<Date>) -> Result<Vec<Tally>> {
+        let records = self.records(from, to)?;
+        Ok(tally_records(records.iter().filter(|r| r.dialect == dialect)))
+    }
+}
+
+/// One group of `/bi_report`'s counts: records of one pipeline and OS with the same error
+/// code and the same probability and quality bins ([`bin_index`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tally {
+    /// The records' pipeline (empty: the report's default).
+    pub pipeline: String,
+    /// Their OS (empty: `UNKNOWN`).
+    pub os: String,
+    /// Their error code (absent or empty on verdicts).
+    pub error_code: Option<String>,
+    /// Their probability's bin, absent without a probability in 0..=1.
+    pub probability_bin: Option<u8>,
+    /// Their quality's bin, likewise.
+    pub quality_bin: Option<u8>,
+    /// How many records.
+    pub count: u64,
+}
+
+/// Groups `records` into [`Tally`]s (in memory; what a store without its own counting does).
+pub fn tally_records<'a>(records: impl IntoIterator<Item = &'a BiRecord>) -> Vec<Tally> {
+    type Key<'k> = (&'k str, &'k str, Option<&'k str>, Option<u8>, Option<u8>);
+    let mut groups: std::collections::BTreeMap<Key<'a>, u64> = Default::default();
+    for r in records {
+        let key = (
+            r.pipeline.as_str(),
+            r.os.as_str(),
+            r.error_code.as_deref(),
+            r.probability.and_then(bin_index),
+            r.quality.and_then(bin_index),
+        );
+        *groups.entry(key).or_default() += 1;
+    }
+    groups
+        .into_iter()
+        .map(|((pipeline, os, code, p, q), count)| Tally {
+            pipeline: pipeline.to_string(),
+            os: os.to_string(),
+            error_code: code.map(str::to_string),
+            probability_bin: p,
+            quality_bin: q,
+            count,
+        })
+        .collect()
 }
 
 /// Where a page of records resumes: after the record of this time and store id.
@@ -364,19 +416,25 @@ pub fn os_from_meta(header: Option<&str>) -> &'static str {
     normalize_os(h)
 }
 
-/// The 0.1-wide histogram bin of `v` as `/bi_report` spells it: `"0.0-0.1"` ... `"0.9-1.0"`
-/// (1.0 falls in `0.9-1.0`). `None` for values outside 0..=1 or not finite.
-pub fn bin_label(v: f32) -> Option<String> {
+/// The 0.1-wide histogram bin of `v`, 0..=9 (1.0 falls in 9). `None` for values outside 0..=1
+/// or not finite. The SQLite store computes the same bins in SQL (`sqlite::BIN_SQL`).
+pub fn bin_index(v: f32) -> Option<u8> {
     if !v.is_finite() || !(0.0..=1.0).contains(&v) {
         return None;
     }
     // The small epsilon keeps values like 0.7f32 (0.69999999) in their written bin.
-    let i = ((f64::from(v) * 10.0 + 1e-6).floor() as i64).clamp(0, 9);
-    Some(format!(
-        "{:.1}-{:.1}",
-        i as f64 / 10.0,
-        (i + 1) as f64 / 10.0
-    ))
+    Some(((f64::from(v) * 10.0 + 1e-6).floor() as i64).clamp(0, 9) as u8)
+}
+
+/// Bin `i` (0..=9) as `/bi_report` spells it: `"0.0-0.1"` ... `"0.9-1.0"`.
+fn bin_name(i: u8) -> String {
+    format!("{:.1}-{:.1}", f64::from(i) / 10.0, f64::from(i + 1) / 10.0)
+}
+
+/// The 0.1-wide histogram bin of `v` as `/bi_report` spells it: `"0.0-0.1"` ... `"0.9-1.0"`
+/// (1.0 falls in `0.9-1.0`). `None` for values outside 0..=1 or not finite.
+pub fn bin_label(v: f32) -> Option<String> {
+    bin_index(v).map(bin_name)
 }
 
 /// Aggregates records exactly as IDLive's `/bi_report` does:
@@ -388,31 +446,43 @@ pub fn bi_report(
     records: &[BiRecord],
     default_pipeline: &str,
 ) -> serde_json::Map<String, serde_json::Value> {
+    report_from_tally(&tally_records(records), default_pipeline)
+}
+
+/// [`bi_report`] from counts already grouped (a store's [`BiStore::tally`]).
+pub fn report_from_tally(
+    tally: &[Tally],
+    default_pipeline: &str,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for r in records {
-        let pipeline = if r.pipeline.is_empty() {
+    let mut total = 0u64;
+    for t in tally {
+        total += t.count;
+        let pipeline = if t.pipeline.is_empty() {
             default_pipeline
         } else {
-            &r.pipeline
+            &t.pipeline
         };
-        let os = if r.os.is_empty() { "UNKNOWN" } else { &r.os };
+        let os = if t.os.is_empty() { "UNKNOWN" } else { &t.os };
         let prefix = format!("{pipeline}_{os}");
-        if let Some(code) = r.error_code.as_deref().filter(|c| !c.is_empty()) {
-            *counts.entry(format!("{prefix}_{code}")).or_default() += 1;
+        if let Some(code) = t.error_code.as_deref().filter(|c| !c.is_empty()) {
+            *counts.entry(format!("{prefix}_{code}")).or_default() += t.count;
             continue;
         }
-        if let Some(b) = r.probability.and_then(bin_label) {
+        if let Some(b) = t.probability_bin {
             *counts
-                .entry(format!("{prefix}_probability_{b}"))
-                .or_default() += 1;
+                .entry(format!("{prefix}_probability_{}", bin_name(b)))
+                .or_default() += t.count;
         }
-        if let Some(b) = r.quality.and_then(bin_label) {
-            *counts.entry(format!("{prefix}_quality_{b}")).or_default() += 1;
+        if let Some(b) = t.quality_bin {
+            *counts
+                .entry(format!("{prefix}_quality_{}", bin_name(b)))
+                .or_default() += t.count;
         }
     }
     let mut out: serde_json::Map<String, serde_json::Value> =
         counts.into_iter().map(|(k, v)| (k, v.into())).collect();
-    out.insert("total".into(), (records.len() as u64).into());
+    out.insert("total".into(), total.into());
     out
 }
 

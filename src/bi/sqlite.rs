@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use super::{BiRecord, BiStore, Cursor, Date, Page};
+use super::{BiRecord, BiStore, Cursor, Date, Page, Tally};
 use crate::{Error, Result};
 
 /// Schema of the one table; `time_ms` is indexed for range queries and purges.
@@ -27,6 +27,12 @@ CREATE TABLE IF NOT EXISTS bi_records (
 CREATE INDEX IF NOT EXISTS bi_records_time ON bi_records(time_ms);
 CREATE INDEX IF NOT EXISTS bi_records_dialect_time ON bi_records(dialect, time_ms, id);
 ";
+
+/// [`super::bin_index`] of column `{v}` in SQL: the same double arithmetic (values are stored
+/// as the doubles of their f32), and a cast that truncates, which is `floor` for v >= 0. NaN is
+/// stored as NULL, so it has no bin either.
+const BIN_SQL: &str =
+    "(CASE WHEN {v} BETWEEN 0.0 AND 1.0 THEN MIN(CAST({v} * 10.0 + 1e-6 AS INTEGER), 9) END)";
 
 /// The record in the columns of `row` from `at` on (time_ms, route, ..., latency_ms).
 fn record_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<BiRecord> {
@@ -181,6 +187,34 @@ impl BiStore for SqliteStore {
                     ))
                 },
             )
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn tally(&self, dialect: &str, from: Option<Date>, to: Option<Date>) -> Result<Vec<Tally>> {
+        super::check_range(from, to)?;
+        let lo = from.map_or(i64::MIN, Date::start_ms);
+        let hi = to.map_or(i64::MAX, Date::end_ms);
+        let sql = format!(
+            "SELECT pipeline, os, error_code, {p}, {q}, COUNT(*) FROM bi_records
+             WHERE dialect = ?1 AND time_ms >= ?2 AND time_ms < ?3
+             GROUP BY 1, 2, 3, 4, 5",
+            p = BIN_SQL.replace("{v}", "probability"),
+            q = BIN_SQL.replace("{v}", "quality"),
+        );
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![dialect, lo, hi], |row| {
+                Ok(Tally {
+                    pipeline: row.get(0)?,
+                    os: row.get(1)?,
+                    error_code: row.get(2)?,
+                    probability_bin: row.get(3)?,
+                    quality_bin: row.get(4)?,
+                    count: row.get::<_, i64>(5)?.max(0) as u64,
+                })
+            })
             .map_err(db_err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }

@@ -230,6 +230,15 @@ pub enum EdgeError {
     /// The route requires authentication and the request did not pass it.
     #[error("unauthorized: {}", .0.message())]
     Unauthorized(AuthFailure),
+    /// The request head could not be parsed or broke a head bound (answered for hyper, which
+    /// would send an empty body; see `server::malformed`).
+    #[error("malformed request: {what}")]
+    MalformedHead {
+        /// The status hyper chose: 400, 414 (URI too long) or 431 (head too large).
+        status: u16,
+        /// What was wrong, with the bound broken.
+        what: String,
+    },
     /// A guard refused the request for lack of capacity; the client may retry.
     #[error("overloaded: {what}")]
     Overloaded {
@@ -247,6 +256,7 @@ impl EdgeError {
             EdgeError::BodyTooLarge { .. } => "body_too_large",
             EdgeError::BodyTimeout { .. } => "body_timeout",
             EdgeError::BodyRead(_) => "body_read",
+            EdgeError::MalformedHead { .. } => "malformed_head",
             EdgeError::Unauthorized(_) => "unauthorized",
             EdgeError::Overloaded { .. } => "overloaded",
         }

@@ -23,7 +23,9 @@
 
 pub mod conns;
 pub mod hooks;
+pub mod malformed;
 pub mod routes;
+pub mod priority;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -249,6 +251,8 @@ async fn accept_loop(
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
+        .max_headers(malformed::H1_MAX_HEADERS)
+        .max_buf_size(malformed::H1_MAX_HEAD_BYTES)
         .header_read_timeout(Duration::from_millis(app.cfg.header_timeout_ms))
         .keep_alive(true);
     http.http2()
@@ -280,6 +284,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let router = router.clone();
+        let owners = router.clone();
         let activity = ticket.activity.clone();
         let svc = service_fn(move |req| {
             let guard = activity.begin();
@@ -292,7 +297,8 @@ async fn accept_loop(
         });
         let (http, watcher, conns) = (http.clone(), graceful.watcher(), conns.clone());
         tokio::spawn(async move {
-            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), svc));
+            let io = TokioIo::new(malformed::HeadErrors::new(stream, owners));
+            let conn = watcher.watch(http.serve_connection(io, svc));
             tokio::pin!(conn);
             tokio::select! {
                 r = &mut conn => {
@@ -501,10 +507,18 @@ async fn read_body(body: Incoming, limits: BodyLimits) -> std::result::Result<By
 /// Server-format rendering of an error met before a handler ran (routes without a dialect
 /// table: `/health`, `/metrics`).
 pub fn error_page(e: &EdgeError, _route: &RouteInfo) -> HttpResponse {
+    error_page_for(e)
+}
+
+/// [`error_page`] without a route (a head refused before any route was known).
+fn error_page_for(e: &EdgeError) -> HttpResponse {
     let status = match e {
         EdgeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         EdgeError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         EdgeError::BodyRead(_) => StatusCode::BAD_REQUEST,
+        EdgeError::MalformedHead { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+        }
         EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         EdgeError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };

@@ -319,16 +319,30 @@ impl Router {
 
     /// Matches a request. `HEAD` is not implied by `GET`.
     pub fn resolve<'a>(&'a self, method: &Method, path: &str) -> Resolved<'a> {
-        let pick = |entries: &'a [Entry], params: Vec<(String, String)>| -> Resolved<'a> {
-            match entries.iter().find(|e| e.info.method == *method) {
+        match self.entries(path) {
+            None => Resolved::NotFound,
+            Some((entries, params)) => match entries.iter().find(|e| e.info.method == *method) {
                 Some(e) => Resolved::Found(e, params),
                 None => Resolved::MethodNotAllowed(
                     entries.iter().map(|e| e.info.method.clone()).collect(),
                 ),
-            }
-        };
+            },
+        }
+    }
+
+    /// The route of `path` for `method`, else any route of `path` (whose dialect renders an
+    /// error about a request that never reached a handler).
+    pub fn owner(&self, method: Option<&Method>, path: &str) -> Option<&Entry> {
+        let (entries, _) = self.entries(path)?;
+        method
+            .and_then(|m| entries.iter().find(|e| e.info.method == *m))
+            .or_else(|| entries.first())
+    }
+
+    /// The routes of `path` (every method), with the values of its `{name}` segments.
+    fn entries<'a>(&'a self, path: &str) -> Option<(&'a [Entry], Vec<(String, String)>)> {
         if let Some(entries) = self.paths.get(path) {
-            return pick(entries, Vec::new());
+            return Some((entries, Vec::new()));
         }
         let segs: Vec<&str> = path.split('/').collect();
         for (pattern, entries) in &self.patterns {
@@ -345,10 +359,10 @@ impl Router {
                 None => p == s,
             });
             if matched {
-                return pick(entries, params);
+                return Some((entries, params));
             }
         }
-        Resolved::NotFound
+        None
     }
 
     /// Every served (method, path, dialect, name), sorted by path (for logs and docs).
