@@ -128,7 +128,10 @@ fn the_store_tallies_the_report_in_sql_exactly_as_the_records_do() {
         report_from_tally(&from_sql, "astraea")["total"],
         rs.len() as u64
     );
-    assert_eq!(s.tally("idlive", None, None).unwrap().len(), from_sql.len() + 1);
+    assert_eq!(
+        s.tally("idlive", None, None).unwrap().len(),
+        from_sql.len() + 1
+    );
     assert!(s.tally("knomi", None, None).unwrap().is_empty());
 }
 

@@ -291,13 +291,18 @@ fn network_threads_run_below_the_decoding_threads() {
             ..BatcherConfig::default()
         };
         let batcher = Batcher::start(cfg, loader).unwrap();
-        let worker = tokio::spawn(async { current_nice().unwrap() }).await.unwrap();
+        let worker = tokio::spawn(async { current_nice().unwrap() })
+            .await
+            .unwrap();
         let blocking = tokio::task::spawn_blocking(|| current_nice().unwrap())
             .await
             .unwrap();
         let decoders = thread_nices("facegate-decode");
         assert!(decoders.len() >= 3, "{decoders:?}");
-        assert!(decoders.iter().all(|&n| n == base), "{decoders:?} vs {base}");
+        assert!(
+            decoders.iter().all(|&n| n == base),
+            "{decoders:?} vs {base}"
+        );
         batcher.shutdown().await;
         (worker, blocking)
     });
@@ -322,7 +327,11 @@ async fn raw_exchange(h: &ServerHandle, bytes: &[u8]) -> Vec<(u16, String, Strin
         let head = text[..end].to_string();
         let len: usize = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap())
+            })
             .unwrap_or(0);
         let body = text[end + 4..end + 4 + len].to_string();
         let status = head[9..12].parse().unwrap();
@@ -347,7 +356,10 @@ async fn heads_hyper_refuses_are_answered_in_the_dialects_format() {
     assert_eq!(*status, 200, "{head}");
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     assert!(v.get("error_code").is_some(), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("not valid HTTP/1.1"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not valid HTTP/1.1"),
+        "{v}"
+    );
     assert!(head.contains("connection: close"), "{head}");
     // Over the head's bound of header fields: the bound in the message.
     let mut many = b"POST /check_liveness HTTP/1.1\r\nHost: x\r\n".to_vec();
@@ -357,7 +369,13 @@ async fn heads_hyper_refuses_are_answered_in_the_dialects_format() {
     many.extend_from_slice(b"\r\n");
     let a = raw_exchange(&h, &many).await;
     let v: serde_json::Value = serde_json::from_str(&a[0].2).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("at most 100 header fields"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100 header fields"),
+        "{v}"
+    );
     // No route's path (a TLS hello on the cleartext port): the server's own JSON error.
     let a = raw_exchange(&h, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n").await;
     let (status, _, body) = &a[0];
@@ -374,6 +392,66 @@ async fn heads_hyper_refuses_are_answered_in_the_dialects_format() {
     assert_eq!(a.len(), 2, "{a:?}");
     assert!(a[0].1.contains("x-request-id"), "{a:?}");
     let v: serde_json::Value = serde_json::from_str(&a[1].2).unwrap();
-    assert_eq!((a[1].0, &v["error"]["kind"]), (400, &serde_json::json!("malformed_head")));
+    assert_eq!(
+        (a[1].0, &v["error"]["kind"]),
+        (400, &serde_json::json!("malformed_head"))
+    );
+    h.shutdown();
+}
+
+/// One HTTP/2 connection opens 16 streams, each announcing a 10 MiB body and sending its first
+/// MiB: only what fits the 32 MiB budget is admitted (and then waits for the rest of its body);
+/// every other stream is refused at once from its head, so the bytes held stay within the
+/// budget however many streams come (before: 256 such streams grew the server by 2.5 GB).
+#[tokio::test]
+async fn an_h2_body_flood_is_held_to_the_memory_budget() {
+    use http_body_util::channel::Channel;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let h = server(|c| {
+        c.server.max_body_bytes = 10 << 20;
+        c.server.max_body_bytes_held = 32 << 20;
+    })
+    .await;
+    let tcp = TcpStream::connect(h.local_addr()).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut answers = Vec::new();
+    let mut senders = Vec::new();
+    for _ in 0..16 {
+        let (mut tx, body) = Channel::<bytes::Bytes, std::convert::Infallible>::new(4);
+        let req = hyper::Request::post(format!("http://{}/facegate/v1/analyze", h.local_addr()))
+            .header("content-type", "image/jpeg")
+            .header("content-length", (10u64 << 20).to_string())
+            .body(body)
+            .unwrap();
+        let mut send = send.clone();
+        answers.push(tokio::spawn(async move {
+            send.ready().await.ok()?;
+            let r = tokio::time::timeout(Duration::from_secs(3), send.send_request(req)).await;
+            r.ok().and_then(|r| r.ok()).map(|r| r.status().as_u16())
+        }));
+        senders.push(tokio::spawn(async move {
+            let _ = tx.send_data(bytes::Bytes::from(vec![0xff; 1 << 20])).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(tx);
+        }));
+    }
+    let mut refused = 0;
+    let mut waiting = 0;
+    for a in answers {
+        match a.await.unwrap() {
+            Some(429) => refused += 1,
+            None => waiting += 1,
+            Some(other) => panic!("a stream was answered {other}"),
+        }
+    }
+    // 32 MiB hold three 10 MiB bodies: three wait for their bodies, thirteen are refused.
+    assert_eq!((waiting, refused), (3, 13));
+    for s in senders {
+        s.abort();
+    }
     h.shutdown();
 }

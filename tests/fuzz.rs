@@ -383,3 +383,214 @@ mod video {
         }
     }
 }
+
+/// A server whose models never load, on a runtime of its own: every dialect still parses,
+/// bounds and refuses its requests as usual, and a request that would reach the engine is
+/// answered at once as unavailable, so each case costs one loopback exchange.
+fn dead_server() -> &'static (tokio::runtime::Runtime, facegate::server::ServerHandle) {
+    static S: OnceLock<(tokio::runtime::Runtime, facegate::server::ServerHandle)> = OnceLock::new();
+    S.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let h = rt.block_on(async {
+            let cfg = common::http::config(|c| {
+                c.bioid.clients = vec![format!("app={}", B64.encode(BWS_KEY))];
+            });
+            let loader: facegate::batcher::Loader = Box::new(|| {
+                Err(facegate::Error::Unavailable(
+                    "no models in this test".into(),
+                ))
+            });
+            let batcher = facegate::batcher::Batcher::start(cfg.server.batcher(), loader).unwrap();
+            facegate::app::start(&cfg, batcher, Default::default())
+                .await
+                .unwrap()
+        });
+        (rt, h)
+    })
+}
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+/// The BWS client key of [`dead_server`].
+const BWS_KEY: [u8; 32] = [0x5a; 32];
+
+/// Posts `body` to `path` on [`dead_server`]: the answer must come, never be a 500, and be
+/// JSON whenever it says so.
+fn answered_cleanly(
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(), TestCaseError> {
+    let (rt, h) = dead_server();
+    let a = rt.block_on(common::http::request(
+        h,
+        hyper::Method::POST,
+        path,
+        headers,
+        Bytes::from(body),
+    ));
+    let text = String::from_utf8_lossy(&a.body);
+    prop_assert!(
+        a.status.as_u16() < 500 || a.status.as_u16() == 503,
+        "{path}: {} {text}",
+        a.status
+    );
+    let json = a
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if json {
+        prop_assert!(
+            serde_json::from_slice::<serde_json::Value>(&a.body).is_ok(),
+            "{path}: {text}"
+        );
+    }
+    Ok(())
+}
+
+fn bws_token() -> &'static str {
+    static T: OnceLock<String> = OnceLock::new();
+    T.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({"sub": "app", "aud": "BWS", "exp": now + 86_400, "nbf": now - 5, "iat": now});
+        let jwt = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&BWS_KEY),
+        )
+        .unwrap();
+        format!("Bearer {jwt}")
+    })
+}
+
+/// Two small JPEGs as a BWS `livenessdetection` body.
+fn bws_seed() -> &'static Vec<u8> {
+    static S: OnceLock<Vec<u8>> = OnceLock::new();
+    S.get_or_init(|| {
+        let img = image::load_from_memory(&images()[1]).unwrap().to_rgb8();
+        let jpeg = facegate::preprocess::decode::encode_jpeg(&img, 80).unwrap();
+        serde_json::to_vec(&serde_json::json!({"liveImages": [
+            {"image": format!("data:image/jpeg;base64,{}", B64.encode(&jpeg)), "tags": ["up"]},
+            {"image": B64.encode(&jpeg), "tags": []}
+        ]}))
+        .unwrap()
+    })
+}
+
+proptest! {
+    // 64 loopback exchanges per property by default; PROPTEST_CASES sets the long run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    /// BioID's JSON body, mutated, over HTTP.
+    #[test]
+    fn bws_bodies_are_answered_cleanly(e in edits()) {
+        let body = apply(bws_seed(), &e);
+        answered_cleanly(
+            "/api/v1/livenessdetection",
+            &[("content-type", "application/json"), ("authorization", bws_token())],
+            body,
+        )?;
+    }
+
+    /// IDLive's `/check_image` `data` part (its JSON), mutated, beside a valid image part.
+    #[test]
+    fn idlive_check_image_data_is_answered_cleanly(e in edits()) {
+        let seed = br#"{"domain":"GENERAL","pipelines":[{"pipeline":"minifasnet-dual","calibration":"REGULAR"},{"pipeline":"minifasnet-v2"}]}"#;
+        let data = apply(seed, &e);
+        let (ct, body) = common::http::multipart(&[
+            common::http::field("data", &data),
+            common::http::file("image", "t1.png", &images()[1]),
+        ]);
+        answered_cleanly("/check_image", &[("content-type", ct.as_str())], body.to_vec())?;
+    }
+
+    /// Oz's `payload` part (its JSON), mutated, beside a valid media part.
+    #[test]
+    fn oz_payloads_are_answered_cleanly(e in edits()) {
+        let seed = br#"{"analyses":[{"type":"quality","source_media":["m"]}],"media:tags":{"m":["photo_selfie"]}}"#;
+        let payload = apply(seed, &e);
+        let (ct, body) = common::http::multipart(&[
+            common::http::file("m", "m.png", &images()[1]),
+            common::http::field("payload", &payload),
+        ]);
+        answered_cleanly("/v1/face/liveness/detect", &[("content-type", ct.as_str())], body.to_vec())?;
+    }
+}
+
+/// The HTTP properties reach each dialect's parser: the seed itself gets as far as the engine
+/// (unavailable here) and a broken document is refused by the parser, naming JSON.
+#[test]
+fn the_http_properties_reach_the_parsers() {
+    let (rt, h) = dead_server();
+    let post = |path: &str, headers: &[(&str, &str)], body: Vec<u8>| {
+        let a = rt.block_on(common::http::request(
+            h,
+            hyper::Method::POST,
+            path,
+            headers,
+            Bytes::from(body),
+        ));
+        (
+            a.status.as_u16(),
+            String::from_utf8_lossy(&a.body).to_string(),
+        )
+    };
+    let bws = [
+        ("content-type", "application/json"),
+        ("authorization", bws_token()),
+    ];
+    let (status, text) = post("/api/v1/livenessdetection", &bws, bws_seed().clone());
+    assert_eq!(status, 503, "{text}");
+    let (status, text) = post(
+        "/api/v1/livenessdetection",
+        &bws,
+        b"{\"liveImages\": [".to_vec(),
+    );
+    assert!(status == 400 && text.contains("JSON"), "{status} {text}");
+    let image = common::http::file("image", "t1.png", &images()[1]);
+    for (data, unavailable) in [
+        (
+            &br#"{"pipelines":[{"pipeline":"minifasnet-dual"}]}"#[..],
+            true,
+        ),
+        (b"{\"pipelines\": [", false),
+    ] {
+        let (ct, body) = common::http::multipart(&[common::http::field("data", data), image]);
+        let (_, text) = post(
+            "/check_image",
+            &[("content-type", ct.as_str())],
+            body.to_vec(),
+        );
+        assert!(
+            text.contains(if unavailable { "unavailable" } else { "JSON" }),
+            "{text}"
+        );
+    }
+    let media = common::http::file("m", "m.png", &images()[1]);
+    // Oz answers an unavailable engine with its 400 LDE-001002 (the reference's TFSS error).
+    for (payload, unavailable) in [
+        (&br#"{"analyses":[{"type":"quality"}]}"#[..], true),
+        (b"{\"analyses\": [", false),
+    ] {
+        let (ct, body) = common::http::multipart(&[media, common::http::field("payload", payload)]);
+        let (got, text) = post(
+            "/v1/face/liveness/detect",
+            &[("content-type", ct.as_str())],
+            body.to_vec(),
+        );
+        assert_eq!(got, 400, "{text}");
+        assert_eq!(text.contains("engine unavailable"), unavailable, "{text}");
+    }
+}

@@ -166,13 +166,16 @@ pub trait ErrorTable: Send + Sync {
 
 /// Counts and logs an error once: `facegate_errors_total{kind, dialect}`; server faults are
 /// logged as warnings, the rest at debug (with any dialect detail, never sent to clients).
+/// Overload and unavailability refusals are debug too: under a storm they come by the ten
+/// thousand a second, and the server's per-second summary line counts them.
 pub fn note(dialect: &'static str, e: &ApiError) {
     metrics::counter!(tm::ERRORS, "kind" => e.kind(), "dialect" => dialect).increment(1);
     let detail = match e {
         ApiError::Dialect(d) => d.detail.as_str(),
         _ => "",
     };
-    if e.class().is_server_fault() {
+    let class = e.class();
+    if class.is_server_fault() && !class.is_transient() {
         tracing::warn!(kind = e.kind(), dialect, error = %e, detail, "request failed");
     } else {
         tracing::debug!(kind = e.kind(), dialect, error = %e, detail, "request refused");

@@ -262,12 +262,8 @@ struct Inner {
     shared: Arc<Shared>,
     /// Admission slots (`queue_bound`).
     admission: Arc<Semaphore>,
-    /// Decode slots (`prepare_threads`).
-    prepare: Arc<Semaphore>,
-    /// The decoding threads (`prepare_threads`): threads of their own, not the async runtime's
-    /// blocking pool, so that they keep the inference threads' priority when the network
-    /// threads run below it (`server.network_nice`).
-    decoders: rayon::ThreadPool,
+    /// The decoding threads (`prepare_threads`).
+    decoders: Decoders,
     /// The worker thread, joined by [`Batcher::shutdown`].
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -294,11 +290,7 @@ impl Batcher {
             cancelled: Default::default(),
             decoding: AtomicUsize::new(0),
         });
-        let decoders = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.prepare_threads)
-            .thread_name(|i| format!("facegate-decode-{i}"))
-            .build()
-            .map_err(|e| Error::Unavailable(format!("decoding threads: {e}")))?;
+        let decoders = Decoders::start(cfg.prepare_threads)?;
         let (tx, rx) = mpsc::channel();
         let worker_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -310,7 +302,6 @@ impl Batcher {
                 tx: Mutex::new(Some(tx)),
                 shared,
                 admission: Arc::new(Semaphore::new(cfg.queue_bound)),
-                prepare: Arc::new(Semaphore::new(cfg.prepare_threads)),
                 decoders,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -481,58 +472,55 @@ impl Batcher {
                 "landmarks need the landmark network, which this server does not load".into(),
             ));
         }
-        // A client that leaves while its image waits for or goes through decoding is counted
-        // as cancelled at the detect stage (the worker counts those who leave later).
-        let mut departed = Departure::new(&self.inner.shared);
-        let slot = self
-            .inner
-            .prepare
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("decode pool closed".into()));
-        let engine = a.engine.clone();
-        let prepared = match slot {
-            Ok(slot) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                self.inner.decoders.spawn(move || {
-                    let _slot = slot;
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
-                        Input::Encoded(bytes) => engine.prepare_shared(bytes),
-                        Input::Frame(image) => engine.prepare_frame(image),
-                    }))
-                    .unwrap_or_else(|_| Err(Error::Internal("the decoder panicked".into())));
-                    let _ = tx.send(r);
-                });
-                rx.await
-                    .map_err(|_| Error::Unavailable("decoder task failed".into()))
-                    .and_then(|r| r)
-            }
-            Err(e) => Err(e),
-        };
-        departed.armed = false;
-        let prepared = prepared?;
-        metrics::histogram!(tm::PREPARE_SECONDS).record(prepared.prepare_ms / 1e3);
-        let (reply, rx) = oneshot::channel();
-        let now = Instant::now();
-        let job = Job {
-            prepared,
-            opts,
-            origin,
-            reply,
-            _permit: a.permit,
-            admitted: a.at,
-            enqueued: now,
-            queue_ms: 0.0,
-            inference_ms: 0.0,
-            analysis: None,
-        };
+        // The decoding thread takes the image from here to the worker's channel itself: no
+        // turn of the async runtime between decoding and queueing, so a runtime busy with
+        // refusals (a storm) cannot starve the networks of decoded images.
         let tx = self.inner.tx.lock().ok().and_then(|t| t.clone());
         let tx = tx.ok_or_else(|| Error::Unavailable("shutting down".into()))?;
-        tx.send(job)
-            .map_err(|_| Error::Unavailable("the engine worker has stopped".into()))?;
-        // The job is in the worker's channel: it no longer counts as decoding.
-        drop(departed);
+        let (reply, rx) = oneshot::channel();
+        // A client that leaves while its image waits for or goes through decoding is counted
+        // as cancelled at the detect stage (the worker counts those who leave later).
+        let mut departed = Departure::new(self.inner.shared.clone());
+        let engine = a.engine.clone();
+        self.inner.decoders.spawn(move || {
+            if reply.is_closed() {
+                return; // gone before its turn: not decoded, counted by `departed`
+            }
+            let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
+                Input::Encoded(bytes) => engine.prepare_shared(bytes),
+                Input::Frame(image) => engine.prepare_frame(image),
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal("the decoder panicked".into())));
+            departed.armed = false;
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            metrics::histogram!(tm::PREPARE_SECONDS).record(prepared.prepare_ms / 1e3);
+            let job = Job {
+                prepared,
+                opts,
+                origin,
+                reply,
+                _permit: a.permit,
+                admitted: a.at,
+                enqueued: Instant::now(),
+                queue_ms: 0.0,
+                inference_ms: 0.0,
+                analysis: None,
+            };
+            // No longer decoding, before the worker can see the job: a worker woken by it
+            // must not wait for a partner that is this very image.
+            drop(departed);
+            if let Err(mpsc::SendError(job)) = tx.send(job) {
+                let _ = job.reply.send(Err(Error::Unavailable(
+                    "the engine worker has stopped".into(),
+                )));
+            }
+        });
         let out = rx
             .await
             .map_err(|_| Error::Unavailable("the engine worker dropped the request".into()));
@@ -541,17 +529,52 @@ impl Batcher {
     }
 }
 
+/// A decoding task: runs on one of the [`Decoders`].
+type DecodeTask = Box<dyn FnOnce() + Send>;
+
+/// The batcher's decoding threads: threads of their own, not the async runtime's blocking
+/// pool, so that they keep the inference threads' priority when the network threads run
+/// below it (`server.network_nice`). Idle threads block on the queue (no spinning, which on a
+/// small machine would take the CPU from the engine). The queue holds at most `queue_bound`
+/// tasks, as every task is an admitted image. The threads end when the batcher is dropped.
+struct Decoders {
+    /// The queue the threads take tasks from, in order.
+    tx: crossbeam_channel::Sender<DecodeTask>,
+}
+
+impl Decoders {
+    fn start(threads: usize) -> Result<Decoders> {
+        let (tx, rx) = crossbeam_channel::unbounded::<DecodeTask>();
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("facegate-decode-{i}"))
+                .spawn(move || {
+                    while let Ok(task) = rx.recv() {
+                        task();
+                    }
+                })?;
+        }
+        Ok(Decoders { tx })
+    }
+
+    /// Queues `task` (dropped unrun once the threads are gone).
+    fn spawn(&self, task: impl FnOnce() + Send + 'static) {
+        let _ = self.tx.send(Box::new(task));
+    }
+}
+
 /// Marks an image as decoding until dropped, and counts it as cancelled if its departed
 /// client drops it before decoding finished.
-struct Departure<'a> {
+struct Departure {
     /// Statistics to count in.
-    shared: &'a Shared,
+    shared: Arc<Shared>,
     /// Still counting cancellation (disarmed once decoding has finished either way).
     armed: bool,
 }
 
-impl<'a> Departure<'a> {
-    fn new(shared: &'a Shared) -> Self {
+impl Departure {
+    fn new(shared: Arc<Shared>) -> Self {
         shared.decoding.fetch_add(1, Ordering::SeqCst);
         Self {
             shared,
@@ -560,7 +583,7 @@ impl<'a> Departure<'a> {
     }
 }
 
-impl Drop for Departure<'_> {
+impl Drop for Departure {
     fn drop(&mut self) {
         self.shared.decoding.fetch_sub(1, Ordering::SeqCst);
         if self.armed {

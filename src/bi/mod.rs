@@ -76,7 +76,9 @@ pub trait BiStore: Send + Sync {
     /// store groups in SQL over its `(dialect, time)` index, holding only the groups).
     fn tally(&self, dialect: &str, from: Option<Date>, to: Option<Date>) -> Result<Vec<Tally>> {
         let records = self.records(from, to)?;
-        Ok(tally_records(records.iter().filter(|r| r.dialect == dialect)))
+        Ok(tally_records(
+            records.iter().filter(|r| r.dialect == dialect),
+        ))
     }
 }
 

@@ -105,7 +105,9 @@ impl<T> HeadErrors<T> {
         let e = EdgeError::MalformedHead { status, what };
         let line = String::from_utf8_lossy(&self.line);
         let mut parts = line.trim_end().splitn(3, ' ');
-        let method = parts.next().and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        let method = parts
+            .next()
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
         let path = parts
             .next()
             .map(|t| t.split('?').next().unwrap_or(t))
@@ -161,7 +163,11 @@ fn serialize(r: &HttpResponse) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(
-        format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes(),
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
     );
     out.extend_from_slice(&body);
     out

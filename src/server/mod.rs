@@ -24,8 +24,8 @@
 pub mod conns;
 pub mod hooks;
 pub mod malformed;
-pub mod routes;
 pub mod priority;
+pub mod routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -93,16 +93,20 @@ pub struct AppState {
 pub struct Summary {
     /// 1xx-3xx answers.
     ok: AtomicU64,
-    /// 4xx answers.
+    /// 4xx answers but 429.
     client: AtomicU64,
-    /// 5xx answers.
+    /// 5xx answers but 503.
     server: AtomicU64,
+    /// Overload and unavailability refusals (429, 503): logged one by one only at debug.
+    refused: AtomicU64,
 }
 
 impl Summary {
     /// Counts one answer.
     pub fn count(&self, status: StatusCode) {
-        let c = if status.is_server_error() {
+        let c = if matches!(status.as_u16(), 429 | 503) {
+            &self.refused
+        } else if status.is_server_error() {
             &self.server
         } else if status.is_client_error() {
             &self.client
@@ -114,17 +118,19 @@ impl Summary {
 
     /// Logs and resets the counts (nothing when there were none).
     fn flush(&self) {
-        let (ok, client, server) = (
+        let (ok, client, server, refused) = (
             self.ok.swap(0, Ordering::Relaxed),
             self.client.swap(0, Ordering::Relaxed),
             self.server.swap(0, Ordering::Relaxed),
+            self.refused.swap(0, Ordering::Relaxed),
         );
-        if ok + client + server > 0 {
+        if ok + client + server + refused > 0 {
             tracing::info!(
-                requests = ok + client + server,
+                requests = ok + client + server + refused,
                 ok,
                 client_errors = client,
                 server_errors = server,
+                refused,
                 "requests answered in the last second"
             );
         }

@@ -15,8 +15,8 @@ pub fn lower_current_thread(steps: i32) -> Result<(), String> {
     if steps <= 0 {
         return Ok(());
     }
-    let now = rustix::process::getpriority_process(None)
-        .map_err(|e| format!("getpriority: {e}"))?;
+    let now =
+        rustix::process::getpriority_process(None).map_err(|e| format!("getpriority: {e}"))?;
     let to = now.saturating_add(steps).min(19);
     rustix::process::setpriority_process(None, to)
         .map_err(|e| format!("setpriority from nice {now} to {to}: {e}"))

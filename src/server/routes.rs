@@ -254,6 +254,9 @@ pub enum Resolved<'a> {
     NotFound,
 }
 
+/// The values of a path's `{name}` segments, in order.
+type Params = Vec<(String, String)>;
+
 /// Path + method matching: exact paths, then `{name}` patterns in table order.
 #[derive(Default)]
 pub struct Router {
@@ -340,7 +343,7 @@ impl Router {
     }
 
     /// The routes of `path` (every method), with the values of its `{name}` segments.
-    fn entries<'a>(&'a self, path: &str) -> Option<(&'a [Entry], Vec<(String, String)>)> {
+    fn entries<'a>(&'a self, path: &str) -> Option<(&'a [Entry], Params)> {
         if let Some(entries) = self.paths.get(path) {
             return Some((entries, Vec::new()));
         }

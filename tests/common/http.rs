@@ -139,6 +139,7 @@ pub async fn get(h: &ServerHandle, path: &str) -> Answer {
 }
 
 /// One multipart part: field name, optional file name, bytes.
+#[derive(Clone, Copy)]
 pub struct Part<'a> {
     /// Field name.
     pub name: &'a str,
