@@ -244,10 +244,15 @@ pub fn bench(args: &BenchArgs) -> Result<std::process::ExitCode> {
             api_key: None,
         });
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Io)?;
+    // A spawned server's runtime runs below its inference threads, as `serve`'s does (the
+    // client shares that runtime); a client alone keeps the normal priority.
+    let nice = if args.spawn_server {
+        let cfg = crate::app::Config::load(args.engine.config.as_deref())?;
+        args.server.apply(cfg.server)?.network_nice
+    } else {
+        0
+    };
+    let rt = crate::server::priority::runtime(nice).map_err(Error::Io)?;
     rt.block_on(run(args, payloads))
 }
 

@@ -321,3 +321,67 @@ fn a_full_queue_drops_and_counts_instead_of_blocking() {
     w.flush().unwrap();
     assert_eq!(gated.records(None, None).unwrap().len(), accepted);
 }
+
+/// `/bi_report`'s counts are kept as records come and go: a purge takes its records' counts
+/// away, and a database written before the counts existed has them built when opened.
+#[test]
+fn the_report_counts_follow_purges_and_are_built_for_older_databases() {
+    let dir = std::env::temp_dir().join(format!("facegate-bi-counts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("bi.sqlite");
+    let d = day("2024-06-10");
+    let rs: Vec<BiRecord> = (0..300)
+        .map(|i| {
+            let p = (i % 11) as f32 / 10.0;
+            let mut r = rec(
+                d.start_ms() + i * 3_600_000,
+                "IOS",
+                Some(p),
+                Some(1.0 - p),
+                None,
+            );
+            if i % 9 == 0 {
+                r.error_code = Some("FACE_NOT_FOUND".into());
+            }
+            r
+        })
+        .collect();
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.record_batch(&rs[..200]).unwrap();
+        for r in &rs[200..] {
+            s.record(r).unwrap();
+        }
+        let mut t = s.tally("idlive", None, None).unwrap();
+        t.sort();
+        assert_eq!(t, tally_records(&rs));
+        // Purge the first 100 hours: the report is that of the rest.
+        let cutoff = d.start_ms() + 100 * 3_600_000;
+        assert_eq!(s.purge_older_than(cutoff).unwrap(), 100);
+        let mut t = s.tally("idlive", None, None).unwrap();
+        t.sort();
+        assert_eq!(t, tally_records(&rs[100..]));
+        // Days: the 300 records span 13 days; one of them alone.
+        let day5 = Date::parse("2024-06-15").unwrap();
+        let in_day5: Vec<_> = rs[100..]
+            .iter()
+            .filter(|r| r.time_ms >= day5.start_ms() && r.time_ms < day5.end_ms())
+            .cloned()
+            .collect();
+        let mut t = s.tally("idlive", Some(day5), Some(day5)).unwrap();
+        t.sort();
+        assert_eq!(t, tally_records(&in_day5));
+    }
+    // An older database: the counts table empty and the schema version 0.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("DELETE FROM bi_counts; PRAGMA user_version = 0;")
+            .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let mut t = s.tally("idlive", None, None).unwrap();
+    t.sort();
+    assert_eq!(t, tally_records(&rs[100..]));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

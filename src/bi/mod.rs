@@ -26,7 +26,7 @@ use crate::{Error, Result};
 pub use sqlite::SqliteStore;
 
 /// Milliseconds in one day.
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// One recorded decision. Carries no image, template or personal data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub struct Tally {
     pub pipeline: String,
     /// Their OS (empty: `UNKNOWN`).
     pub os: String,
-    /// Their error code (absent or empty on verdicts).
+    /// Their error code (absent on verdicts; an empty code counts as none).
     pub error_code: Option<String>,
     /// Their probability's bin, absent without a probability in 0..=1.
     pub probability_bin: Option<u8>,
@@ -108,7 +108,7 @@ pub fn tally_records<'a>(records: impl IntoIterator<Item = &'a BiRecord>) -> Vec
         let key = (
             r.pipeline.as_str(),
             r.os.as_str(),
-            r.error_code.as_deref(),
+            r.error_code.as_deref().filter(|c| !c.is_empty()),
             r.probability.and_then(bin_index),
             r.quality.and_then(bin_index),
         );

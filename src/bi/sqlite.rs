@@ -8,7 +8,9 @@ use rusqlite::{params, Connection};
 use super::{BiRecord, BiStore, Cursor, Date, Page, Tally};
 use crate::{Error, Result};
 
-/// Schema of the one table; `time_ms` is indexed for range queries and purges.
+/// Schema: the records (`time_ms` indexed for range queries and purges) and `/bi_report`'s
+/// counts, kept per UTC day and group as records are inserted and purged, so that a report
+/// reads a few rows per day instead of every record.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bi_records (
     id          INTEGER PRIMARY KEY,
@@ -26,7 +28,44 @@ CREATE TABLE IF NOT EXISTS bi_records (
 );
 CREATE INDEX IF NOT EXISTS bi_records_time ON bi_records(time_ms);
 CREATE INDEX IF NOT EXISTS bi_records_dialect_time ON bi_records(dialect, time_ms, id);
+CREATE TABLE IF NOT EXISTS bi_counts (
+    dialect    TEXT NOT NULL,
+    day        INTEGER NOT NULL,
+    pipeline   TEXT NOT NULL,
+    os         TEXT NOT NULL,
+    error_code TEXT NOT NULL,
+    pbin       INTEGER NOT NULL,
+    qbin       INTEGER NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (dialect, day, pipeline, os, error_code, pbin, qbin)
+) WITHOUT ROWID;
 ";
+
+/// `PRAGMA user_version` once `bi_counts` holds the counts of every record (a database made
+/// before the counts existed has them built once, when opened).
+const COUNTS_VERSION: i64 = 1;
+
+/// The UTC day (days since 1970-01-01) of `time_ms`, floored, in SQL.
+const DAY_SQL: &str = "((time_ms - ((time_ms % 86400000) + 86400000) % 86400000) / 86400000)";
+
+/// Adds `n` to one group's count of one day.
+const COUNT_ADD: &str = "INSERT INTO bi_counts (dialect, day, pipeline, os, error_code, pbin, qbin, n)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    ON CONFLICT (dialect, day, pipeline, os, error_code, pbin, qbin) DO UPDATE SET n = n + excluded.n";
+
+/// SQL adding the counts of the records matching `filter` to `bi_counts` (grouped as it keeps
+/// them), times `sign`: 1 when counting records in, -1 when taking purged ones away.
+fn counts_of(filter: &str, sign: i64) -> String {
+    format!(
+        "INSERT INTO bi_counts (dialect, day, pipeline, os, error_code, pbin, qbin, n)
+         SELECT dialect, {DAY_SQL}, pipeline, os, COALESCE(error_code, ''),
+                COALESCE({p}, -1), COALESCE({q}, -1), {sign} * COUNT(*)
+         FROM bi_records WHERE {filter} GROUP BY 1, 2, 3, 4, 5, 6, 7
+         ON CONFLICT (dialect, day, pipeline, os, error_code, pbin, qbin) DO UPDATE SET n = n + excluded.n",
+        p = BIN_SQL.replace("{v}", "probability"),
+        q = BIN_SQL.replace("{v}", "quality"),
+    )
+}
 
 /// [`super::bin_index`] of column `{v}` in SQL: the same double arithmetic (values are stored
 /// as the doubles of their f32), and a cast that truncates, which is `floor` for v >= 0. NaN is
@@ -82,6 +121,17 @@ impl SqliteStore {
                 .map_err(db_err)?;
         }
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if version < COUNTS_VERSION {
+            let tx = conn.unchecked_transaction().map_err(db_err)?;
+            tx.execute("DELETE FROM bi_counts", []).map_err(db_err)?;
+            tx.execute(&counts_of("1", 1), []).map_err(db_err)?;
+            tx.pragma_update(None, "user_version", COUNTS_VERSION)
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -103,7 +153,20 @@ const INSERT: &str = "INSERT INTO bi_records
     (time_ms, route, dialect, pipeline, calibration, domain, os, probability, quality, error_code, latency_ms)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
+/// Inserts `r` and counts it (call inside a transaction).
 fn insert(conn: &Connection, r: &BiRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(COUNT_ADD)?.execute(params![
+        r.dialect,
+        r.time_ms.div_euclid(super::DAY_MS),
+        r.pipeline,
+        r.os,
+        r.error_code.as_deref().unwrap_or(""),
+        r.probability
+            .and_then(super::bin_index)
+            .map_or(-1, i64::from),
+        r.quality.and_then(super::bin_index).map_or(-1, i64::from),
+        1,
+    ])?;
     let mut stmt = conn.prepare_cached(INSERT)?;
     stmt.execute(params![
         r.time_ms,
@@ -123,7 +186,7 @@ fn insert(conn: &Connection, r: &BiRecord) -> rusqlite::Result<()> {
 
 impl BiStore for SqliteStore {
     fn record(&self, r: &BiRecord) -> Result<()> {
-        insert(&*self.lock()?, r).map_err(db_err)
+        self.record_batch(std::slice::from_ref(r))
     }
 
     fn record_batch(&self, rs: &[BiRecord]) -> Result<()> {
@@ -191,27 +254,29 @@ impl BiStore for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
+    /// From `bi_counts`: a few rows per day of the range, never the records.
     fn tally(&self, dialect: &str, from: Option<Date>, to: Option<Date>) -> Result<Vec<Tally>> {
         super::check_range(from, to)?;
-        let lo = from.map_or(i64::MIN, Date::start_ms);
-        let hi = to.map_or(i64::MAX, Date::end_ms);
-        let sql = format!(
-            "SELECT pipeline, os, error_code, {p}, {q}, COUNT(*) FROM bi_records
-             WHERE dialect = ?1 AND time_ms >= ?2 AND time_ms < ?3
-             GROUP BY 1, 2, 3, 4, 5",
-            p = BIN_SQL.replace("{v}", "probability"),
-            q = BIN_SQL.replace("{v}", "quality"),
-        );
+        let lo = from.map_or(i64::MIN, |d| d.start_ms().div_euclid(super::DAY_MS));
+        let hi = to.map_or(i64::MAX, |d| d.end_ms().div_euclid(super::DAY_MS));
         let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT pipeline, os, error_code, pbin, qbin, SUM(n) FROM bi_counts
+                 WHERE dialect = ?1 AND day >= ?2 AND day < ?3
+                 GROUP BY 1, 2, 3, 4, 5 HAVING SUM(n) > 0",
+            )
+            .map_err(db_err)?;
+        let bin = |v: i64| u8::try_from(v).ok();
         let rows = stmt
             .query_map(params![dialect, lo, hi], |row| {
+                let code: String = row.get(2)?;
                 Ok(Tally {
                     pipeline: row.get(0)?,
                     os: row.get(1)?,
-                    error_code: row.get(2)?,
-                    probability_bin: row.get(3)?,
-                    quality_bin: row.get(4)?,
+                    error_code: (!code.is_empty()).then_some(code),
+                    probability_bin: bin(row.get(3)?),
+                    quality_bin: bin(row.get(4)?),
                     count: row.get::<_, i64>(5)?.max(0) as u64,
                 })
             })
@@ -219,12 +284,21 @@ impl BiStore for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
+    /// Takes the purged records' counts away in the same transaction.
     fn purge_older_than(&self, cutoff_ms: i64) -> Result<usize> {
-        self.lock()?
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute(&counts_of("time_ms < ?1", -1), params![cutoff_ms])
+            .map_err(db_err)?;
+        tx.execute("DELETE FROM bi_counts WHERE n <= 0", [])
+            .map_err(db_err)?;
+        let n = tx
             .execute(
                 "DELETE FROM bi_records WHERE time_ms < ?1",
                 params![cutoff_ms],
             )
-            .map_err(db_err)
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(n)
     }
 }
