@@ -80,7 +80,7 @@ impl Default for ServerConfig {
             adaptive_delay: b.adaptive_delay,
             queue_bound: b.queue_bound,
             prepare_threads: b.prepare_threads,
-            network_nice: 10,
+            network_nice: 7,
         }
     }
 }
@@ -119,7 +119,7 @@ pub struct ServerArgs {
     /// Most images decoded at the same time [default: number of cores].
     #[arg(long, env = "FACEGATE_PREPARE_THREADS")]
     pub prepare_threads: Option<usize>,
-    /// Nice steps the network threads run below the inference threads, 0..=19 [default: 10].
+    /// Nice steps the network threads run below the inference threads, 0..=19 [default: 7].
     #[arg(long, env = "FACEGATE_NETWORK_NICE")]
     pub network_nice: Option<i32>,
     /// Largest accepted request body, bytes [default: 33554432].

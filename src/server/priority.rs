@@ -4,8 +4,10 @@
 //! The async runtime's threads (accepting, parsing heads, refusing, rendering) are lowered by
 //! `server.network_nice` steps when they start; the engine worker, the inference pool and the
 //! batcher's decoding threads keep the process's priority. The scheduler then shares a
-//! saturated CPU about 9:1 in favour of inference at the default of 10 (Linux weights 1024 vs
-//! 110), while an idle CPU is still the network's at once. Raising a thread back needs
+//! saturated CPU about 5:1 in favour of each busy inference or decoding thread at the default
+//! of 7 (Linux weights 1024 vs 215), while an idle CPU is still the network's at once. Lower
+//! values answer refusals sooner, higher ones keep more goodput under a storm (measured in
+//! docs/operations.md, "Overload and the network priority"). Raising a thread back needs
 //! privileges, so threads that must keep the normal priority are created outside the runtime
 //! (from the thread that builds it, or from threads made before).
 
