@@ -7,7 +7,9 @@
 //! of its own (a 4xx head without the `x-request-id` every routed answer carries), writes in
 //! its place the error of the dialect owning the path ([`EdgeError::MalformedHead`] through the
 //! route's renderer), or the server's own JSON error when the path is no route's, with the
-//! bound that was broken. Nothing else on the wire changes.
+//! bound that was broken. Nothing else on the wire changes: only a write that starts with an
+//! HTTP/1.x status line is looked at, and no answer body of this server starts with one (they
+//! are JSON, JPEG images, a PEM key and Knomi's encrypted packages).
 
 use std::io;
 use std::pin::Pin;
