@@ -275,8 +275,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         capture: Some(Arc::new(capture)),
     };
     let engine_cfg = cfg.engine.clone();
-    let loader: Loader =
-        Box::new(move || Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new));
+    let loader: Loader = Box::new(move || Engine::load_configured(engine_cfg).map(Arc::new));
     let batcher = Batcher::start(cfg.server.batcher(), loader)?;
     let handle = start(&cfg, batcher, services).await?;
     server::shutdown_signal().await;

@@ -313,7 +313,7 @@ async fn run(args: &BenchArgs, mut payloads: Vec<Payload>) -> Result<std::proces
         cfg.server.listen = "127.0.0.1:0".into();
         let engine_cfg = cfg.engine.clone();
         let loader: crate::batcher::Loader =
-            Box::new(move || Engine::load(engine_cfg, candle_core::Device::Cpu).map(Arc::new));
+            Box::new(move || Engine::load_configured(engine_cfg).map(Arc::new));
         let batcher = Batcher::start(cfg.server.batcher(), loader)?;
         let handle = crate::app::start(&cfg, batcher, crate::app::Services::default()).await?;
         wait_ready(handle.batcher()).await?;

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -107,7 +106,7 @@ fn load_engine_with(args: &EngineArgs, descriptor: bool, celeba: bool) -> Result
     let mut cfg = crate::app::engine_config(args)?;
     cfg.load_descriptor &= descriptor;
     cfg.load_celeba |= celeba;
-    Engine::load(cfg, Device::Cpu)
+    Engine::load_configured(cfg)
 }
 
 fn parse_calibration(s: &str) -> Result<Calibration> {

@@ -361,6 +361,10 @@ pub struct EngineArgs {
     /// Threads that run the networks, 0 for one per core [default: 0].
     #[arg(long, env = "FACEGATE_THREADS")]
     pub threads: Option<usize>,
+    /// Device the networks run on: auto, cpu, cuda or cuda:N; one that does not open falls
+    /// back to CPU, saying why in the log and /health [default: auto].
+    #[arg(long, env = "FACEGATE_DEVICE")]
+    pub device: Option<crate::nn::device::DeviceChoice>,
 }
 
 impl EngineArgs {
@@ -389,6 +393,9 @@ impl EngineArgs {
         }
         if let Some(v) = self.threads {
             cfg.threads = v;
+        }
+        if let Some(v) = self.device {
+            cfg.device = v;
         }
         validate(&cfg)?;
         Ok(cfg)

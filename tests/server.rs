@@ -878,3 +878,57 @@ async fn decoded_frames_go_through_the_batcher_like_encoded_images() {
     h.shutdown();
     h.stopped().await;
 }
+
+/// A CUDA device asked for where there is none (this build has no CUDA): the engine loads
+/// on CPU and says why in `/health`; the choice is read from the configuration file, and a
+/// device that is no device is refused naming the forms.
+#[tokio::test]
+async fn a_device_that_does_not_open_falls_back_to_cpu_and_says_why() {
+    let cfg = Config::parse("device = \"cuda:1\"\nload_landmarks = false\n", "test.toml").unwrap();
+    assert_eq!(cfg.engine.device.to_string(), "cuda:1");
+    let err = Config::parse("device = \"gpu\"\n", "test.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected auto, cpu, cuda or cuda:N"), "{err}");
+    let engine_cfg = EngineConfig {
+        models_dir: models_dir(),
+        ..cfg.engine.clone()
+    };
+    let e = tokio::task::spawn_blocking(move || Engine::load_configured(engine_cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let note = e.device_note().unwrap().to_string();
+    assert!(
+        note.starts_with("cuda:1: ") && note.ends_with("serving on CPU"),
+        "{note}"
+    );
+    let h = common::http::start_with_engine(config(|_| {}), Services::default(), Arc::new(e)).await;
+    let v = common::http::get(&h, "/health").await.json();
+    assert_eq!(
+        (v["status"].as_str(), v["device"].as_str()),
+        (Some("ok"), Some("cpu")),
+        "{v}"
+    );
+    assert_eq!(v["device_note"], note.as_str());
+    // The networks listed are those loaded (the optional CelebA one is off by default).
+    let models: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(
+        models.contains(&"minifasnet-v2") && !models.contains(&"minifasnet-celeba"),
+        "{models:?}"
+    );
+    // Where the device is the one configured, there is no note.
+    let h2 = common::http::start_with_engine(config(|_| {}), Services::default(), engine()).await;
+    assert!(common::http::get(&h2, "/health")
+        .await
+        .json()
+        .get("device_note")
+        .is_none());
+    h.shutdown();
+    h2.shutdown();
+}

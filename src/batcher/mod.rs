@@ -218,6 +218,8 @@ pub struct EngineInfo {
     pub kernels: &'static str,
     /// Threads the networks run on.
     pub threads: usize,
+    /// Why the networks run on CPU instead of the configured device, when they do.
+    pub device_note: Option<String>,
 }
 
 /// A queued image: everything the worker needs, plus the reply channel.

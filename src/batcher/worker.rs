@@ -67,6 +67,7 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
             .set(1.0);
     }
     metrics::gauge!(tm::INFERENCE_THREADS).set(info.threads as f64);
+    metrics::gauge!(tm::DEVICE_FALLBACK).set(if info.device_note.is_some() { 1.0 } else { 0.0 });
     tracing::info!(
         ms = ms(t),
         device = info.device,
@@ -92,7 +93,12 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
 /// Names of the loaded networks and the device label.
 fn engine_info(engine: &Engine) -> EngineInfo {
     let mut models = vec!["retinaface"];
-    models.extend(PadNetwork::ALL.map(PadNetwork::manifest_name));
+    models.extend(
+        PadNetwork::ALL
+            .into_iter()
+            .filter(|n| !n.is_optional() || engine.config().load_celeba)
+            .map(PadNetwork::manifest_name),
+    );
     if engine.config().load_descriptor {
         models.push("face-descriptor");
     }
@@ -114,6 +120,7 @@ fn engine_info(engine: &Engine) -> EngineInfo {
         device,
         kernels,
         threads: engine.threads(),
+        device_note: engine.device_note().map(str::to_string),
     }
 }
 

@@ -157,6 +157,9 @@ pub struct EngineConfig {
     /// two liveness networks of each face, run side by side on this many threads, each image
     /// on one thread (the kernels are single-threaded).
     pub threads: usize,
+    /// Device the networks run on (`auto`, `cpu`, `cuda`, `cuda:N`); one that does not open,
+    /// or on which the networks fail to load, falls back to CPU ([`Engine::load_configured`]).
+    pub device: crate::nn::device::DeviceChoice,
 }
 
 impl Default for EngineConfig {
@@ -176,6 +179,7 @@ impl Default for EngineConfig {
             autocapture: autocapture::AutocaptureConfig::default(),
             workflows: workflow::WorkflowConfig::default(),
             threads: 0,
+            device: crate::nn::device::DeviceChoice::Auto,
         }
     }
 }
@@ -492,9 +496,42 @@ pub struct Engine {
     decider: Decider,
     /// Threads that run the images of a batch side by side (CPU with more than one thread).
     pool: Option<rayon::ThreadPool>,
+    /// Why the networks run on CPU instead of the configured device, when they do.
+    device_note: Option<String>,
 }
 
 impl Engine {
+    /// Loads on the configured device (`engine.device`), falling back to CPU when it does not
+    /// open or the networks fail to load on it; the reason is kept ([`Engine::device_note`])
+    /// and logged.
+    pub fn load_configured(cfg: EngineConfig) -> Result<Self> {
+        let asked = cfg.device;
+        let (device, mut note) = crate::nn::device::open(asked);
+        if !device.is_cpu() {
+            match Self::load(cfg.clone(), device) {
+                Ok(e) => return Ok(e),
+                Err(e) => {
+                    note = Some(format!(
+                        "{asked}: the networks did not load on it ({}); serving on CPU",
+                        e.public()
+                    ))
+                }
+            }
+        }
+        if let Some(why) = &note {
+            tracing::warn!(device = %asked, reason = %why, "serving on CPU instead");
+        }
+        let mut engine = Self::load(cfg, Device::Cpu)?;
+        engine.device_note = note;
+        Ok(engine)
+    }
+
+    /// Why the networks run on CPU instead of the configured device (`None` when they run
+    /// where configured).
+    pub fn device_note(&self) -> Option<&str> {
+        self.device_note.as_deref()
+    }
+
     /// Verifies the model files against the manifest and loads every network on `device`.
     pub fn load(cfg: EngineConfig, device: Device) -> Result<Self> {
         let manifest = Manifest::embedded()?;
@@ -568,6 +605,7 @@ impl Engine {
             descriptor,
             landmarks,
             pool,
+            device_note: None,
         })
     }
 

@@ -554,9 +554,8 @@ pub fn server_error(status: StatusCode, kind: &'static str, message: String) -> 
 async fn health(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
     let b = &ctx.app.batcher;
     match b.status() {
-        Status::Ready => json_response(
-            StatusCode::OK,
-            &json!({
+        Status::Ready => {
+            let mut v = json!({
                 "status": "ok",
                 "models": b.info().map(|i| i.models.clone()).unwrap_or_default(),
                 "device": b.info().map(|i| i.device).unwrap_or("unknown"),
@@ -565,8 +564,13 @@ async fn health(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
                 "max_batch": b.config().max_batch,
                 "queue_bound": b.config().queue_bound,
                 "queue_depth": b.depth(),
-            }),
-        ),
+            });
+            // Only when the networks run on CPU instead of the configured device: why.
+            if let Some(note) = b.info().and_then(|i| i.device_note.clone()) {
+                v["device_note"] = note.into();
+            }
+            json_response(StatusCode::OK, &v)
+        }
         Status::Loading => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"status": "loading"}),
