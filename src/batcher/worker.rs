@@ -57,7 +57,7 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
         }
         Err(_) => return shared.fail("model loading panicked".into()),
     };
-    if let Err(e) = warm_up(&engine) {
+    if let Err(e) = engine.warm_up() {
         tracing::error!(error = %e, "warm-up failed");
         return shared.fail(format!("warm-up failed: {}", e.public()));
     }
@@ -122,40 +122,6 @@ fn engine_info(engine: &Engine) -> EngineInfo {
         threads: engine.threads(),
         device_note: engine.device_note().map(str::to_string),
     }
-}
-
-/// Runs one dummy batch through every loaded network.
-fn warm_up(engine: &Engine) -> Result<()> {
-    let img = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
-    let p = engine.prepare_image(img);
-    first(engine.detect(&[&p]))?;
-    let face = Face {
-        bbox: [110.0, 60.0, 210.0, 180.0],
-        score: 1.0,
-        landmarks: [
-            [140.0, 100.0],
-            [180.0, 100.0],
-            [160.0, 125.0],
-            [145.0, 150.0],
-            [175.0, 150.0],
-        ],
-    };
-    first(engine.liveness(&[(&p.image, &face)]))?;
-    if engine.config().load_descriptor {
-        first(engine.describe(&[(&p.image, &face)]))?;
-    }
-    if engine.config().load_landmarks {
-        first(engine.shapes(&[(&p.image, &face)]))?;
-    }
-    Ok(())
-}
-
-/// The first result of a stage run on one image.
-fn first<T>(results: Vec<Result<T>>) -> Result<T> {
-    results
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| Err(Error::Internal("empty stage result".into())))
 }
 
 /// The worker's state: nobody else touches the queues.

@@ -502,17 +502,17 @@ pub struct Engine {
 
 impl Engine {
     /// Loads on the configured device (`engine.device`), falling back to CPU when it does not
-    /// open or the networks fail to load on it; the reason is kept ([`Engine::device_note`])
-    /// and logged.
+    /// open or the networks fail to load or warm up on it; the reason is kept
+    /// ([`Engine::device_note`]) and logged.
     pub fn load_configured(cfg: EngineConfig) -> Result<Self> {
         let asked = cfg.device;
         let (device, mut note) = crate::nn::device::open(asked);
         if !device.is_cpu() {
-            match Self::load(cfg.clone(), device) {
+            match Self::load(cfg.clone(), device).and_then(|e| e.warm_up().map(|()| e)) {
                 Ok(e) => return Ok(e),
                 Err(e) => {
                     note = Some(format!(
-                        "{asked}: the networks did not load on it ({}); serving on CPU",
+                        "{asked}: the networks did not load or run on it ({}); serving on CPU",
                         e.public()
                     ))
                 }
@@ -530,6 +530,39 @@ impl Engine {
     /// where configured).
     pub fn device_note(&self) -> Option<&str> {
         self.device_note.as_deref()
+    }
+
+    /// Runs one dummy image through every loaded network (the first runs of a network are
+    /// its slowest; a device that cannot run them fails here, not on a client's image).
+    pub fn warm_up(&self) -> Result<()> {
+        fn first<T>(results: Vec<Result<T>>) -> Result<T> {
+            results
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Err(Error::Internal("empty stage result".into())))
+        }
+        let img = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+        let p = self.prepare_image(img);
+        first(self.detect(&[&p]))?;
+        let face = Face {
+            bbox: [110.0, 60.0, 210.0, 180.0],
+            score: 1.0,
+            landmarks: [
+                [140.0, 100.0],
+                [180.0, 100.0],
+                [160.0, 125.0],
+                [145.0, 150.0],
+                [175.0, 150.0],
+            ],
+        };
+        first(self.liveness(&[(&p.image, &face)]))?;
+        if self.cfg.load_descriptor {
+            first(self.describe(&[(&p.image, &face)]))?;
+        }
+        if self.cfg.load_landmarks {
+            first(self.shapes(&[(&p.image, &face)]))?;
+        }
+        Ok(())
     }
 
     /// Verifies the model files against the manifest and loads every network on `device`.
