@@ -23,6 +23,7 @@ use crate::batcher::{Batcher, Loader};
 use crate::bi::{BiArgs, BiConfig, BiStore, BiWriter, SqliteStore};
 use crate::config::{ConfigFile, EngineArgs, ServerArgs, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
+use crate::nn::device::DeviceChoice;
 use crate::server::{self, Authenticator, Registry, ServerHandle};
 use crate::{Error, Result};
 
@@ -266,6 +267,28 @@ pub async fn start(cfg: &Config, batcher: Batcher, services: Services) -> Result
 
 /// `facegate serve`: opens the BI store, sets the capture verifier up (the configured key, or
 /// an ephemeral one), binds, loads the models in the background and serves until
+/// One engine loader per device worker. With `device = "auto"` on a machine with several
+/// GPUs, one per GPU: the first falls back to the CPU as usual, the others load on their GPU or
+/// not at all (so that at most one worker serves on the CPU). Otherwise one loader.
+pub fn engine_loaders(cfg: &EngineConfig) -> Vec<Loader> {
+    let gpus = match cfg.device {
+        DeviceChoice::Auto => crate::nn::device::cuda_device_count(),
+        _ => 0,
+    };
+    let first = cfg.clone();
+    let mut loaders: Vec<Loader> = vec![Box::new(move || {
+        Engine::load_configured(first).map(Arc::new)
+    })];
+    for n in 1..gpus {
+        let on = EngineConfig {
+            device: DeviceChoice::Cuda(n),
+            ..cfg.clone()
+        };
+        loaders.push(Box::new(move || Engine::load_on_device(on).map(Arc::new)));
+    }
+    loaders
+}
+
 /// SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> Result<()> {
     let bi = Arc::new(BiWriter::start(crate::bi::open_store(&cfg.bi)?, &cfg.bi)?);
@@ -274,9 +297,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         bi: Some(bi),
         capture: Some(Arc::new(capture)),
     };
-    let engine_cfg = cfg.engine.clone();
-    let loader: Loader = Box::new(move || Engine::load_configured(engine_cfg).map(Arc::new));
-    let batcher = Batcher::start(cfg.server.batcher(), loader)?;
+    let batcher = Batcher::start_workers(cfg.server.batcher(), engine_loaders(&cfg.engine))?;
     let handle = start(&cfg, batcher, services).await?;
     server::shutdown_signal().await;
     tracing::info!("signal received");

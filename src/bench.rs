@@ -28,7 +28,6 @@ use tokio::net::TcpStream;
 
 use crate::batcher::{Batcher, Status};
 use crate::config::{EngineArgs, ServerArgs};
-use crate::engine::Engine;
 use crate::{Error, Result};
 
 /// Most requests one run may send.
@@ -311,10 +310,8 @@ async fn run(args: &BenchArgs, mut payloads: Vec<Payload>) -> Result<std::proces
         cfg.engine = args.engine.apply(cfg.engine)?;
         cfg.server = args.server.apply(cfg.server)?;
         cfg.server.listen = "127.0.0.1:0".into();
-        let engine_cfg = cfg.engine.clone();
-        let loader: crate::batcher::Loader =
-            Box::new(move || Engine::load_configured(engine_cfg).map(Arc::new));
-        let batcher = Batcher::start(cfg.server.batcher(), loader)?;
+        let loaders = crate::app::engine_loaders(&cfg.engine);
+        let batcher = Batcher::start_workers(cfg.server.batcher(), loaders)?;
         let handle = crate::app::start(&cfg, batcher, crate::app::Services::default()).await?;
         wait_ready(handle.batcher()).await?;
         let addr = handle.local_addr();

@@ -365,6 +365,10 @@ pub struct EngineArgs {
     /// back to CPU, saying why in the log and /health [default: auto].
     #[arg(long, env = "FACEGATE_DEVICE")]
     pub device: Option<crate::nn::device::DeviceChoice>,
+    /// Precision of the networks on a GPU: f32 or f16 (the CPU computes in f32)
+    /// [default: f32].
+    #[arg(long, env = "FACEGATE_PRECISION")]
+    pub precision: Option<crate::nn::device::Precision>,
 }
 
 impl EngineArgs {
@@ -396,6 +400,9 @@ impl EngineArgs {
         }
         if let Some(v) = self.device {
             cfg.device = v;
+        }
+        if let Some(v) = self.precision {
+            cfg.precision = v;
         }
         validate(&cfg)?;
         Ok(cfg)

@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod gpucheck;
 pub mod models;
 pub mod nn;
 pub mod preprocess;

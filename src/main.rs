@@ -51,6 +51,8 @@ enum Command {
     Serve(app::ServeArgs),
     /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
     Bench(bench::BenchArgs),
+    /// On a GPU: kernels and networks against the CPU path, and per-stage timings (JSON).
+    Gpucheck(facegate::gpucheck::GpuCheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Command::Decrypt(a) => cli_knomi::decrypt(&a),
         Command::Serve(a) => serve(&a),
         Command::Bench(a) => bench::bench(&a),
+        Command::Gpucheck(a) => facegate::gpucheck::gpucheck(&a),
     };
     match result {
         Ok(code) => code,

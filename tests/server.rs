@@ -481,6 +481,50 @@ async fn health_is_503_until_the_models_are_ready() {
     h.stopped().await;
 }
 
+/// Several device workers pull from one channel: one whose engine did not load leaves the
+/// others serving (and is in the batcher's failure note), and the batcher fails only when every
+/// worker has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_the_queue_and_one_failing_leaves_the_others_serving() {
+    let e = engine();
+    let failing =
+        || -> Loader { Box::new(|| Err(facegate::Error::Unavailable("GPU 1 is gone".into()))) };
+    let (a, b) = (e.clone(), e.clone());
+    let loaders: Vec<Loader> = vec![failing(), Box::new(move || Ok(a)), Box::new(move || Ok(b))];
+    let cfg = config(|_| {});
+    let batcher = Batcher::start_workers(cfg.server.batcher(), loaders).unwrap();
+    let h = app::start(&cfg, batcher, Services::default())
+        .await
+        .unwrap();
+    wait_until("ready", || h.batcher().status() == Status::Ready).await;
+    // Enough concurrent images that both live workers can take some.
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| post_jpeg(&h, "/facegate/v1/analyze", t1())))
+            .await;
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.json());
+        assert_eq!(
+            a.json()["faces"].as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            a.json()
+        );
+    }
+    assert_eq!(h.batcher().status(), Status::Ready);
+    assert!(h.batcher().failure().unwrap().contains("GPU 1 is gone"));
+    let batcher = h.batcher().clone();
+    h.shutdown();
+    h.stopped().await;
+    batcher.shutdown().await;
+    assert_eq!(batcher.status(), Status::Stopped);
+
+    let cfg = config(|_| {});
+    let batcher = Batcher::start_workers(cfg.server.batcher(), vec![failing(), failing()]).unwrap();
+    wait_until("failed", || batcher.status() == Status::Failed).await;
+    assert!(batcher.failure().unwrap().contains("GPU 1 is gone"));
+    assert!(Batcher::start_workers(cfg.server.batcher(), Vec::new()).is_err());
+}
+
 /// Sends headers with `Expect: 100-continue` over a raw socket and reads the early answer.
 async fn oversized_without_sending(h: &ServerHandle, length: usize) -> String {
     raw_exchange(h, "/facegate/v1/analyze", length, b"").await
@@ -884,8 +928,17 @@ async fn decoded_frames_go_through_the_batcher_like_encoded_images() {
 /// device that is no device is refused naming the forms.
 #[tokio::test]
 async fn a_device_that_does_not_open_falls_back_to_cpu_and_says_why() {
-    let cfg = Config::parse("device = \"cuda:1\"\nload_landmarks = false\n", "test.toml").unwrap();
+    let cfg = Config::parse(
+        "device = \"cuda:1\"\nprecision = \"f16\"\nload_landmarks = false\n",
+        "test.toml",
+    )
+    .unwrap();
     assert_eq!(cfg.engine.device.to_string(), "cuda:1");
+    assert_eq!(cfg.engine.precision, facegate::nn::device::Precision::F16);
+    let err = Config::parse("precision = \"f8\"\n", "test.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("f8"), "{err}");
     let err = Config::parse("device = \"gpu\"\n", "test.toml")
         .unwrap_err()
         .to_string();

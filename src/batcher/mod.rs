@@ -5,9 +5,11 @@
 //!   or running); one more fails at once with [`Error::Overloaded`] (HTTP 429).
 //! - Decoding and downscaling ([`Engine::prepare`]) run on the batcher's own decoding threads
 //!   (`prepare_threads` of them), never on the async reactor.
-//! - One worker thread per device owns the three stage queues (detect, liveness, describe) and
-//!   the engine's networks; callers talk to it over a channel and get their answer on a oneshot
-//!   channel. See [`worker`] for the scheduling rules.
+//! - One worker thread per device (one per GPU with `device = "auto"`, else one) owns its
+//!   stage queues (detect, liveness, describe, landmarks) and its engine's networks; every
+//!   worker pulls submitted images from the same multi-consumer channel (crossbeam), and
+//!   callers get their answer on a oneshot channel. See [`worker`] for the scheduling rules and
+//!   what happens when a device fails while serving.
 //!
 //! - Work comes as an [`Input`]: encoded bytes (decoded here, within the engine's decode
 //!   bounds) or an already decoded RGB frame (a video frame, a decrypted frame; checked against
@@ -20,7 +22,6 @@
 mod worker;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -192,6 +193,12 @@ struct Shared {
     /// Admitted images still waiting for or going through decoding: the detect stage waits
     /// for more work (`max_queue_delay_ms`) only while some may still arrive.
     decoding: AtomicUsize,
+    /// Set when the worker's device failed at run time and it went on on the CPU: why.
+    fallback: Mutex<Option<String>>,
+    /// Worker threads still running.
+    alive: AtomicUsize,
+    /// Worker threads still taking new work (running, not retired after a device failure).
+    serving: AtomicUsize,
 }
 
 impl Shared {
@@ -204,6 +211,30 @@ impl Shared {
             f.get_or_insert(why);
         }
         self.set_status(Status::Failed);
+    }
+
+    /// A worker thread ends: `clean` when its channel closed and its queues are empty, else
+    /// with `why` (a load failure, a panic). The batcher fails only when its last worker goes
+    /// without a clean stop; while others run, they take the work.
+    fn worker_gone(&self, clean: bool, why: &str) {
+        let left = self.alive.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        if !clean {
+            tracing::error!(
+                reason = why,
+                workers_left = left,
+                "an engine worker has stopped"
+            );
+            if let Ok(mut f) = self.failure.lock() {
+                f.get_or_insert(why.to_string());
+            }
+        }
+        if left == 0 {
+            if clean {
+                self.set_status(Status::Stopped);
+            } else {
+                self.fail(why.to_string());
+            }
+        }
     }
 }
 
@@ -259,15 +290,15 @@ struct Inner {
     /// Settings in force.
     cfg: BatcherConfig,
     /// Commands to the worker; `None` after shutdown.
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    tx: Mutex<Option<crossbeam_channel::Sender<Job>>>,
     /// Status and statistics.
     shared: Arc<Shared>,
     /// Admission slots (`queue_bound`).
     admission: Arc<Semaphore>,
     /// The decoding threads (`prepare_threads`).
     decoders: Decoders,
-    /// The worker thread, joined by [`Batcher::shutdown`].
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The worker threads, joined by [`Batcher::shutdown`].
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Batcher {
@@ -275,6 +306,18 @@ impl Batcher {
     /// batch and then serves. Until then [`Batcher::status`] is [`Status::Loading`] and
     /// submissions fail with [`Error::Unavailable`].
     pub fn start(cfg: BatcherConfig, loader: Loader) -> Result<Batcher> {
+        Self::start_workers(cfg, vec![loader])
+    }
+
+    /// [`Batcher::start`] with one worker per loader (one per GPU): each loads its own
+    /// engine, and all of them pull images from the same channel. The batcher is ready when
+    /// the first is, and fails only when every worker has failed.
+    pub fn start_workers(cfg: BatcherConfig, loaders: Vec<Loader>) -> Result<Batcher> {
+        if loaders.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a batcher needs at least one worker".into(),
+            ));
+        }
         let cfg = BatcherConfig {
             max_batch: cfg.max_batch.max(1),
             queue_bound: cfg.queue_bound.max(1),
@@ -291,13 +334,21 @@ impl Batcher {
             mixed: Default::default(),
             cancelled: Default::default(),
             decoding: AtomicUsize::new(0),
+            fallback: Mutex::new(None),
+            alive: AtomicUsize::new(loaders.len()),
+            serving: AtomicUsize::new(loaders.len()),
         });
         let decoders = Decoders::start(cfg.prepare_threads)?;
-        let (tx, rx) = mpsc::channel();
-        let worker_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("facegate-engine-cpu".into())
-            .spawn(move || worker::run(cfg, loader, rx, worker_shared))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut threads = Vec::with_capacity(loaders.len());
+        for (i, loader) in loaders.into_iter().enumerate() {
+            let (rx, worker_shared) = (rx.clone(), shared.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("facegate-engine-{i}"))
+                    .spawn(move || worker::run(cfg, loader, rx, worker_shared))?,
+            );
+        }
         Ok(Batcher {
             inner: Arc::new(Inner {
                 cfg,
@@ -305,7 +356,7 @@ impl Batcher {
                 shared,
                 admission: Arc::new(Semaphore::new(cfg.queue_bound)),
                 decoders,
-                thread: Mutex::new(Some(thread)),
+                threads: Mutex::new(threads),
             }),
         })
     }
@@ -338,6 +389,32 @@ impl Batcher {
     /// Loaded models and device, once ready.
     pub fn info(&self) -> Option<&EngineInfo> {
         self.inner.shared.info.get()
+    }
+
+    /// The device the networks run on now: the loaded engine's, or `cpu` once the worker's
+    /// device has failed at run time (`unknown` while loading).
+    pub fn device(&self) -> &'static str {
+        if self.runtime_fallback().is_some() {
+            return "cpu";
+        }
+        self.info().map_or("unknown", |i| i.device)
+    }
+
+    /// Why the networks run on the CPU instead of the configured device: the device failed at
+    /// run time, or it did not open or load at start (`None` when they run where configured).
+    pub fn device_note(&self) -> Option<String> {
+        self.runtime_fallback()
+            .or_else(|| self.info().and_then(|i| i.device_note.clone()))
+    }
+
+    /// Why the worker left its device for the CPU at run time, if it did.
+    fn runtime_fallback(&self) -> Option<String> {
+        self.inner
+            .shared
+            .fallback
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
     }
 
     /// The engine, once loaded (for dialects that need its configuration).
@@ -409,13 +486,18 @@ impl Batcher {
         futures_util::future::join_all(runs).await
     }
 
-    /// Stops accepting work, lets the worker finish what it holds and joins it.
+    /// Stops accepting work, lets the workers finish what they hold and joins them.
     pub async fn shutdown(&self) {
         if let Ok(mut tx) = self.inner.tx.lock() {
             tx.take();
         }
-        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(t) = thread {
+        let threads = self
+            .inner
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
@@ -517,7 +599,7 @@ impl Batcher {
             // No longer decoding, before the worker can see the job: a worker woken by it
             // must not wait for a partner that is this very image.
             drop(departed);
-            if let Err(mpsc::SendError(job)) = tx.send(job) {
+            if let Err(crossbeam_channel::SendError(job)) = tx.send(job) {
                 let _ = job.reply.send(Err(Error::Unavailable(
                     "the engine worker has stopped".into(),
                 )));

@@ -11,12 +11,18 @@
 //!    runs on its own (nothing is padded), so results match single-image analysis;
 //! 4. jobs whose client has gone (reply receiver dropped) are dropped before they run;
 //! 5. every stage answers each image on its own: an image that fails in a stage gets its own
-//!    error and its batch partners go on.
+//!    error and its batch partners go on;
+//! 6. on a GPU, a batch in which every image failed is followed by a probe (the warm-up run):
+//!    when that fails too, the device is taken out ([`device_failed`]). The worker loads the
+//!    networks on the CPU and reruns the batch there. If it was the last worker taking new
+//!    work it goes on serving on the CPU (`/health` and `facegate_device_fallback` say so);
+//!    otherwise (several GPUs) it finishes what it holds and stops, and the others take the
+//!    new work.
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,33 +39,50 @@ use crate::{Error, Result};
 /// Longest the detect queue waits for a partner before looking at the decoding count again.
 const RECHECK: Duration = Duration::from_millis(1);
 
-/// Marks the worker failed if its thread ends without a clean stop (e.g. a panic).
-struct DeathGuard(Arc<Shared>);
+/// Tells the batcher when the worker's thread ends, however it ends: cleanly (`clean` set
+/// after serving), with a load failure (`why`), or by a panic.
+struct DeathGuard {
+    shared: Arc<Shared>,
+    clean: bool,
+    retired: bool,
+    why: String,
+}
 
 impl Drop for DeathGuard {
     fn drop(&mut self) {
-        if self.0.status.load(Ordering::SeqCst) != Status::Stopped as u8 {
-            self.0.fail("the engine worker thread has died".into());
+        if !self.retired {
+            self.shared.serving.fetch_sub(1, Ordering::SeqCst);
         }
+        self.shared.worker_gone(self.clean, &self.why);
     }
 }
 
 /// Thread body: load, warm up, serve until every sender is gone and the queues are empty.
 pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared: Arc<Shared>) {
-    let _guard = DeathGuard(shared.clone());
+    let mut guard = DeathGuard {
+        shared: shared.clone(),
+        clean: false,
+        retired: false,
+        why: "the engine worker thread has died".into(),
+    };
     let t = Instant::now();
     let engine = match catch_unwind(AssertUnwindSafe(loader)) {
         Ok(Ok(e)) => e,
         Ok(Err(e)) => {
             // The whole error (with file paths) goes to the log; clients see it without them.
             tracing::error!(error = %e, "model loading failed");
-            return shared.fail(format!("model loading failed: {}", e.public()));
+            guard.why = format!("model loading failed: {}", e.public());
+            return;
         }
-        Err(_) => return shared.fail("model loading panicked".into()),
+        Err(_) => {
+            guard.why = "model loading panicked".into();
+            return;
+        }
     };
     if let Err(e) = engine.warm_up() {
         tracing::error!(error = %e, "warm-up failed");
-        return shared.fail(format!("warm-up failed: {}", e.public()));
+        guard.why = format!("warm-up failed: {}", e.public());
+        return;
     }
     let info = engine_info(&engine);
     for m in &info.models {
@@ -78,16 +101,18 @@ pub(super) fn run(cfg: BatcherConfig, loader: Loader, rx: Receiver<Job>, shared:
     let _ = shared.info.set(info);
     let _ = shared.engine.set(engine.clone());
     shared.set_status(Status::Ready);
-    Worker {
+    let retired = Worker {
         cfg,
         engine,
         rx,
         shared: shared.clone(),
         queues: std::array::from_fn(|_| VecDeque::new()),
         open: true,
+        retired: false,
     }
     .serve();
-    shared.set_status(Status::Stopped);
+    guard.retired = retired;
+    guard.clean = true;
 }
 
 /// Names of the loaded networks and the device label.
@@ -136,12 +161,16 @@ struct Worker {
     shared: Arc<Shared>,
     /// Queues by [`Stage`] index.
     queues: [VecDeque<Job>; STAGES],
-    /// False once every sender is gone.
+    /// False once every sender is gone, or once the worker retires.
     open: bool,
+    /// Whether it retired after its device failed (and no longer counts as serving).
+    retired: bool,
 }
 
 impl Worker {
-    fn serve(mut self) {
+    /// Serves until the channel closes (or the worker retires) and its queues are empty;
+    /// returns whether it retired.
+    fn serve(mut self) -> bool {
         loop {
             self.drain();
             let later = Stage::ALL[1..]
@@ -160,10 +189,10 @@ impl Worker {
                         self.push(Stage::Detect, job);
                         continue;
                     }
-                    Err(_) => return,
+                    Err(_) => return self.retired,
                 }
             } else {
-                return;
+                return self.retired;
             };
             let batch = self.take(stage);
             self.gauges();
@@ -207,6 +236,9 @@ impl Worker {
         let Some(oldest) = self.queues[0].front().map(|j| j.enqueued) else {
             return;
         };
+        if !self.open {
+            return; // nothing more will come (a closed channel, or a retiring worker)
+        }
         let wanted = self.cfg.max_batch.saturating_sub(self.queues[0].len());
         let decoding = self.cfg.adaptive_delay.then_some(&self.shared.decoding);
         let mut arrived = Vec::new();
@@ -288,18 +320,81 @@ impl Worker {
     /// per-image tasks, or a result count that does not match, fails the batch's jobs with
     /// [`Error::Internal`]).
     fn run_stage<T>(
-        &self,
+        &mut self,
         stage: Stage,
         batch: &[Job],
-        f: impl FnOnce(&Engine, &[Job]) -> Vec<Result<T>>,
+        f: impl Fn(&Engine, &[Job]) -> Vec<Result<T>>,
     ) -> (Vec<Result<T>>, f64) {
-        let (out, dt) = self.timed(stage, |e| Ok(f(e, batch)));
-        let out = match out {
-            Ok(v) if v.len() == batch.len() => v,
-            Ok(_) => internal_all(batch.len(), stage, "result count"),
-            Err(_) => internal_all(batch.len(), stage, "panic"),
+        let once = |w: &Self| {
+            let (out, dt) = w.timed(stage, |e| Ok(f(e, batch)));
+            let out = match out {
+                Ok(v) if v.len() == batch.len() => v,
+                Ok(_) => internal_all(batch.len(), stage, "result count"),
+                Err(_) => internal_all(batch.len(), stage, "panic"),
+            };
+            (out, dt)
         };
+        let (out, dt) = once(self);
+        let on_device = !self.engine.device().is_cpu();
+        if on_device && device_failed(&out, || self.probe()) && self.fall_back_to_cpu(stage, &out) {
+            return once(self);
+        }
         (out, dt)
+    }
+
+    /// The warm-up run on the worker's engine, as a probe of its device.
+    fn probe(&self) -> Result<()> {
+        catch_unwind(AssertUnwindSafe(|| self.engine.warm_up()))
+            .unwrap_or_else(|_| Err(Error::Internal("the probe panicked".into())))
+    }
+
+    /// Takes the failed device out: loads the networks on the CPU and swaps them in. Returns
+    /// whether the worker now serves on the CPU. While another worker still takes new work
+    /// (several GPUs), this one only finishes on the CPU what it holds and then stops, so that
+    /// the CPU never takes a share of a GPU fleet's load.
+    fn fall_back_to_cpu<T>(&mut self, stage: Stage, out: &[Result<T>]) -> bool {
+        let retire = self
+            .shared
+            .serving
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 1).then(|| n - 1)
+            })
+            .is_ok();
+        if retire {
+            self.open = false;
+            self.retired = true;
+        }
+        let cause = out.iter().find_map(|r| r.as_ref().err()).map_or_else(
+            || "unknown".to_string(),
+            |e| crate::nn::device::first_line(&e.public()),
+        );
+        let from = crate::nn::device::label(self.engine.device());
+        let note = format!(
+            "{from}: failed at run time in the {} stage ({cause}); serving on CPU",
+            stage.name()
+        );
+        tracing::error!(reason = %note, "device taken out");
+        let t = Instant::now();
+        let cpu = Engine::load(self.engine.config().clone(), Device::Cpu)
+            .and_then(|e| e.warm_up().map(|()| e));
+        match cpu {
+            Ok(e) => {
+                self.engine = Arc::new(e);
+                if retire {
+                    tracing::warn!(reason = %note, "the other workers take the new work");
+                } else if let Ok(mut f) = self.shared.fallback.lock() {
+                    *f = Some(note);
+                }
+                metrics::gauge!(tm::DEVICE_FALLBACK).set(1.0);
+                metrics::counter!(tm::DEVICE_FAILURES).increment(1);
+                tracing::warn!(ms = ms(t), "networks reloaded on the CPU; serving on CPU");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the networks did not load on the CPU either");
+                false
+            }
+        }
     }
 
     fn detect(&mut self, batch: Vec<Job>) {
@@ -448,6 +543,13 @@ fn wait_for_partners<T>(
     true
 }
 
+/// Whether a stage's results show a failed device: every image of a non-empty batch failed
+/// and the probe (a run of every network on a dummy image) fails too. One bad image, or a
+/// batch of them, fails alone and leaves the device in service.
+pub(super) fn device_failed<T>(out: &[Result<T>], probe: impl FnOnce() -> Result<()>) -> bool {
+    !out.is_empty() && out.iter().all(Result::is_err) && probe().is_err()
+}
+
 /// Runs `f` on the (image, face) pairs the networks judge; jobs without a selected face (a
 /// broken invariant) get an error of their own and are left out of the call.
 fn with_faces<T>(
@@ -523,7 +625,7 @@ fn internal_all<T>(n: usize, stage: Stage, what: &str) -> Vec<Result<T>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::channel;
+    use crossbeam_channel::unbounded as channel;
     use std::thread;
 
     use super::*;
@@ -554,6 +656,20 @@ mod tests {
         });
         assert!(got.is_empty());
         drop(tx);
+    }
+
+    #[test]
+    fn only_a_whole_failed_batch_with_a_failed_probe_takes_the_device_out() {
+        let bad = || Err::<u8, _>(Error::Internal("cuda".into()));
+        let probe_fails = || Err(Error::Internal("still broken".into()));
+        assert!(device_failed(&[bad(), bad()], probe_fails));
+        // The probe passes: the images were bad, not the device.
+        assert!(!device_failed(&[bad(), bad()], || Ok(())));
+        // One image went through: the device works.
+        assert!(!device_failed(&[bad(), Ok(1)], || panic!(
+            "no probe needed"
+        )));
+        assert!(!device_failed::<u8>(&[], || panic!("no probe needed")));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,8 @@ use crate::models::Manifest;
 use crate::nn::face_descriptor::FaceDescriptor;
 use crate::nn::face_landmarks::{self, FaceLandmarks};
 use crate::nn::minifasnet::MiniFasNet;
-use crate::nn::retinaface::{DecodeParams, Detection, RetinaFace};
+use crate::nn::retinaface::{input_from_images, DecodeParams, Detection, RetinaFace, MEAN_BGR};
+use crate::preprocess::batch::{crop_job, CropJob};
 use crate::preprocess::crop::{celeba_crop, crop_rgb, mirror_rgb, pack_bgr, pack_rgb_unit};
 use crate::preprocess::decode::{decode_region, decode_scaled, DecodeLimits, REDUCTIONS};
 use crate::preprocess::resize::downscale_area;
@@ -160,6 +161,8 @@ pub struct EngineConfig {
     /// Device the networks run on (`auto`, `cpu`, `cuda`, `cuda:N`); one that does not open,
     /// or on which the networks fail to load, falls back to CPU ([`Engine::load_configured`]).
     pub device: crate::nn::device::DeviceChoice,
+    /// Precision of the networks on a GPU (`f32`, `f16`); always f32 on the CPU.
+    pub precision: crate::nn::device::Precision,
 }
 
 impl Default for EngineConfig {
@@ -180,6 +183,7 @@ impl Default for EngineConfig {
             workflows: workflow::WorkflowConfig::default(),
             threads: 0,
             device: crate::nn::device::DeviceChoice::Auto,
+            precision: crate::nn::device::Precision::F32,
         }
     }
 }
@@ -513,7 +517,7 @@ impl Engine {
                 Err(e) => {
                     note = Some(format!(
                         "{asked}: the networks did not load or run on it ({}); serving on CPU",
-                        e.public()
+                        crate::nn::device::first_line(&e.public())
                     ))
                 }
             }
@@ -523,6 +527,20 @@ impl Engine {
         }
         let mut engine = Self::load(cfg, Device::Cpu)?;
         engine.device_note = note;
+        Ok(engine)
+    }
+
+    /// Loads the networks on `cfg.device` and warms them up there, with no fall back: fails
+    /// when the device does not open or the networks do not run on it (an extra GPU worker,
+    /// which must not become a second CPU engine).
+    pub fn load_on_device(cfg: EngineConfig) -> Result<Self> {
+        let asked = cfg.device;
+        let (device, note) = crate::nn::device::open(asked);
+        if let Some(why) = note {
+            return Err(Error::Unavailable(why));
+        }
+        let engine = Self::load(cfg, device)?;
+        engine.warm_up()?;
         Ok(engine)
     }
 
@@ -640,6 +658,11 @@ impl Engine {
             pool,
             device_note: None,
         })
+    }
+
+    /// The dtype the networks compute in: f16 with `precision = "f16"` on a GPU, else f32.
+    pub fn dtype(&self) -> DType {
+        self.cfg.precision.dtype_on(&self.device)
     }
 
     /// Threads the networks run on (1 when images run one after another).
@@ -902,7 +925,15 @@ impl Engine {
             nms_iou: self.cfg.detection.nms_iou,
             top_k: self.cfg.detection.top_k,
         };
-        let dets = self.detector.detect_images(&images, &params)?;
+        let input = if self.device.is_cuda() {
+            // On a GPU the packing runs as one kernel launch (same values as on the CPU).
+            crate::preprocess::launch::detector_input(&images, MEAN_BGR, &self.device)?
+        } else {
+            input_from_images(&images, &self.device)?
+        };
+        let dets = self
+            .detector
+            .detect_batch(&input.to_dtype(self.dtype())?, &params)?;
         if dets.len() != items.len() {
             return Err(Error::Internal("detector result count".into()));
         }
@@ -997,33 +1028,63 @@ impl Engine {
         let variant = which.variant();
         let size = variant.input_size();
         let celeba = *which == PadNetwork::Celeba;
-        let mut crops: Vec<Vec<u8>> = faces
-            .iter()
-            .map(|(img, f)| {
-                if celeba {
-                    celeba_crop(img, f.bbox, size)
-                } else {
-                    crop_rgb(
-                        img,
-                        self.cfg.pad_box.apply(f.bbox),
-                        which.crop_scale(),
-                        size,
-                    )
-                }
-            })
-            .collect();
-        let n = crops.len();
-        if self.cfg.mirror_average {
-            let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, size)).collect();
-            crops.extend(mirrored);
-        }
-        let input = if celeba {
-            pack_rgb_unit(&crops, size, &self.device)?
+        let n = faces.len();
+        let rows = if self.cfg.mirror_average { 2 * n } else { n };
+        let input = if self.device.is_cuda() && !celeba {
+            // On a GPU the crops, the mirror and the packing run as one kernel launch.
+            let images: Vec<&RgbImage> = faces.iter().map(|(img, _)| *img).collect();
+            let mirrors: &[bool] = if self.cfg.mirror_average {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            let jobs: Vec<CropJob> = mirrors
+                .iter()
+                .flat_map(|&mirror| {
+                    faces.iter().enumerate().map(move |(i, (img, f))| {
+                        crop_job(
+                            img.width(),
+                            img.height(),
+                            i,
+                            self.cfg.pad_box.apply(f.bbox),
+                            which.crop_scale(),
+                            mirror,
+                        )
+                    })
+                })
+                .collect();
+            crate::preprocess::launch::crop_input(&images, &jobs, size, &self.device)?
         } else {
-            pack_bgr(&crops, size, &self.device)?
+            let mut crops: Vec<Vec<u8>> = faces
+                .iter()
+                .map(|(img, f)| {
+                    if celeba {
+                        celeba_crop(img, f.bbox, size)
+                    } else {
+                        crop_rgb(
+                            img,
+                            self.cfg.pad_box.apply(f.bbox),
+                            which.crop_scale(),
+                            size,
+                        )
+                    }
+                })
+                .collect();
+            if self.cfg.mirror_average {
+                let mirrored: Vec<Vec<u8>> = crops.iter().map(|c| mirror_rgb(c, size)).collect();
+                crops.extend(mirrored);
+            }
+            if celeba {
+                pack_rgb_unit(&crops, size, &self.device)?
+            } else {
+                pack_bgr(&crops, size, &self.device)?
+            }
         };
-        let logits: Vec<Vec<f32>> = net.forward(&input)?.to_vec2()?;
-        if logits.len() != crops.len() || logits.iter().any(|l| l.len() != variant.num_classes()) {
+        let logits: Vec<Vec<f32>> = net
+            .forward(&input.to_dtype(self.dtype())?)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
+        if logits.len() != rows || logits.iter().any(|l| l.len() != variant.num_classes()) {
             return Err(Error::Internal(format!("{} output shape", which.name())));
         }
         // Logits and probabilities in the three slots.
@@ -1069,7 +1130,7 @@ impl Engine {
                 .collect();
         };
         let one = |i: usize| {
-            template::describe(net, &faces[i..=i], &self.device)?
+            template::describe(net, &faces[i..=i], &self.device, self.dtype())?
                 .pop()
                 .ok_or_else(|| Error::Internal("descriptor result count".into()))
         };
@@ -1078,7 +1139,7 @@ impl Engine {
         }
         self.batched(
             faces.len(),
-            || template::describe(net, faces, &self.device),
+            || template::describe(net, faces, &self.device, self.dtype()),
             one,
         )
     }
@@ -1141,7 +1202,10 @@ impl Engine {
         }
         let input =
             candle_core::Tensor::from_vec(data, (faces.len(), 3, size, size), &self.device)?;
-        let out: Vec<Vec<f32>> = net.forward(&input)?.to_vec2()?;
+        let out: Vec<Vec<f32>> = net
+            .forward(&input.to_dtype(self.dtype())?)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
         out.iter()
             .zip(&squares)
             .zip(grays)

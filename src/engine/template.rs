@@ -14,13 +14,14 @@
 //! | 9+L | 4·D | the descriptor, `f32` |
 //! | 9+L+4·D | 4 | CRC-32 (IEEE) of every byte before it |
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::Face;
 use crate::nn::face_descriptor::{distance, FaceDescriptor};
-use crate::preprocess::align::{align_face, chips_to_tensor};
+use crate::preprocess::align::{align_face, chips_to_tensor, CHIP_SIZE};
+use crate::preprocess::batch::align_job;
 use crate::{Error, Result};
 
 /// Identifier of the template format; comparisons across versions are refused.
@@ -321,22 +322,38 @@ pub fn describe(
     net: &FaceDescriptor,
     faces: &[(&RgbImage, &Face)],
     device: &Device,
+    dtype: DType,
 ) -> Result<Vec<FaceTemplate>> {
     if faces.is_empty() {
         return Ok(Vec::new());
     }
-    let chips = faces
-        .iter()
-        .map(|(img, f)| {
-            align_face(
-                img.as_raw(),
-                img.width() as usize,
-                img.height() as usize,
-                &f.landmarks,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let out: Vec<Vec<f32>> = net.forward(&chips_to_tensor(&chips, device)?)?.to_vec2()?;
+    let input = if device.is_cuda() {
+        // On a GPU the similarity warps of the whole batch run as one kernel launch.
+        let images: Vec<&RgbImage> = faces.iter().map(|(img, _)| *img).collect();
+        let jobs = faces
+            .iter()
+            .enumerate()
+            .map(|(i, (_, f))| align_job(i, &f.landmarks))
+            .collect::<Result<Vec<_>>>()?;
+        crate::preprocess::launch::chip_input(&images, &jobs, CHIP_SIZE, device)?
+    } else {
+        let chips = faces
+            .iter()
+            .map(|(img, f)| {
+                align_face(
+                    img.as_raw(),
+                    img.width() as usize,
+                    img.height() as usize,
+                    &f.landmarks,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        chips_to_tensor(&chips, device)?
+    };
+    let out: Vec<Vec<f32>> = net
+        .forward(&input.to_dtype(dtype)?)?
+        .to_dtype(DType::F32)?
+        .to_vec2()?;
     Ok(out
         .into_iter()
         .map(|descriptor| FaceTemplate {

@@ -73,7 +73,11 @@ pub fn open(choice: DeviceChoice) -> (Device, Option<String>) {
         if !candle_core::utils::cuda_is_available() {
             return Err("this build has no CUDA support (built without the `cuda` feature)".into());
         }
-        Device::new_cuda(n).map_err(|e| format!("CUDA device {n} did not open ({e})"))
+        missing_cuda_libraries()?;
+        // cudarc panics when a library it loads lazily is missing: keep that a fallback too.
+        std::panic::catch_unwind(|| Device::new_cuda_with_stream(n))
+            .map_err(|_| format!("CUDA device {n} did not open (the CUDA libraries panicked)"))?
+            .map_err(|e| format!("CUDA device {n} did not open ({})", first_line(&e)))
     };
     let fall_back = |why: String| {
         (
@@ -89,9 +93,145 @@ pub fn open(choice: DeviceChoice) -> (Device, Option<String>) {
     }
 }
 
+/// The first line of an error's message (candle appends a backtrace when `RUST_BACKTRACE` is
+/// set; `/health` and the log line want the reason only).
+pub fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+/// The numeric precision of the networks on a GPU (`engine.precision`, `--precision`): f32,
+/// or f16 activations and weights (the CPU kernels are f32 only: on the CPU it is always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere.
+    #[default]
+    F32,
+    /// 16-bit floats on a GPU (outputs converted back to f32).
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(Error::InvalidArgument(format!(
+                "precision {s:?}: expected f32 or f16"
+            ))),
+        }
+    }
+}
+
+impl Precision {
+    /// `f32` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// The dtype the networks compute in on `device`: f16 only when asked for and on a GPU.
+    pub fn dtype_on(self, device: &Device) -> candle_core::DType {
+        match self {
+            Self::F16 if !device.is_cpu() => candle_core::DType::F16,
+            _ => candle_core::DType::F32,
+        }
+    }
+}
+
+/// GPUs the driver sees (0 without the `cuda` feature, a driver or the CUDA libraries).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::CudaContext;
+        if missing_cuda_libraries().is_err() {
+            return 0;
+        }
+        std::panic::catch_unwind(CudaContext::device_count)
+            .ok()
+            .and_then(|r| r.ok())
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    }
+    #[cfg(not(feature = "cuda"))]
+    0
+}
+
+/// A short label for `device`: `cpu`, `cuda:N` or `metal`.
+pub fn label(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// The shared libraries a CUDA build opens at run time (scripts/build-cuda.sh builds it so that
+/// none is needed to start): the driver, then the CUDA 13 libraries candle uses.
+pub const CUDA_LIBRARIES: [&str; 5] = [
+    "libcuda.so.1",
+    "libcublas.so.13",
+    "libcublasLt.so.13",
+    "libcurand.so.10",
+    "libnvrtc.so.13",
+];
+
+/// Fails, naming them, when a library of [`CUDA_LIBRARIES`] does not load (no NVIDIA driver,
+/// or the CUDA libraries are not on `LD_LIBRARY_PATH`). Without the `cuda` feature there is
+/// nothing to load.
+pub fn missing_cuda_libraries() -> Result<(), String> {
+    #[cfg(feature = "cuda")]
+    {
+        let missing: Vec<String> = CUDA_LIBRARIES
+            .iter()
+            // SAFETY: loading runs the libraries' initialisers; these are NVIDIA's own CUDA
+            // libraries, the ones cudarc would load in the same way when the device opens.
+            .filter(|name| unsafe { libloading::Library::new(**name) }.is_err())
+            .map(|name| name.to_string())
+            .collect();
+        if let Some(first) = missing.first() {
+            let driver = if first.starts_with("libcuda.so") {
+                "no NVIDIA driver: "
+            } else {
+                "the CUDA 13 libraries are not on LD_LIBRARY_PATH: "
+            };
+            return Err(format!("{driver}{} did not load", missing.join(", ")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_keep_their_first_line_and_precisions_parse() {
+        assert_eq!(
+            first_line(&"no device (x)\n   0: backtrace"),
+            "no device (x)"
+        );
+        assert_eq!(first_line(&""), "");
+        assert_eq!("F16".parse::<Precision>().unwrap(), Precision::F16);
+        assert!("f8"
+            .parse::<Precision>()
+            .unwrap_err()
+            .to_string()
+            .contains("f32 or f16"));
+        // f16 only on a GPU: the CPU kernels are f32.
+        assert_eq!(
+            Precision::F16.dtype_on(&Device::Cpu),
+            candle_core::DType::F32
+        );
+    }
 
     #[test]
     fn choices_parse_print_and_refuse() {

@@ -24,9 +24,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 
-use super::layers::{add_act, Activation, Conv2d, ConvGeom, Join, Linear};
+use super::layers::{add_act, float_input, Activation, Conv2d, ConvGeom, Join, Linear};
 use super::tfjs::{self, weight as get};
 use crate::{Error, Result};
 
@@ -168,7 +168,7 @@ impl FaceDescriptor {
             );
         }
         // The input normalisation is folded into the stem (see `normalising_stem`).
-        let x = chips.to_dtype(DType::F32)?;
+        let x = float_input(chips)?;
         let mut x = self
             .stem
             .forward_act(&x, &Activation::Relu)?
@@ -247,6 +247,7 @@ pub fn distance(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn distance_is_euclidean() {

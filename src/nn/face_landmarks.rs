@@ -21,9 +21,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 
-use super::layers::{Activation, Conv2d, ConvGeom, Join, Linear};
+use super::layers::{float_input, Activation, Conv2d, ConvGeom, Join, Linear};
 use super::tfjs::{self, weight as get};
 use crate::{Error, Result};
 
@@ -73,7 +73,7 @@ enum Entry {
     /// `dense0`: an ordinary 3x3 stride-2 convolution.
     Conv(Conv2d),
     /// `dense1..3`: a stride-2 depthwise-separable convolution.
-    Separable(Separable),
+    Separable(Box<Separable>),
 }
 
 /// A dense block of four convolutions whose outputs are summed (see the module docs).
@@ -151,7 +151,13 @@ impl FaceLandmarks {
                         .map_err(|e| format!("{p}/conv0: {e}"))?,
                 )
             } else {
-                Entry::Separable(separable(w, &format!("{p}/conv0"), cin, cout, true)?)
+                Entry::Separable(Box::new(separable(
+                    w,
+                    &format!("{p}/conv0"),
+                    cin,
+                    cout,
+                    true,
+                )?))
             };
             let sep = |k: usize| separable(w, &format!("{p}/conv{k}"), cout, cout, false);
             Ok(DenseBlock {
@@ -188,8 +194,8 @@ impl FaceLandmarks {
             );
         }
         // The first convolution is padded, so the normalisation cannot fold into it.
-        let mut x =
-            (crops.to_dtype(DType::F32)?.broadcast_sub(&self.mean)? / f64::from(INPUT_DIVISOR))?;
+        let x = float_input(crops)?;
+        let mut x = (x.broadcast_sub(&self.mean.to_dtype(x.dtype())?)? / f64::from(INPUT_DIVISOR))?;
         for b in &self.blocks {
             x = b.forward(&x)?;
         }
@@ -239,6 +245,7 @@ fn separable(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn stride_two_padding_is_tensorflow_same() {

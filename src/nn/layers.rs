@@ -4,8 +4,9 @@
 //! On CPU with f32 every convolution runs as one custom op over the single-threaded kernels of
 //! [`super::cpu`] (weights packed once at construction; bias, activation and an optional
 //! residual applied in the same pass); linear layers use [`super::cpu::linear`]. On other
-//! devices the same functions are built from candle's tensor operations, so every device
-//! computes the same thing. No layer spawns threads: the engine decides where images run.
+//! devices the same functions are built from candle's tensor operations (depthwise
+//! convolutions on CUDA from [`super::cuda::depthwise`]), so every device computes the same
+//! thing. No layer spawns threads: the engine decides where images run.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor, TensorId, D,
@@ -14,6 +15,7 @@ use candle_core::{
 use super::cpu::conv::{PackedConv, Window};
 use super::cpu::depthwise::depthwise;
 use super::cpu::{self, Epilogue, Isa, Residual, Slope};
+use super::cuda::depthwise::{cuda_dtype, Depthwise};
 
 /// Square convolution geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +186,9 @@ pub struct Conv2d {
     /// Precomputed CPU kernel data; rebuilt on the fly if `weight` or `bias` has been
     /// replaced since construction.
     cpu: Option<CpuParts>,
+    /// Weight and bias converted to the dtype of the inputs, when that is not theirs (f16 on a
+    /// GPU: `engine.precision`), made on the first such input.
+    converted: std::sync::OnceLock<(Tensor, Tensor)>,
 }
 
 impl Conv2d {
@@ -200,7 +205,22 @@ impl Conv2d {
             bias,
             geom,
             cpu,
+            converted: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Weight and bias in `dtype`: the layer's own, or converted once (one other dtype).
+    fn params(&self, dtype: DType) -> Result<(Tensor, Tensor)> {
+        if dtype == self.weight.dtype() {
+            return Ok((self.weight.clone(), self.bias.clone()));
+        }
+        if let Some((w, b)) = self.converted.get().filter(|(w, _)| w.dtype() == dtype) {
+            return Ok((w.clone(), b.clone()));
+        }
+        let pair = (self.weight.to_dtype(dtype)?, self.bias.to_dtype(dtype)?);
+        // Only the first other dtype is kept (a network runs in one precision).
+        let _ = self.converted.set(pair.clone());
+        Ok(pair)
     }
 
     /// Folds an inference-mode BatchNorm (`gamma, beta, mean, var, eps`) into this convolution.
@@ -270,8 +290,19 @@ impl Conv2d {
             }
         }
         let g = self.geom;
-        let y = x.conv2d(&self.weight, g.pad, g.stride, 1, g.groups)?;
-        let y = y.broadcast_add(&self.bias.reshape((1, out, 1, 1))?)?;
+        let (weight, bias) = self.params(x.dtype())?;
+        let depthwise = g.groups > 1 && g.groups == out && weight.dim(1)? == 1;
+        let y = if depthwise && x.device().is_cuda() && cuda_dtype(x.dtype()) {
+            // candle's grouped conv2d runs one convolution per group: use our kernel.
+            Depthwise {
+                stride: g.stride,
+                pad: g.pad,
+            }
+            .forward(x, &weight, &bias)?
+        } else {
+            x.conv2d(&weight, g.pad, g.stride, 1, g.groups)?
+                .broadcast_add(&bias.reshape((1, out, 1, 1))?)?
+        };
         match res {
             None => act.apply(&y),
             Some((r, Join::BeforeAct)) => act.apply(&(y + r)?),
@@ -420,10 +451,10 @@ impl BatchNorm {
         self.gamma.div(&(&self.var + self.eps)?.sqrt()?)
     }
 
-    /// Applies the normalisation over dimension 1 of `x` (N,C) or (N,C,H,W).
+    /// Applies the normalisation over dimension 1 of `x` (N,C) or (N,C,H,W), in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let scale = self.scale()?;
-        let shift = (&self.beta - (&self.mean * &scale)?)?;
+        let scale = self.scale()?.to_dtype(x.dtype())?;
+        let shift = (&self.beta - (&self.mean * &self.scale()?)?)?.to_dtype(x.dtype())?;
         let c = scale.dim(0)?;
         let shape: Vec<usize> = (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect();
         x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
@@ -472,9 +503,10 @@ impl Module for Linear {
                 .contiguous()?
                 .apply_op2_no_bwd(&self.weight.contiguous()?, &op);
         }
-        let y = x.matmul(&self.weight.t()?)?;
+        // In `x`'s dtype (f16 on a GPU converts the small weight on each call).
+        let y = x.matmul(&self.weight.to_dtype(x.dtype())?.t()?)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(b),
+            Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?),
             None => Ok(y),
         }
     }
@@ -508,6 +540,15 @@ impl CustomOp2 for LinearOp {
         let mut y = vec![0f32; n * o];
         cpu::linear(x, w, self.bias.as_deref(), k, &mut y);
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
+    }
+}
+
+/// A network input as floats: f16, bf16 and f32 as they are (the network then computes in that
+/// dtype), anything else (u8 pixels) as f32.
+pub fn float_input(x: &Tensor) -> Result<Tensor> {
+    match x.dtype() {
+        DType::F16 | DType::BF16 | DType::F32 => Ok(x.clone()),
+        _ => x.to_dtype(DType::F32),
     }
 }
 

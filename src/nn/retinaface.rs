@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::nn::layers::{softmax_last, Activation, Conv2d, ConvAct, ConvGeom, Join};
+use crate::nn::layers::{float_input, softmax_last, Activation, Conv2d, ConvAct, ConvGeom, Join};
 use crate::nn::onnx::OnnxModel;
 use crate::{Error, Result};
 
@@ -435,7 +435,7 @@ impl RetinaFace {
             )));
         }
         let n = dims[0];
-        let x = x.to_dtype(DType::F32)?;
+        let x = float_input(x)?;
         let c1 = self.stage1.iter().try_fold(x, |h, m| m.forward(&h))?;
         let c2 = self
             .stage2
@@ -483,9 +483,9 @@ impl RetinaFace {
         let (loc, conf, landmarks) = self.forward(batch)?;
         let (n, _, height, width) = batch.dims4()?;
         let a = anchor_count(width, height);
-        let loc = loc.flatten_all()?.to_vec1::<f32>()?;
-        let conf = conf.flatten_all()?.to_vec1::<f32>()?;
-        let landmarks = landmarks.flatten_all()?.to_vec1::<f32>()?;
+        // Decoded in f32 whatever the network computed in.
+        let host = |t: Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+        let (loc, conf, landmarks) = (host(loc)?, host(conf)?, host(landmarks)?);
         Ok((0..n)
             .map(|i| {
                 decode_slices(
@@ -507,7 +507,18 @@ impl RetinaFace {
         images: &[&RgbImage],
         params: &DecodeParams,
     ) -> Result<Vec<Vec<Detection>>> {
-        let input = input_from_images(images, &self.device)?;
+        self.detect_images_in(images, params, DType::F32)
+    }
+
+    /// [`Self::detect_images`] computing in `dtype` (f16 on a GPU: `engine.precision`); the
+    /// outputs are decoded in f32.
+    pub fn detect_images_in(
+        &self,
+        images: &[&RgbImage],
+        params: &DecodeParams,
+        dtype: DType,
+    ) -> Result<Vec<Vec<Detection>>> {
+        let input = input_from_images(images, &self.device)?.to_dtype(dtype)?;
         self.detect_batch(&input, params)
     }
 }

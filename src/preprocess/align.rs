@@ -155,8 +155,25 @@ pub fn warp_affine_rgb(
     let inv = invert_affine(m).ok_or_else(|| {
         Error::InvalidArgument(format!("alignment transform {m:?} is not invertible"))
     })?;
+    let mut out = vec![0f32; 3 * out_w * out_h];
+    warp_into(rgb, width, height, &inv, out_w, out_h, &mut out);
+    Ok(out)
+}
+
+/// The sampling of [`warp_affine_rgb`] with the inverse transform `inv` (output -> image)
+/// already computed, into `out` (planar `3 x out_h x out_w`, left as it is where the sample
+/// falls outside). Also the CPU twin of the `chip_warp` kernel (`super::batch`). `rgb` must
+/// hold `width x height` packed pixels and `out` `3 * out_w * out_h` values.
+pub(crate) fn warp_into(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    inv: &[f64; 6],
+    out_w: usize,
+    out_h: usize,
+    out: &mut [f32],
+) {
     let plane = out_w * out_h;
-    let mut out = vec![0f32; 3 * plane];
     let (wi, hi) = (width as i64, height as i64);
     let px = |x: i64, y: i64, c: usize| -> f64 {
         if x < 0 || y < 0 || x >= wi || y >= hi {
@@ -185,7 +202,6 @@ pub fn warp_affine_rgb(
             }
         }
     }
-    Ok(out)
 }
 
 /// Cuts the 150x150 descriptor chip out of an RGB8 image given the five landmarks (image-left
@@ -200,6 +216,13 @@ pub fn align_face(
     height: usize,
     landmarks: &[[f32; 2]; 5],
 ) -> Result<Vec<f32>> {
+    let m = chip_transform(landmarks)?;
+    warp_affine_rgb(rgb, width, height, &m, CHIP_SIZE, CHIP_SIZE)
+}
+
+/// The image -> chip similarity for five landmarks (see [`align_face`]); fails for non-finite
+/// landmarks or eyes closer than one pixel.
+pub fn chip_transform(landmarks: &[[f32; 2]; 5]) -> Result<[f32; 6]> {
     if landmarks.iter().flatten().any(|v| !v.is_finite()) {
         return Err(Error::InvalidArgument(
             "face landmarks are not finite".to_string(),
@@ -211,8 +234,7 @@ pub fn align_face(
             "face landmarks are degenerate: the eyes are less than a pixel apart".to_string(),
         ));
     }
-    let m = similarity_from_points(landmarks, &chip_template());
-    warp_affine_rgb(rgb, width, height, &m, CHIP_SIZE, CHIP_SIZE)
+    Ok(similarity_from_points(landmarks, &chip_template()))
 }
 
 /// Stacks planar `(3, 150, 150)` chips into an `(N, 3, 150, 150)` tensor on `device`.

@@ -3,8 +3,10 @@
 //! packing into batch tensors. Pure CPU code with no model logic.
 
 pub mod align;
+pub mod batch;
 pub mod crop;
 pub mod decode;
+pub mod launch;
 pub mod resize;
 pub mod square;
 pub mod video;

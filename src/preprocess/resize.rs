@@ -10,28 +10,39 @@ use image::RgbImage;
 /// Fixed-point scale of OpenCV's resize coefficients (`INTER_RESIZE_COEF_BITS = 11`).
 const COEF_ONE: i32 = 1 << 11;
 
+/// Source index pair and fixed-point weights of output sample `d` along an axis of `src_len`
+/// source samples resized to `dst_len` (also the CPU twin's, `super::batch`).
+pub(crate) fn linear_tap(src_len: usize, dst_len: usize, d: usize) -> (usize, usize, i32, i32) {
+    let scale = src_len as f64 / dst_len as f64;
+    let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+    let mut s = f.floor() as i64;
+    let mut frac = f - s as f32;
+    if s < 0 {
+        s = 0;
+        frac = 0.0;
+    }
+    if s >= src_len as i64 - 1 {
+        s = src_len as i64 - 1;
+        frac = 0.0;
+    }
+    let s = s as usize;
+    let w0 = ((1.0 - frac) * COEF_ONE as f32).round() as i32;
+    let w1 = (frac * COEF_ONE as f32).round() as i32;
+    (s, (s + 1).min(src_len - 1), w0, w1)
+}
+
 /// Per-output-sample source index and fixed-point weights along one axis.
 fn linear_taps(src_len: usize, dst_len: usize) -> Vec<(usize, usize, i32, i32)> {
-    let scale = src_len as f64 / dst_len as f64;
     (0..dst_len)
-        .map(|d| {
-            let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
-            let mut s = f.floor() as i64;
-            let mut frac = f - s as f32;
-            if s < 0 {
-                s = 0;
-                frac = 0.0;
-            }
-            if s >= src_len as i64 - 1 {
-                s = src_len as i64 - 1;
-                frac = 0.0;
-            }
-            let s = s as usize;
-            let w0 = ((1.0 - frac) * COEF_ONE as f32).round() as i32;
-            let w1 = (frac * COEF_ONE as f32).round() as i32;
-            (s, (s + 1).min(src_len - 1), w0, w1)
-        })
+        .map(|d| linear_tap(src_len, dst_len, d))
         .collect()
+}
+
+/// The vertical step of [`resize_bilinear_cv`]: two horizontally interpolated rows' values
+/// `v0`, `v1` and their weights to one u8, as OpenCV's vectorised 32s->8u cast does it.
+#[inline]
+pub(crate) fn vertical_u8(b0: i32, v0: i32, b1: i32, v1: i32) -> u8 {
+    ((((b0 * (v0 >> 4)) >> 16) + ((b1 * (v1 >> 4)) >> 16) + 2) >> 2).clamp(0, 255) as u8
 }
 
 /// Resizes the `(x0, y0, w, h)` region of `src` to `dst_w x dst_h` like OpenCV's
@@ -68,8 +79,7 @@ pub fn resize_bilinear_cv(
         let r1 = hrow(s1);
         for (i, (&v0, &v1)) in r0.iter().zip(&r1).enumerate() {
             // OpenCV's vectorised 32s->8u cast, which the x86 build uses for these widths.
-            let v = (((b0 * (v0 >> 4)) >> 16) + ((b1 * (v1 >> 4)) >> 16) + 2) >> 2;
-            dst[dy * dst_w * 3 + i] = v.clamp(0, 255) as u8;
+            dst[dy * dst_w * 3 + i] = vertical_u8(b0, v0, b1, v1);
         }
     }
     dst

@@ -558,7 +558,7 @@ async fn health(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
             let mut v = json!({
                 "status": "ok",
                 "models": b.info().map(|i| i.models.clone()).unwrap_or_default(),
-                "device": b.info().map(|i| i.device).unwrap_or("unknown"),
+                "device": b.device(),
                 "kernels": b.info().map(|i| i.kernels).unwrap_or("unknown"),
                 "threads": b.info().map(|i| i.threads).unwrap_or(0),
                 "max_batch": b.config().max_batch,
@@ -566,7 +566,7 @@ async fn health(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
                 "queue_depth": b.depth(),
             });
             // Only when the networks run on CPU instead of the configured device: why.
-            if let Some(note) = b.info().and_then(|i| i.device_note.clone()) {
+            if let Some(note) = b.device_note() {
                 v["device_note"] = note.into();
             }
             json_response(StatusCode::OK, &v)
