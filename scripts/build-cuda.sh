@@ -7,6 +7,9 @@
 #   scripts/build-cuda.sh --smoke    the release build, then: start it here, check that it
 #                                    serves on CPU and says why in /health
 #   scripts/build-cuda.sh --env      print the environment it builds with (for `eval`)
+#   scripts/build-cuda.sh --pack     the release build, then out/gpu-carry/ for a GPU machine
+#                                    (xz binary, models, fixture photos: about 25 MB), which
+#                                    scripts/gpu-machine.sh runs there
 #
 # Steps, each skipped when already done (idempotent):
 # 1. The pinned CUDA 13.0 wheels from PyPI, installed by ONE pip command into a folder of their
@@ -40,7 +43,8 @@ case "${1:-}" in
     --check) mode=check ;;
     --smoke) mode=smoke ;;
     --env) mode=env ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --pack) mode=pack ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "build-cuda: unknown argument $1 (try --help)" >&2; exit 2 ;;
 esac
 
@@ -137,14 +141,14 @@ case $mode in
     check)
         cargo check --target "$host" --features cuda --all-targets
         ;;
-    build|smoke)
+    build|smoke|pack)
         cargo build --release --target "$host" --features cuda --bin facegate
         ;;
 esac
 say "cargo finished in $(( $(date +%s) - start )) s"
 
 bin=$root/target/$host/release/facegate
-if [[ $mode == build || $mode == smoke ]]; then
+if [[ $mode == build || $mode == smoke || $mode == pack ]]; then
     [[ -x $bin ]] || die "no binary at $bin"
     if readelf -d "$bin" | grep -E 'NEEDED.*lib(cuda|cublas|cublasLt|curand|nvrtc|cudart)\.so'; then
         die "$bin links a CUDA library at load time (above): it would not start without a driver"
@@ -186,4 +190,22 @@ if [[ $mode == smoke ]]; then
     # 2. A driver that sees no GPU (the link stub, which answers CUDA_ERROR_NO_DEVICE) with the
     #    CUDA libraries present: cudarc loads libcuda and calls into it at run time.
     smoke_case "driver without a GPU" "$stub:$cu/lib" "CUDA_ERROR_NO_DEVICE"
+fi
+
+if [[ $mode == pack ]]; then
+    # What a GPU machine needs besides the working tree (git-ignored, under out/): the binary
+    # compressed, the model files, the fixture photos (read from ../shared, never committed).
+    carry=$root/out/gpu-carry
+    models=${FACEGATE_MODELS_DIR:-$root/models}
+    fixtures=${FIXTURES:-$root/../shared/fixtures/faces}
+    [[ -f $models/manifest.toml ]] || die "no models in $models (run: facegate models fetch)"
+    [[ -d $fixtures ]] || die "no fixture photos in $fixtures"
+    rm -rf "$carry"
+    mkdir -p "$carry/models" "$carry/fixtures"
+    strip -o "$carry/facegate" "$bin" 2>/dev/null || cp "$bin" "$carry/facegate"
+    xz -T0 -6 "$carry/facegate"
+    cp -r "$models"/. "$carry/models/"
+    cp "$fixtures"/*.jpg "$carry/fixtures/"
+    say "packed $carry ($(du -sh "$carry" | cut -f1)); on the GPU machine, from the tree's root:"
+    say "  run carrying out/gpu-carry: bash scripts/gpu-machine.sh   (results under \$OUT)"
 fi
