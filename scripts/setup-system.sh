@@ -3,8 +3,9 @@
 # turbojpeg-sys builds libjpeg-turbo 3 (JPEG decoding, reduced in the DCT domain) from its
 # bundled sources, SIMD included. `cargo build --features video` also: ffmpeg-sys-next links the
 # system's libavcodec/libavformat/libavutil/libswscale (FFmpeg 5.1 on Debian 12) through
-# pkg-config and generates its bindings with bindgen, which loads libclang. Idempotent: does
-# nothing when everything is already there.
+# pkg-config and generates its bindings with bindgen, which loads libclang. The browser tests
+# (tests/browser.rs) drive Debian's Chromium headless. Idempotent: does nothing when everything
+# is already there.
 set -euo pipefail
 
 packages=(
@@ -19,6 +20,7 @@ packages=(
     libavdevice-dev
     libswscale-dev
     libswresample-dev
+    chromium
 )
 
 have_libclang() {
@@ -33,8 +35,8 @@ have_libclang() {
 if command -v cmake >/dev/null 2>&1 && command -v nasm >/dev/null 2>&1 \
     && command -v pkg-config >/dev/null 2>&1 \
     && pkg-config --exists libavcodec libavformat libavutil libswscale \
-    && have_libclang; then
-    echo "setup-system: cmake, nasm, libav* $(pkg-config --modversion libavcodec) and libclang already present"
+    && have_libclang && command -v chromium >/dev/null 2>&1; then
+    echo "setup-system: cmake, nasm, libav* $(pkg-config --modversion libavcodec), libclang and chromium already present"
     exit 0
 fi
 

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     /// Nice steps the async runtime's threads (network, refusals) run below the inference and
     /// decoding threads, 0..=19 (see `server::priority`); 0 keeps them level.
     pub network_nice: i32,
+    /// Cross-origin requests from browsers (`[server.cors]`; off until origins are listed).
+    pub cors: crate::server::cors::CorsConfig,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +83,7 @@ impl Default for ServerConfig {
             queue_bound: b.queue_bound,
             prepare_threads: b.prepare_threads,
             network_nice: 7,
+            cors: crate::server::cors::CorsConfig::default(),
         }
     }
 }
@@ -160,6 +163,15 @@ pub struct ServerArgs {
         value_name = "PATH=DIALECT"
     )]
     pub bare_owner: Vec<String>,
+    /// Origin browsers may call from (`scheme://host[:port]`, or `*`), repeatable or
+    /// comma-separated; replaces `server.cors.allowed_origins` [default: none, CORS off].
+    #[arg(
+        long,
+        env = "FACEGATE_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origin: Vec<String>,
 }
 
 impl ServerArgs {
@@ -227,6 +239,14 @@ impl ServerArgs {
             cfg.bare_owners
                 .insert(path.trim().to_string(), dialect.trim().to_string());
         }
+        if !self.cors_origin.is_empty() {
+            cfg.cors.allowed_origins = self
+                .cors_origin
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
         validate_server(&cfg)?;
         Ok(cfg)
     }
@@ -293,6 +313,7 @@ impl ConfigFile {
 
 /// Rejects server settings that cannot work.
 pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
+    crate::server::cors::Cors::from_config(&cfg.cors)?;
     let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
     if cfg.listen.parse::<std::net::SocketAddr>().is_err() {
         return bad("server.listen must be HOST:PORT with a numeric host, e.g. 0.0.0.0:8080");

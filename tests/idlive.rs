@@ -643,3 +643,147 @@ async fn not_ready_is_200_with_an_error_and_retry_after() {
     h.shutdown();
     h.stopped().await;
 }
+
+/// ID R&D's web capture sample posts a canvas frame as multipart to `/check_liveness` from the
+/// integrator's origin. Without CORS configured its preflight is refused (405) and no answer
+/// carries `Access-Control-Allow-Origin`; with the origin allowed, the preflight is granted
+/// (also for a route behind BioID's JWT: a preflight carries no credentials), the answer and
+/// its errors carry the CORS headers, and another origin still gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_allowed_origins_get_cors_and_others_do_not() {
+    let page = "http://127.0.0.1:8111";
+    let preflight = |origin: &'static str| {
+        [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ]
+    };
+    let t1 = fixture_bytes("image_T1.jpg");
+
+    // Off by default.
+    let h = start(config(|_| {}), Services::default()).await;
+    let a = request(
+        &h,
+        Method::OPTIONS,
+        "/check_liveness",
+        &preflight(page),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(a.headers.get("access-control-allow-origin").is_none());
+    let a = post_multipart(
+        &h,
+        "/check_liveness",
+        &[file("image", "t1.jpg", &t1)],
+        &[("Origin", page)],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers.get("access-control-allow-origin").is_none());
+    h.shutdown();
+    h.stopped().await;
+
+    let h = start(
+        config(|c| c.server.cors.allowed_origins = vec![page.to_string()]),
+        Services::default(),
+    )
+    .await;
+    for path in [
+        "/check_liveness",
+        "/idlive/check_liveness",
+        "/api/v1/livenessdetection",
+    ] {
+        let a = request(&h, Method::OPTIONS, path, &preflight(page), Bytes::new()).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT, "{path}");
+        let hd = |k: &str| {
+            a.headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(hd("access-control-allow-origin"), page, "{path}");
+        assert!(
+            hd("access-control-allow-methods").contains("POST"),
+            "{path}"
+        );
+        assert!(
+            hd("access-control-allow-headers").contains("content-type"),
+            "{path}"
+        );
+        assert_eq!(hd("access-control-max-age"), "600", "{path}");
+        assert!(hd("vary").contains("Origin"), "{path}");
+    }
+    // The answer, and an error in IDLive's own format, both readable by the page.
+    let a = post_multipart(
+        &h,
+        "/check_liveness",
+        &[file("image", "t1.jpg", &t1)],
+        &[("Origin", page)],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["access-control-allow-origin"], page);
+    assert_eq!(a.headers["access-control-expose-headers"], "x-request-id");
+    assert!(a.json()["probability"].is_number(), "{}", a.json());
+    let a = request(
+        &h,
+        Method::POST,
+        "/check_liveness",
+        &[("Origin", page), ("Content-Type", "text/plain")],
+        Bytes::from_static(b"not an image"),
+    )
+    .await;
+    assert!(a.json()["error"].is_string(), "{}", a.json());
+    assert_eq!(a.headers["access-control-allow-origin"], page);
+    // Another origin: its preflight is refused and no answer carries CORS headers.
+    let other = "http://127.0.0.1:8112";
+    let a = request(
+        &h,
+        Method::OPTIONS,
+        "/check_liveness",
+        &preflight(other),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.headers.get("access-control-allow-origin").is_none());
+    assert_eq!(a.json()["error"]["kind"], "cors_refused");
+    let a = post_multipart(
+        &h,
+        "/check_liveness",
+        &[file("image", "t1.jpg", &t1)],
+        &[("Origin", other)],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers.get("access-control-allow-origin").is_none());
+    // A path no dialect serves.
+    let a = request(
+        &h,
+        Method::OPTIONS,
+        "/nowhere",
+        &preflight(page),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    h.shutdown();
+    h.stopped().await;
+
+    // "*" only alone and never with credentials; origins are checked at start.
+    let bad = |toml: &str| match app::Config::parse(toml, "test.toml") {
+        Ok(c) => facegate::config::validate_server(&c.server)
+            .unwrap_err()
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    let e = bad("[server.cors]\nallowed_origins = [\"*\"]\nallow_credentials = true\n");
+    assert!(e.contains("cannot go with allow_credentials"), "{e}");
+    let e = bad("[server.cors]\nallowed_origins = [\"localhost:3000\"]\n");
+    assert!(e.contains("is not an origin"), "{e}");
+    let e = bad("[server.cors]\nallowed_origin = [\"http://a.example\"]\n");
+    assert!(e.contains("allowed_origin"), "{e}");
+}

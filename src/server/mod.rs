@@ -22,6 +22,7 @@
 //!   counted and timed by route and status (see [`crate::telemetry`]).
 
 pub mod conns;
+pub mod cors;
 pub mod hooks;
 pub mod malformed;
 pub mod priority;
@@ -37,7 +38,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -82,6 +83,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Settings in force.
     pub cfg: ServerConfig,
+    /// The CORS policy (`None`: off, no CORS header is sent).
+    pub cors: Option<cors::Cors>,
     /// Requests answered since the last summary log line.
     pub summary: Summary,
 }
@@ -213,6 +216,7 @@ pub async fn start(
     let app = Arc::new(AppState {
         batcher: batcher.clone(),
         metrics: tm::install(),
+        cors: cors::Cors::from_config(&cfg.cors)?,
         cfg,
         summary: Summary::default(),
     });
@@ -386,14 +390,24 @@ async fn dispatch(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
+    let origin = req.headers().get(ORIGIN).cloned();
     async move {
-        let (route, dialect, mut resp) = match router.resolve(&method, &path) {
-            Resolved::NotFound => (
+        let preflight = app
+            .cors
+            .as_ref()
+            .filter(|_| cors::Cors::is_preflight(&method, req.headers()));
+        let resolved = match preflight {
+            Some(c) => Err(c.preflight(&router, &path, req.headers())),
+            None => Ok(router.resolve(&method, &path)),
+        };
+        let (route, dialect, mut resp) = match resolved {
+            Err(answer) => ("preflight", "server", answer),
+            Ok(Resolved::NotFound) => (
                 "unmatched",
                 "server",
                 server_error(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}")),
             ),
-            Resolved::MethodNotAllowed(allowed) => {
+            Ok(Resolved::MethodNotAllowed(allowed)) => {
                 let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
                 let mut r = server_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -405,11 +419,16 @@ async fn dispatch(
                 }
                 ("unmatched", "server", r)
             }
-            Resolved::Found(entry, params) => {
+            Ok(Resolved::Found(entry, params)) => {
                 let resp = run_route(&app, &router, entry, params, id.clone(), req).await;
                 (entry.info.name, entry.info.dialect, resp)
             }
         };
+        if let Some(c) = &app.cors {
+            if route != "preflight" {
+                c.decorate(origin.as_ref(), &mut resp);
+            }
+        }
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-request-id", v);
         }
