@@ -4,7 +4,8 @@
 # bundled sources, SIMD included. `cargo build --features video` also: ffmpeg-sys-next links the
 # system's libavcodec/libavformat/libavutil/libswscale (FFmpeg 5.1 on Debian 12) through
 # pkg-config and generates its bindings with bindgen, which loads libclang. The browser tests
-# (tests/browser.rs) drive Debian's Chromium headless. Idempotent: does nothing when everything
+# (tests/browser.rs) drive Debian's Chromium headless; the TLS tests (tests/tls.rs) make their
+# certificates with the openssl command. Idempotent: does nothing when everything
 # is already there.
 set -euo pipefail
 
@@ -21,6 +22,7 @@ packages=(
     libswscale-dev
     libswresample-dev
     chromium
+    openssl
 )
 
 have_libclang() {
@@ -35,8 +37,9 @@ have_libclang() {
 if command -v cmake >/dev/null 2>&1 && command -v nasm >/dev/null 2>&1 \
     && command -v pkg-config >/dev/null 2>&1 \
     && pkg-config --exists libavcodec libavformat libavutil libswscale \
-    && have_libclang && command -v chromium >/dev/null 2>&1; then
-    echo "setup-system: cmake, nasm, libav* $(pkg-config --modversion libavcodec), libclang and chromium already present"
+    && have_libclang && command -v chromium >/dev/null 2>&1 \
+    && command -v openssl >/dev/null 2>&1; then
+    echo "setup-system: cmake, nasm, libav* $(pkg-config --modversion libavcodec), libclang, chromium and openssl already present"
     exit 0
 fi
 

@@ -299,6 +299,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     };
     let batcher = Batcher::start_workers(cfg.server.batcher(), engine_loaders(&cfg.engine))?;
     let handle = start(&cfg, batcher, services).await?;
+    server::reload_tls_on_sighup(handle.tls());
     server::shutdown_signal().await;
     tracing::info!("signal received");
     handle.shutdown();

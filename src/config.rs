@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub network_nice: i32,
     /// Cross-origin requests from browsers (`[server.cors]`; off until origins are listed).
     pub cors: crate::server::cors::CorsConfig,
+    /// TLS on the listener (`[server.tls]`; off until a certificate and key are set).
+    pub tls: crate::server::tls::TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             prepare_threads: b.prepare_threads,
             network_nice: 7,
             cors: crate::server::cors::CorsConfig::default(),
+            tls: crate::server::tls::TlsConfig::default(),
         }
     }
 }
@@ -172,6 +175,16 @@ pub struct ServerArgs {
         value_name = "ORIGIN"
     )]
     pub cors_origin: Vec<String>,
+    /// PEM certificate chain for TLS (with --tls-key); reloaded on SIGHUP.
+    #[arg(long, env = "FACEGATE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert); reloaded on SIGHUP.
+    #[arg(long, env = "FACEGATE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs whose client certificates are accepted: every client must present
+    /// one (mutual TLS).
+    #[arg(long, env = "FACEGATE_TLS_CLIENT_CA", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -238,6 +251,15 @@ impl ServerArgs {
             })?;
             cfg.bare_owners
                 .insert(path.trim().to_string(), dialect.trim().to_string());
+        }
+        if let Some(v) = &self.tls_cert {
+            cfg.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            cfg.tls.key = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_client_ca {
+            cfg.tls.client_ca = Some(v.clone());
         }
         if !self.cors_origin.is_empty() {
             cfg.cors.allowed_origins = self
@@ -314,6 +336,7 @@ impl ConfigFile {
 /// Rejects server settings that cannot work.
 pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
     crate::server::cors::Cors::from_config(&cfg.cors)?;
+    cfg.tls.validate()?;
     let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
     if cfg.listen.parse::<std::net::SocketAddr>().is_err() {
         return bad("server.listen must be HOST:PORT with a numeric host, e.g. 0.0.0.0:8080");

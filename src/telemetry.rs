@@ -35,6 +35,8 @@ pub const IN_FLIGHT: &str = "facegate_in_flight_requests";
 pub const MODEL_INFO: &str = "facegate_model_info";
 /// 1 when the networks run on CPU instead of the configured device (`/health` says why).
 pub const DEVICE_FALLBACK: &str = "facegate_device_fallback";
+/// TLS handshakes that failed (`reason`: `refused`, `timeout`).
+pub const TLS_HANDSHAKE_FAILURES: &str = "facegate_tls_handshake_failures_total";
 /// Devices taken out at run time (their worker went on on the CPU).
 pub const DEVICE_FAILURES: &str = "facegate_device_failures_total";
 /// Connections the server closed early, by `reason` (`evicted`: to make room at a cap,

@@ -27,6 +27,7 @@ pub mod hooks;
 pub mod malformed;
 pub mod priority;
 pub mod routes;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub cfg: ServerConfig,
     /// The CORS policy (`None`: off, no CORS header is sent).
     pub cors: Option<cors::Cors>,
+    /// TLS on the listener (`None`: cleartext HTTP/1.1 and h2c).
+    pub tls: Option<Arc<tls::Tls>>,
     /// Requests answered since the last summary log line.
     pub summary: Summary,
 }
@@ -172,9 +175,28 @@ pub struct ServerHandle {
     task: JoinHandle<()>,
     /// The batcher behind it.
     batcher: Batcher,
+    /// TLS state, when on.
+    tls: Option<Arc<tls::Tls>>,
 }
 
 impl ServerHandle {
+    /// The listener's TLS state, when TLS is on.
+    pub fn tls(&self) -> Option<Arc<tls::Tls>> {
+        self.tls.clone()
+    }
+
+    /// Reads the TLS certificate, key and client CA files again for new connections (what
+    /// SIGHUP does in `facegate serve`); established connections keep their sessions. Fails
+    /// without TLS, or with the reason the files are unusable (the old ones stay in force).
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.tls {
+            Some(t) => t.reload(),
+            None => Err(Error::InvalidArgument(
+                "TLS is not on (--tls-cert, --tls-key)".into(),
+            )),
+        }
+    }
+
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -217,6 +239,7 @@ pub async fn start(
         batcher: batcher.clone(),
         metrics: tm::install(),
         cors: cors::Cors::from_config(&cfg.cors)?,
+        tls: tls::Tls::from_config(&cfg.tls)?,
         cfg,
         summary: Summary::default(),
     });
@@ -233,13 +256,15 @@ pub async fn start(
         }
     });
     let (tx, rx) = watch::channel(false);
+    let tls = app.tls.clone();
     let task = tokio::spawn(accept_loop(listener, app, router, rx));
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, tls = tls.is_some(), "listening");
     Ok(ServerHandle {
         addr,
         shutdown: tx,
         task,
         batcher,
+        tls,
     })
 }
 
@@ -292,6 +317,8 @@ async fn accept_loop(
         };
         metrics::gauge!(tm::CONNECTIONS_OPEN).set(conns.open() as f64);
         let _ = stream.set_nodelay(true);
+        let handshake = app.tls.as_ref().map(|t| t.acceptor());
+        let first_request = Duration::from_millis(app.cfg.first_request_timeout_ms);
         let app = app.clone();
         let router = router.clone();
         let owners = router.clone();
@@ -307,6 +334,28 @@ async fn accept_loop(
         });
         let (http, watcher, conns) = (http.clone(), graceful.watcher(), conns.clone());
         tokio::spawn(async move {
+            // With TLS the handshake comes first, within the first-request bound (a silent or
+            // failing client is dropped; ALPN picks h2 or HTTP/1.1 for the auto builder).
+            let stream: Box<dyn Io> = match handshake {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(first_request, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            metrics::counter!(tm::TLS_HANDSHAKE_FAILURES, "reason" => "refused")
+                                .increment(1);
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            metrics::counter!(tm::TLS_HANDSHAKE_FAILURES, "reason" => "timeout")
+                                .increment(1);
+                            return;
+                        }
+                    }
+                }
+            };
             let io = TokioIo::new(malformed::HeadErrors::new(stream, owners));
             let conn = watcher.watch(http.serve_connection(io, svc));
             tokio::pin!(conn);
@@ -342,6 +391,11 @@ async fn accept_loop(
     app.batcher.shutdown().await;
     tracing::info!("stopped");
 }
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -617,6 +671,32 @@ async fn metrics_page(_req: Request<Bytes>, ctx: Ctx) -> HttpResponse {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// Reloads `tls` (a listener's TLS files) on every SIGHUP (unix), logging the outcome; with
+/// TLS off, SIGHUP is only logged.
+pub fn reload_tls_on_sighup(tls: Option<Arc<tls::Tls>>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be watched: TLS files are not reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match tls.as_ref().map(|t| t.reload()) {
+                None => tracing::info!("SIGHUP: TLS is off, nothing to reload"),
+                Some(Ok(())) => {
+                    tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded")
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the files in force stay")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Resolves on SIGINT or (on Unix) SIGTERM.
