@@ -91,10 +91,15 @@ impl Config {
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// API keys, each `NAME:KEY` or a bare `KEY` (at least 16 bytes). When any is set, every
-    /// dialect route requires one (`X-API-Key` or `Authorization: Bearer`); keys are never
-    /// logged.
+    /// API keys, each `NAME:KEY`, a bare `KEY` (at least 16 bytes) or `NAME:sha256:HEX`
+    /// (the key's SHA-256 only, so the file holds no key; `facegate api-key-hash`). When any
+    /// is set, every dialect route requires one (`X-API-Key` or `Authorization: Bearer`);
+    /// keys are never logged.
     pub api_keys: Vec<String>,
+    /// Keys of one dialect (`[auth.dialect_keys] idlive = ["..."]`), same forms: that
+    /// dialect's routes require one of these or of `api_keys`; a dialect without its own
+    /// keys follows `api_keys`.
+    pub dialect_keys: BTreeMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -103,6 +108,14 @@ impl std::fmt::Debug for AuthConfig {
             .field(
                 "api_keys",
                 &format_args!("<{} redacted>", self.api_keys.len()),
+            )
+            .field(
+                "dialect_keys",
+                &self
+                    .dialect_keys
+                    .iter()
+                    .map(|(d, k)| (d.as_str(), format!("<{} redacted>", k.len())))
+                    .collect::<BTreeMap<_, _>>(),
             )
             .finish()
     }
@@ -116,6 +129,21 @@ impl AuthConfig {
         }
         let keys = ApiKeys::parse_list(&self.api_keys)
             .map_err(|e| Error::InvalidArgument(format!("auth.api_keys: {e}")))?;
+        Ok(Some(Arc::new(keys)))
+    }
+
+    /// The authenticator of `dialect`'s routes: its own keys and the global ones, or the
+    /// global ones alone (None: open).
+    pub fn authenticator_for(&self, dialect: &str) -> Result<Option<Arc<dyn Authenticator>>> {
+        let Some(own) = self.dialect_keys.get(dialect) else {
+            return self.authenticator();
+        };
+        let all: Vec<String> = self.api_keys.iter().chain(own).cloned().collect();
+        let keys = ApiKeys::parse_list(&all).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "auth.dialect_keys.{dialect} with auth.api_keys: {e}"
+            ))
+        })?;
         Ok(Some(Arc::new(keys)))
     }
 }
@@ -233,9 +261,18 @@ pub fn registry(
     cfg: &Config,
     dialects: &[Arc<dyn Dialect>],
 ) -> Result<(Registry, BTreeMap<String, String>)> {
-    let edge = Edge {
-        auth: cfg.auth.authenticator()?,
-    };
+    let known: Vec<&str> = dialects.iter().map(|d| d.dialect()).collect();
+    if let Some(d) = cfg
+        .auth
+        .dialect_keys
+        .keys()
+        .find(|d| !known.contains(&d.as_str()))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "auth.dialect_keys: no dialect {d:?} (mounted: {})",
+            known.join(", ")
+        )));
+    }
     let mut reg = Registry::new();
     reg.guard(Arc::new(server::MemoryBudget::new(
         cfg.server.max_body_bytes_held,
@@ -248,6 +285,9 @@ pub fn registry(
                 .entry(p.to_string())
                 .or_insert_with(|| d.dialect().to_string());
         }
+        let edge = Edge {
+            auth: cfg.auth.authenticator_for(d.dialect())?,
+        };
         reg.extend(d.clone().routes(&edge));
     }
     owners.extend(cfg.server.bare_owners.clone());
@@ -372,14 +412,66 @@ mod tests {
     }
 
     #[test]
+    fn dialect_keys_add_to_the_global_ones_and_hashed_keys_hold_no_key() {
+        use crate::api::auth::hashed_entry;
+        use hyper::Request;
+        let head = |key: &str| {
+            Request::get("/x")
+                .header("x-api-key", key)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let global = "ops-0123456789abcdef";
+        let idlive = "idlive-0123456789abcd";
+        let cfg = AuthConfig {
+            api_keys: vec![hashed_entry("ops", global)],
+            dialect_keys: [("idlive".to_string(), vec![format!("web:{idlive}")])].into(),
+        };
+        assert!(cfg.api_keys[0].starts_with("ops:sha256:"));
+        assert!(!cfg.api_keys[0].contains(global));
+        let own = cfg.authenticator_for("idlive").unwrap().unwrap();
+        assert_eq!(own.authenticate(&head(idlive)).unwrap().subject, "web");
+        assert_eq!(own.authenticate(&head(global)).unwrap().subject, "ops");
+        let other = cfg.authenticator_for("iad").unwrap().unwrap();
+        assert!(other.authenticate(&head(idlive)).is_err());
+        assert_eq!(other.authenticate(&head(global)).unwrap().subject, "ops");
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains(idlive) && !shown.contains(global),
+            "{shown}"
+        );
+        let bad = AuthConfig {
+            api_keys: vec!["ops:sha256:abc".into()],
+            ..AuthConfig::default()
+        };
+        let e = bad.authenticator().err().unwrap().to_string();
+        assert!(e.contains("64 hex digits"), "{e}");
+        // A dialect that is not mounted is an error at start.
+        let cfg = Config {
+            auth: AuthConfig {
+                dialect_keys: [("idlve".to_string(), vec![idlive.to_string()])].into(),
+                ..AuthConfig::default()
+            },
+            ..Config::default()
+        };
+        let ds = dialects(&cfg, Services::default()).unwrap();
+        let e = registry(&cfg, &ds).err().unwrap().to_string();
+        assert!(e.contains("no dialect \"idlve\""), "{e}");
+    }
+
+    #[test]
     fn api_keys_make_an_authenticator() {
         let cfg = AuthConfig {
             api_keys: vec!["ops:0123456789abcdef0123".into()],
+            ..AuthConfig::default()
         };
         assert!(cfg.authenticator().unwrap().is_some());
         assert!(AuthConfig::default().authenticator().unwrap().is_none());
         let short = AuthConfig {
             api_keys: vec!["short".into()],
+            ..AuthConfig::default()
         };
         assert!(short.authenticator().is_err());
         let shown = format!(

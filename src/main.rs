@@ -53,6 +53,13 @@ enum Command {
     Bench(bench::BenchArgs),
     /// On a GPU: kernels and networks against the CPU path, and per-stage timings (JSON).
     Gpucheck(facegate::gpucheck::GpuCheckArgs),
+    /// Read an API key on standard input and print its config entry `NAME:sha256:HEX`, to put
+    /// in `auth.api_keys` instead of the key.
+    ApiKeyHash {
+        /// The key's name in the entry.
+        #[arg(long, default_value = "key")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +116,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(&a),
         Command::Bench(a) => bench::bench(&a),
         Command::Gpucheck(a) => facegate::gpucheck::gpucheck(&a),
+        Command::ApiKeyHash { name } => api_key_hash(&name),
     };
     match result {
         Ok(code) => code,
@@ -117,6 +125,22 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `facegate api-key-hash`: the key from standard input (one line, blanks trimmed), never
+/// from the command line, where shell history and process lists would keep it.
+fn api_key_hash(name: &str) -> facegate::Result<ExitCode> {
+    let mut key = String::new();
+    std::io::stdin().read_line(&mut key)?;
+    let key = key.trim();
+    if key.len() < facegate::api::auth::MIN_API_KEY_BYTES {
+        return Err(facegate::Error::InvalidArgument(format!(
+            "the key on standard input is shorter than {} bytes",
+            facegate::api::auth::MIN_API_KEY_BYTES
+        )));
+    }
+    println!("{}", facegate::api::auth::hashed_entry(name, key));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: &app::ServeArgs) -> facegate::Result<ExitCode> {

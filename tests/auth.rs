@@ -135,3 +135,36 @@ async fn api_keys_guard_every_dialect_route_and_never_reach_the_logs() {
     assert!(!text.contains(KEY), "the key reached the logs");
     assert!(!text.contains(WRONG), "a presented key reached the logs");
 }
+
+/// A dialect's own keys (`auth.dialect_keys`) open that dialect's routes only, the global
+/// keys (here stored hashed: `NAME:sha256:HEX`) open every dialect's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialect_keys_open_their_dialect_and_hashed_global_keys_open_all() {
+    let web = "web-0123456789abcdef";
+    let h = start(
+        config(|c| {
+            c.auth.api_keys = vec![facegate::api::auth::hashed_entry("ops", KEY)];
+            c.auth.dialect_keys = [("idlive".to_string(), vec![format!("web:{web}")])].into();
+        }),
+        Services::default(),
+    )
+    .await;
+    let get = |path: &'static str, key: &'static str| {
+        let h = &h;
+        async move {
+            request(h, Method::GET, path, &[("x-api-key", key)], Bytes::new())
+                .await
+                .status
+        }
+    };
+    assert_eq!(get("/idlive/api_version", web).await, StatusCode::OK);
+    assert_eq!(get("/idlive/api_version", KEY).await, StatusCode::OK);
+    assert_eq!(get("/iad/api_version", KEY).await, StatusCode::OK);
+    assert_eq!(get("/iad/api_version", web).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get("/idlive/api_version", WRONG).await,
+        StatusCode::UNAUTHORIZED
+    );
+    h.shutdown();
+    h.stopped().await;
+}

@@ -580,3 +580,30 @@ fn eval_match_reports_the_oz_scores_and_their_two_fold_check() {
         / 2.0;
     assert_eq!(t["mean"]["approve"]["far"].as_f64(), Some(mean));
 }
+
+/// `facegate api-key-hash` reads the key on standard input and prints the hashed entry, which
+/// is the key's SHA-256 (what `printf %s KEY | sha256sum` prints); a short key is refused.
+#[test]
+fn api_key_hash_prints_the_entry_without_the_key() {
+    use std::io::Write;
+    let run = |key: &str| {
+        let mut child = facegate()
+            .args(["api-key-hash", "--name", "ops"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{key}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("ops-0123456789abcdef");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ops:sha256:fcf13faded0e9df625f23e8c9d318fdb1bf7e6456a3c7ef9f0b2cc3187e274ae"
+    );
+    let out = run("short");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16 bytes"));
+}

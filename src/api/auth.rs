@@ -17,6 +17,18 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::server::hooks::{AuthFailure, Authenticator, Principal};
 
+/// Prefix of a key given by its SHA-256 (`NAME:sha256:HEX`).
+pub const HASHED: &str = "sha256:";
+
+/// The config entry `NAME:sha256:HEX` for `key`: what to store instead of the key itself
+/// (`facegate api-key-hash`).
+pub fn hashed_entry(name: &str, key: &str) -> String {
+    format!(
+        "{name}:{HASHED}{}",
+        hex::encode(Sha256::digest(key.as_bytes()))
+    )
+}
+
 /// Header that carries an API key (`X-API-Key`); `Authorization: Bearer <key>` is also accepted.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -163,15 +175,74 @@ impl ApiKeys {
         Ok(ApiKeys { names, digests })
     }
 
-    /// Builds the set from config entries `NAME:KEY` or a bare `KEY`.
+    /// Builds the set from config entries `NAME:KEY`, a bare `KEY`, or `NAME:sha256:HEX`
+    /// (only the key's SHA-256, 64 hex digits: the key itself is not stored in the config).
     ///
     /// An entry containing `:` is always `NAME:KEY` (split at the first `:`), so a key that
     /// itself contains `:` must be given with a name. A bare key at (1-based) position `n` of
     /// the list is named `key<n>`. Blanks around names, keys and entries are trimmed.
     pub fn parse_list(entries: &[String]) -> Result<ApiKeys, String> {
+        let (plain, hashed): (Vec<&String>, Vec<&String>) = entries.iter().partition(|e| {
+            e.split_once(':')
+                .is_none_or(|(_, k)| !k.trim().starts_with(HASHED))
+        });
+        let mut set = if plain.is_empty() {
+            ApiKeys {
+                names: Vec::new(),
+                digests: Vec::new(),
+            }
+        } else {
+            Self::parse_plain(entries, &plain)?
+        };
+        for entry in hashed {
+            let (name, rest) = entry.split_once(':').unwrap_or_default();
+            let name = name.trim();
+            let hex = rest.trim()[HASHED.len()..].trim();
+            let digest: [u8; 32] = hex::decode(hex)
+                .ok()
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(|| {
+                    format!("API key `{name}`: sha256: must be followed by 64 hex digits")
+                })?;
+            set.push(name.to_owned(), digest)?;
+        }
+        if set.names.is_empty() {
+            return Err("no API keys are configured".to_owned());
+        }
+        Ok(set)
+    }
+
+    /// Adds a key by its digest, with [`ApiKeys::new`]'s checks on the name and uniqueness.
+    fn push(&mut self, name: String, digest: [u8; 32]) -> Result<(), String> {
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(format!(
+                "API key name {name:?} is empty or has control characters"
+            ));
+        }
+        if self.names.contains(&name) {
+            return Err(format!("API key name `{name}` is used more than once"));
+        }
+        if let Some(pos) = self.digests.iter().position(|d| *d == digest) {
+            return Err(format!(
+                "API keys `{}` and `{name}` have the same key",
+                self.names[pos]
+            ));
+        }
+        self.names.push(name);
+        self.digests.push(digest);
+        Ok(())
+    }
+
+    /// The plain entries of `entries` (`NAME:KEY` or `KEY`), named by their position in the
+    /// whole list.
+    fn parse_plain(all: &[String], entries: &[&String]) -> Result<ApiKeys, String> {
         let mut keys = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
-            let position = i + 1;
+        for entry in entries {
+            let position = all
+                .iter()
+                .position(|e| std::ptr::eq(e, *entry))
+                .unwrap_or(0)
+                + 1;
             let entry = entry.trim();
             if entry.is_empty() {
                 return Err(format!("API key entry {position} is empty"));
