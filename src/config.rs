@@ -59,9 +59,9 @@ pub struct ServerConfig {
     /// decoding threads, 0..=19 (see `server::priority`); 0 keeps them level.
     pub network_nice: i32,
     /// Cross-origin requests from browsers (`[server.cors]`; off until origins are listed).
-    pub cors: crate::server::cors::CorsConfig,
+    pub cors: CorsConfig,
     /// TLS on the listener (`[server.tls]`; off until a certificate and key are set).
-    pub tls: crate::server::tls::TlsConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -85,8 +85,8 @@ impl Default for ServerConfig {
             queue_bound: b.queue_bound,
             prepare_threads: b.prepare_threads,
             network_nice: 7,
-            cors: crate::server::cors::CorsConfig::default(),
-            tls: crate::server::tls::TlsConfig::default(),
+            cors: CorsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -274,6 +274,151 @@ impl ServerArgs {
     }
 }
 
+/// Longest preflight cache a configuration may ask for, s (a day).
+pub const MAX_AGE_LIMIT_S: u32 = 86_400;
+
+/// The `[server.cors]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins browsers may call from, each `scheme://host[:port]` exactly as the browser
+    /// sends it, or `"*"` for any origin. Empty (the default): CORS is off.
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may be granted (each path grants only the methods it has).
+    pub allowed_methods: Vec<String>,
+    /// Request headers pages may send (`Access-Control-Allow-Headers`).
+    pub allowed_headers: Vec<String>,
+    /// Response headers pages may read besides the safelisted ones.
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer, s (at most a day).
+    pub max_age_s: u32,
+    /// Let pages send cookies or HTTP authentication (`Access-Control-Allow-Credentials`);
+    /// refused together with `"*"`.
+    pub allow_credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_methods: ["GET", "POST", "PUT", "DELETE"].map(String::from).to_vec(),
+            allowed_headers: ["authorization", "content-type", "x-api-key", "x-request-id"]
+                .map(String::from)
+                .to_vec(),
+            expose_headers: vec!["x-request-id".into()],
+            max_age_s: 600,
+            allow_credentials: false,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// Fails naming the offending entry for an origin that is not `scheme://host[:port]`, a
+    /// method or header name that is not one, `"*"` not alone or with credentials, or a cache
+    /// longer than a day.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.allowed_origins.iter().any(|o| o.trim() == "*") {
+            if self.allowed_origins.len() > 1 {
+                return bad("server.cors.allowed_origins: \"*\" stands alone".into());
+            }
+            if self.allow_credentials {
+                return bad(
+                    "server.cors: \"*\" allows any origin and cannot go with allow_credentials"
+                        .into(),
+                );
+            }
+        } else if let Some(o) = self
+            .allowed_origins
+            .iter()
+            .find(|o| parse_origin(o).is_none())
+        {
+            return bad(format!(
+                "server.cors.allowed_origins: {o:?} is not an origin \
+                 (scheme://host[:port], http or https, no path)"
+            ));
+        }
+        if let Some(m) = self
+            .allowed_methods
+            .iter()
+            .find(|m| hyper::Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).is_err())
+        {
+            return bad(format!(
+                "server.cors.allowed_methods: {m:?} is not a method"
+            ));
+        }
+        for (what, list) in [
+            ("allowed_headers", &self.allowed_headers),
+            ("expose_headers", &self.expose_headers),
+        ] {
+            if let Some(h) = list
+                .iter()
+                .find(|h| hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_err())
+            {
+                return bad(format!("server.cors.{what}: {h:?} is not valid"));
+            }
+        }
+        if self.max_age_s > MAX_AGE_LIMIT_S {
+            return bad(format!(
+                "server.cors.max_age_s: {} is above {MAX_AGE_LIMIT_S} (a day)",
+                self.max_age_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, http or https, no path, no
+/// user info; lower-cased.
+pub fn parse_origin(s: &str) -> Option<String> {
+    let s = s.trim();
+    let (scheme, rest) = s.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") || rest.is_empty() {
+        return None;
+    }
+    let authority: hyper::http::uri::Authority = rest.parse().ok()?;
+    if authority.as_str() != rest || rest.contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    Some(format!("{scheme}://{}", rest.to_ascii_lowercase()))
+}
+
+/// The `[server.tls]` section: TLS is on when `cert` and `key` are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM bundle of the CAs whose client certificates are accepted; set, every client must
+    /// present one (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Fails unless `cert` and `key` are both set or both unset, and `client_ca` comes with
+    /// them.
+    pub fn validate(&self) -> Result<()> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) | (None, Some(_)) => Err(Error::InvalidArgument(
+                "server.tls: cert and key go together (--tls-cert, --tls-key)".into(),
+            )),
+            (None, None) if self.client_ca.is_some() => Err(Error::InvalidArgument(
+                "server.tls.client_ca needs cert and key: client certificates are checked over TLS"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
 /// A configuration file read once: its TOML table, from which each section is taken out and
 /// deserialised into its own type (unknown keys are errors naming the key and section).
 #[derive(Debug)]
@@ -335,7 +480,7 @@ impl ConfigFile {
 
 /// Rejects server settings that cannot work.
 pub fn validate_server(cfg: &ServerConfig) -> Result<()> {
-    crate::server::cors::Cors::from_config(&cfg.cors)?;
+    cfg.cors.validate()?;
     cfg.tls.validate()?;
     let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
     if cfg.listen.parse::<std::net::SocketAddr>().is_err() {

@@ -294,13 +294,13 @@ async fn tls_serves_h1_and_h2_by_alpn_checks_client_certificates_and_reloads() {
 #[test]
 fn unusable_tls_settings_are_refused_at_start() {
     let dir = pki();
-    let bad = |tls: facegate::server::tls::TlsConfig| {
+    let bad = |tls: facegate::config::TlsConfig| {
         facegate::server::tls::Tls::from_config(&tls)
             .unwrap_err()
             .to_string()
     };
     // The key of another certificate.
-    let e = bad(facegate::server::tls::TlsConfig {
+    let e = bad(facegate::config::TlsConfig {
         cert: Some(dir.join("server.pem")),
         key: Some(dir.join("client.key")),
         client_ca: None,

@@ -14,55 +14,16 @@
 //! `*` allows any origin, only when configured as such, and never together with credentials.
 
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS,
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
-    VARY,
+    HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 use hyper::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
 
 use super::routes::{Resolved, Router};
 use super::{server_error, HttpResponse};
+use crate::config::{parse_origin, CorsConfig};
 use crate::{Error, Result};
-
-/// Longest preflight cache a configuration may ask for, s (a day).
-pub const MAX_AGE_LIMIT_S: u32 = 86_400;
-
-/// The `[server.cors]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CorsConfig {
-    /// Origins browsers may call from, each `scheme://host[:port]` exactly as the browser
-    /// sends it, or `"*"` for any origin. Empty (the default): CORS is off.
-    pub allowed_origins: Vec<String>,
-    /// Methods a preflight may be granted (each path grants only the methods it has).
-    pub allowed_methods: Vec<String>,
-    /// Request headers pages may send (`Access-Control-Allow-Headers`).
-    pub allowed_headers: Vec<String>,
-    /// Response headers pages may read besides the safelisted ones.
-    pub expose_headers: Vec<String>,
-    /// How long a browser may cache a preflight answer, s (at most a day).
-    pub max_age_s: u32,
-    /// Let pages send cookies or HTTP authentication (`Access-Control-Allow-Credentials`);
-    /// refused together with `"*"`.
-    pub allow_credentials: bool,
-}
-
-impl Default for CorsConfig {
-    fn default() -> Self {
-        Self {
-            allowed_origins: Vec::new(),
-            allowed_methods: ["GET", "POST", "PUT", "DELETE"].map(String::from).to_vec(),
-            allowed_headers: ["authorization", "content-type", "x-api-key", "x-request-id"]
-                .map(String::from)
-                .to_vec(),
-            expose_headers: vec!["x-request-id".into()],
-            max_age_s: 600,
-            allow_credentials: false,
-        }
-    }
-}
 
 /// Who may call: any origin, or these (lower-case, as browsers serialise them).
 #[derive(Debug, Clone, PartialEq)]
@@ -82,93 +43,38 @@ pub struct Cors {
     credentials: bool,
 }
 
-/// An origin as browsers send it: `scheme://host[:port]`, http or https, no path, no
-/// user info; lower-cased.
-fn parse_origin(s: &str) -> Option<String> {
-    let s = s.trim();
-    let (scheme, rest) = s.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if !matches!(scheme.as_str(), "http" | "https") || rest.is_empty() {
-        return None;
-    }
-    let authority: hyper::http::uri::Authority = rest.parse().ok()?;
-    if authority.as_str() != rest || rest.contains('@') || authority.host().is_empty() {
-        return None;
-    }
-    Some(format!("{scheme}://{}", rest.to_ascii_lowercase()))
-}
-
-/// A comma-separated header value of `items`, each checked with `check`.
-fn list_value(items: &[String], what: &str, check: impl Fn(&str) -> bool) -> Result<String> {
-    for i in items {
-        if !check(i) {
-            return Err(Error::InvalidArgument(format!(
-                "server.cors.{what}: {i:?} is not valid"
-            )));
-        }
-    }
-    Ok(items
-        .iter()
-        .map(|i| i.trim().to_ascii_lowercase())
-        .collect::<Vec<_>>()
-        .join(", "))
-}
-
 impl Cors {
-    /// The policy of `cfg`, `None` when no origin is allowed (CORS off). Fails naming the
-    /// offending entry for an origin that is not `scheme://host[:port]`, a method or header
-    /// name that is not one, `"*"` with credentials, or a cache longer than a day.
+    /// The policy of `cfg`, `None` when no origin is allowed (CORS off); fails as
+    /// [`CorsConfig::validate`] does.
     pub fn from_config(cfg: &CorsConfig) -> Result<Option<Cors>> {
+        cfg.validate()?;
         if cfg.allowed_origins.is_empty() {
             return Ok(None);
         }
-        let bad = |m: String| Err(Error::InvalidArgument(m));
+        // Checked above: every entry parses.
         let origins = if cfg.allowed_origins.iter().any(|o| o.trim() == "*") {
-            if cfg.allowed_origins.len() > 1 {
-                return bad("server.cors.allowed_origins: \"*\" stands alone".into());
-            }
-            if cfg.allow_credentials {
-                return bad(
-                    "server.cors: \"*\" allows any origin and cannot go with allow_credentials"
-                        .into(),
-                );
-            }
             Origins::Any
         } else {
-            let mut list = Vec::new();
-            for o in &cfg.allowed_origins {
-                match parse_origin(o) {
-                    Some(p) => list.push(p),
-                    None => {
-                        return bad(format!(
-                            "server.cors.allowed_origins: {o:?} is not an origin \
-                             (scheme://host[:port], http or https, no path)"
-                        ))
-                    }
-                }
-            }
-            Origins::List(list)
+            Origins::List(
+                cfg.allowed_origins
+                    .iter()
+                    .filter_map(|o| parse_origin(o))
+                    .collect(),
+            )
         };
-        let mut methods = Vec::new();
-        for m in &cfg.allowed_methods {
-            match Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()) {
-                Ok(m) => methods.push(m),
-                Err(_) => {
-                    return bad(format!(
-                        "server.cors.allowed_methods: {m:?} is not a method"
-                    ))
-                }
-            }
-        }
-        let header_name = |h: &str| HeaderName::from_bytes(h.trim().as_bytes()).is_ok();
-        let allow = list_value(&cfg.allowed_headers, "allowed_headers", header_name)?;
-        let expose = list_value(&cfg.expose_headers, "expose_headers", header_name)?;
-        if cfg.max_age_s > MAX_AGE_LIMIT_S {
-            return bad(format!(
-                "server.cors.max_age_s: {} is above {MAX_AGE_LIMIT_S} (a day)",
-                cfg.max_age_s
-            ));
-        }
+        let methods = cfg
+            .allowed_methods
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok())
+            .collect();
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|i| i.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (allow, expose) = (list(&cfg.allowed_headers), list(&cfg.expose_headers));
         let value = |s: String| {
             HeaderValue::from_str(&s)
                 .map_err(|_| Error::InvalidArgument(format!("server.cors: {s:?}")))
@@ -312,7 +218,7 @@ mod tests {
         assert!(cors(&["*", "http://a.example"], false).is_err());
         let e = Cors::from_config(&CorsConfig {
             allowed_origins: vec!["http://a.example".into()],
-            max_age_s: MAX_AGE_LIMIT_S + 1,
+            max_age_s: crate::config::MAX_AGE_LIMIT_S + 1,
             ..CorsConfig::default()
         })
         .unwrap_err()

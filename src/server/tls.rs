@@ -14,45 +14,10 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::TlsConfig;
 use crate::{Error, Result};
-
-/// The `[server.tls]` section: TLS is on when `cert` and `key` are set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the server's certificate chain, leaf first.
-    pub cert: Option<PathBuf>,
-    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: Option<PathBuf>,
-    /// PEM bundle of the CAs whose client certificates are accepted; set, every client must
-    /// present one (mutual TLS).
-    pub client_ca: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    /// Fails unless `cert` and `key` are both set or both unset, and `client_ca` comes with
-    /// them.
-    pub fn validate(&self) -> Result<()> {
-        match (&self.cert, &self.key) {
-            (Some(_), None) | (None, Some(_)) => Err(Error::InvalidArgument(
-                "server.tls: cert and key go together (--tls-cert, --tls-key)".into(),
-            )),
-            (None, None) if self.client_ca.is_some() => Err(Error::InvalidArgument(
-                "server.tls.client_ca needs cert and key: client certificates are checked over TLS"
-                    .into(),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// Whether TLS is on.
-    pub fn enabled(&self) -> bool {
-        self.cert.is_some() && self.key.is_some()
-    }
-}
 
 /// The TLS state of a listener: where the files are, and the configuration built from them.
 #[derive(Debug)]
