@@ -644,6 +644,37 @@ async fn not_ready_is_200_with_an_error_and_retry_after() {
     h.stopped().await;
 }
 
+/// A CORS preflight for a POST to `path` from `origin`.
+async fn preflight(h: &server::ServerHandle, path: &str, origin: &str) -> Answer {
+    let headers = [
+        ("Origin", origin),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "content-type"),
+    ];
+    request(h, Method::OPTIONS, path, &headers, Bytes::new()).await
+}
+
+/// `image_T1.jpg` posted as multipart to `/check_liveness` from `origin`.
+async fn post_from(h: &server::ServerHandle, origin: &str) -> Answer {
+    let t1 = fixture_bytes("image_T1.jpg");
+    post_multipart(
+        h,
+        "/check_liveness",
+        &[file("image", "t1.jpg", &t1)],
+        &[("Origin", origin)],
+    )
+    .await
+}
+
+/// The value of header `k`, empty when absent.
+fn header(a: &Answer, k: &str) -> String {
+    a.headers
+        .get(k)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// ID R&D's web capture sample posts a canvas frame as multipart to `/check_liveness` from the
 /// integrator's origin. Without CORS configured its preflight is refused (405) and no answer
 /// carries `Access-Control-Allow-Origin`; with the origin allowed, the preflight is granted
@@ -651,37 +682,19 @@ async fn not_ready_is_200_with_an_error_and_retry_after() {
 /// its errors carry the CORS headers, and another origin still gets none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_on_allowed_origins_get_cors_and_others_do_not() {
-    let page = "http://127.0.0.1:8111";
-    let preflight = |origin: &'static str| {
-        [
-            ("Origin", origin),
-            ("Access-Control-Request-Method", "POST"),
-            ("Access-Control-Request-Headers", "content-type"),
-        ]
-    };
-    let t1 = fixture_bytes("image_T1.jpg");
+    let (page, other) = ("http://127.0.0.1:8111", "http://127.0.0.1:8112");
+    const ALLOW: &str = "access-control-allow-origin";
 
     // Off by default.
     let h = start(config(|_| {}), Services::default()).await;
-    let a = request(
-        &h,
-        Method::OPTIONS,
-        "/check_liveness",
-        &preflight(page),
-        Bytes::new(),
-    )
-    .await;
+    let a = preflight(&h, "/check_liveness", page).await;
     assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert!(a.headers.get("access-control-allow-origin").is_none());
-    let a = post_multipart(
-        &h,
-        "/check_liveness",
-        &[file("image", "t1.jpg", &t1)],
-        &[("Origin", page)],
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(a.headers.get("access-control-allow-origin").is_none());
+    assert_eq!(header(&a, ALLOW), "");
+    let a = post_from(&h, page).await;
+    assert_eq!(
+        (a.status, header(&a, ALLOW)),
+        (StatusCode::OK, String::new())
+    );
     h.shutdown();
     h.stopped().await;
 
@@ -695,81 +708,50 @@ async fn browsers_on_allowed_origins_get_cors_and_others_do_not() {
         "/idlive/check_liveness",
         "/api/v1/livenessdetection",
     ] {
-        let a = request(&h, Method::OPTIONS, path, &preflight(page), Bytes::new()).await;
+        let a = preflight(&h, path, page).await;
         assert_eq!(a.status, StatusCode::NO_CONTENT, "{path}");
-        let hd = |k: &str| {
-            a.headers
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        assert_eq!(hd("access-control-allow-origin"), page, "{path}");
+        assert_eq!(header(&a, ALLOW), page, "{path}");
         assert!(
-            hd("access-control-allow-methods").contains("POST"),
+            header(&a, "access-control-allow-methods").contains("POST"),
             "{path}"
         );
         assert!(
-            hd("access-control-allow-headers").contains("content-type"),
+            header(&a, "access-control-allow-headers").contains("content-type"),
             "{path}"
         );
-        assert_eq!(hd("access-control-max-age"), "600", "{path}");
-        assert!(hd("vary").contains("Origin"), "{path}");
+        assert_eq!(header(&a, "access-control-max-age"), "600", "{path}");
+        assert!(header(&a, "vary").contains("Origin"), "{path}");
     }
     // The answer, and an error in IDLive's own format, both readable by the page.
-    let a = post_multipart(
-        &h,
-        "/check_liveness",
-        &[file("image", "t1.jpg", &t1)],
-        &[("Origin", page)],
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.headers["access-control-allow-origin"], page);
-    assert_eq!(a.headers["access-control-expose-headers"], "x-request-id");
+    let a = post_from(&h, page).await;
+    assert_eq!(
+        (a.status, header(&a, ALLOW)),
+        (StatusCode::OK, page.to_string())
+    );
+    assert_eq!(header(&a, "access-control-expose-headers"), "x-request-id");
     assert!(a.json()["probability"].is_number(), "{}", a.json());
-    let a = request(
-        &h,
-        Method::POST,
-        "/check_liveness",
-        &[("Origin", page), ("Content-Type", "text/plain")],
-        Bytes::from_static(b"not an image"),
-    )
-    .await;
+    let headers = [("Origin", page), ("Content-Type", "text/plain")];
+    let body = Bytes::from_static(b"not an image");
+    let a = request(&h, Method::POST, "/check_liveness", &headers, body).await;
     assert!(a.json()["error"].is_string(), "{}", a.json());
-    assert_eq!(a.headers["access-control-allow-origin"], page);
+    assert_eq!(header(&a, ALLOW), page);
     // Another origin: its preflight is refused and no answer carries CORS headers.
-    let other = "http://127.0.0.1:8112";
-    let a = request(
-        &h,
-        Method::OPTIONS,
-        "/check_liveness",
-        &preflight(other),
-        Bytes::new(),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::FORBIDDEN);
-    assert!(a.headers.get("access-control-allow-origin").is_none());
+    let a = preflight(&h, "/check_liveness", other).await;
+    assert_eq!(
+        (a.status, header(&a, ALLOW)),
+        (StatusCode::FORBIDDEN, String::new())
+    );
     assert_eq!(a.json()["error"]["kind"], "cors_refused");
-    let a = post_multipart(
-        &h,
-        "/check_liveness",
-        &[file("image", "t1.jpg", &t1)],
-        &[("Origin", other)],
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(a.headers.get("access-control-allow-origin").is_none());
+    let a = post_from(&h, other).await;
+    assert_eq!(
+        (a.status, header(&a, ALLOW)),
+        (StatusCode::OK, String::new())
+    );
     // A path no dialect serves.
-    let a = request(
-        &h,
-        Method::OPTIONS,
-        "/nowhere",
-        &preflight(page),
-        Bytes::new(),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        preflight(&h, "/nowhere", page).await.status,
+        StatusCode::NOT_FOUND
+    );
     h.shutdown();
     h.stopped().await;
 

@@ -658,11 +658,13 @@ fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference of two tensors of the same shape (also used by the
+    /// device ops' tests).
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
         (a - b)
             .unwrap()

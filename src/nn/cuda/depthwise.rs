@@ -281,17 +281,7 @@ mod tests {
                 .unwrap()
                 .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
                 .unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            let diff = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::nn::layers::tests::max_diff(&ours, &theirs);
             assert!(diff < 1e-5, "stride {stride} pad {pad} k {k}: {diff}");
         }
     }
