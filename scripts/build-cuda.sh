@@ -8,7 +8,7 @@
 #                                    serves on CPU and says why in /health
 #   scripts/build-cuda.sh --env      print the environment it builds with (for `eval`)
 #   scripts/build-cuda.sh --pack     the release build, then out/gpu-carry/ for a GPU machine
-#                                    (xz binary, models, fixture photos: about 25 MB), which
+#                                    (xz binary, models, fixture photos: 38 MB here), which
 #                                    scripts/gpu-machine.sh runs there
 #
 # Steps, each skipped when already done (idempotent):
