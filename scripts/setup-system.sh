@@ -5,7 +5,8 @@
 # system's libavcodec/libavformat/libavutil/libswscale (FFmpeg 5.1 on Debian 12) through
 # pkg-config and generates its bindings with bindgen, which loads libclang. The browser tests
 # (tests/browser.rs) drive Debian's Chromium headless; the TLS tests (tests/tls.rs) make their
-# certificates with the openssl command. Idempotent: does nothing when everything
+# certificates with the openssl command; the fleet tests (tests/fleet.rs) start a throwaway
+# PostgreSQL server from Debian's postgresql package (scripts/pg-test.sh). Idempotent: does nothing when everything
 # is already there.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ packages=(
     libswresample-dev
     chromium
     openssl
+    postgresql
 )
 
 have_libclang() {
@@ -38,8 +40,9 @@ if command -v cmake >/dev/null 2>&1 && command -v nasm >/dev/null 2>&1 \
     && command -v pkg-config >/dev/null 2>&1 \
     && pkg-config --exists libavcodec libavformat libavutil libswscale \
     && have_libclang && command -v chromium >/dev/null 2>&1 \
-    && command -v openssl >/dev/null 2>&1; then
-    echo "setup-system: cmake, nasm, libav* $(pkg-config --modversion libavcodec), libclang, chromium and openssl already present"
+    && command -v openssl >/dev/null 2>&1 \
+    && compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    echo "setup-system: cmake, nasm, libav* $(pkg-config --modversion libavcodec), libclang, chromium, openssl and postgresql already present"
     exit 0
 fi
 

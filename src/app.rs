@@ -24,6 +24,8 @@ use crate::bi::{BiArgs, BiConfig, BiStore, BiWriter, SqliteStore};
 use crate::config::{ConfigFile, EngineArgs, ServerArgs, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::nn::device::DeviceChoice;
+use crate::replay::postgres::PgLedger;
+use crate::replay::{MemoryLedger, ReplayLedger};
 use crate::server::{self, Authenticator, Registry, ServerHandle};
 use crate::{Error, Result};
 
@@ -231,6 +233,27 @@ pub struct Services {
     pub bi: Option<Arc<BiWriter>>,
     /// Capture verifier for the IAD dialect; `None` leaves its bundle endpoints at 503.
     pub capture: Option<Arc<CaptureVerifier>>,
+    /// The replay ledger of Knomi's package keys; `None`: this process's memory. (The capture
+    /// verifier carries its own, [`CaptureVerifier::with_ledger`].)
+    pub ledger: Option<Arc<dyn ReplayLedger>>,
+}
+
+/// The stores `cfg` names: with a `postgres://` `bi.path`, BI records and the replay ledger
+/// both in that database (one pool); otherwise SQLite and this process's memory.
+pub fn open_stores(cfg: &BiConfig) -> Result<(Arc<dyn BiStore>, Arc<dyn ReplayLedger>)> {
+    match cfg.postgres_url() {
+        Some(url) => {
+            let timeout = std::time::Duration::from_millis(cfg.db_timeout_ms);
+            let pg = Arc::new(crate::pg::Pg::connect(url, cfg.pool, timeout)?);
+            tracing::info!("BI records and replay ledger in {}", pg.name());
+            let store = crate::bi::open_store(cfg, Some(Arc::clone(&pg)))?;
+            Ok((store, Arc::new(PgLedger::new(pg))))
+        }
+        None => Ok((
+            crate::bi::open_store(cfg, None)?,
+            Arc::new(MemoryLedger::new()),
+        )),
+    }
 }
 
 /// Every dialect the binary serves, built from its section and the services. The metrics
@@ -250,7 +273,7 @@ pub fn dialects(cfg: &Config, services: Services) -> Result<Vec<Arc<dyn Dialect>
         IdLive::new(cfg.idlive.clone(), bi.clone())?,
         Iad::new(cfg.iad.clone(), services.capture, bi)?,
         BioId::new(cfg.bioid.clone())?,
-        Knomi::new(cfg.knomi.clone())?,
+        Knomi::new(cfg.knomi.clone(), services.ledger)?,
         Oz::new(cfg.oz.clone())?,
     ])
 }
@@ -331,11 +354,18 @@ pub fn engine_loaders(cfg: &EngineConfig) -> Vec<Loader> {
 
 /// SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> Result<()> {
-    let bi = Arc::new(BiWriter::start(crate::bi::open_store(&cfg.bi)?, &cfg.bi)?);
-    let capture = Iad::verifier_from_config(&cfg.iad.capture).await?;
+    let bi_cfg = cfg.bi.clone();
+    let (store, ledger) = tokio::task::spawn_blocking(move || open_stores(&bi_cfg))
+        .await
+        .map_err(|e| Error::Unavailable(format!("opening the stores: {e}")))??;
+    let bi = Arc::new(BiWriter::start(store, &cfg.bi)?);
+    let capture = Iad::verifier_from_config(&cfg.iad.capture)
+        .await?
+        .with_ledger(Arc::clone(&ledger));
     let services = Services {
         bi: Some(bi),
         capture: Some(Arc::new(capture)),
+        ledger: Some(ledger),
     };
     let batcher = Batcher::start_workers(cfg.server.batcher(), engine_loaders(&cfg.engine))?;
     let handle = start(&cfg, batcher, services).await?;

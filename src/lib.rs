@@ -14,7 +14,9 @@ pub mod eval;
 pub mod gpucheck;
 pub mod models;
 pub mod nn;
+pub mod pg;
 pub mod preprocess;
+pub mod replay;
 pub mod server;
 pub mod telemetry;
 

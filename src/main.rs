@@ -47,7 +47,7 @@ enum Command {
     Encrypt(cli_knomi::EncryptArgs),
     /// Open a Knomi encrypted package with the server's private key and print the request.
     Decrypt(cli_knomi::DecryptArgs),
-    /// Serve the REST API (native, IDLive, IAD, BioID and Knomi dialects) with dynamic batching.
+    /// Serve the REST API (native, IDLive, IAD, BioID, Knomi and Oz dialects) with dynamic batching.
     Serve(app::ServeArgs),
     /// Load-test a server on 127.0.0.1 (or one started in-process with --spawn-server).
     Bench(bench::BenchArgs),

@@ -224,7 +224,7 @@ fn retention_purges_old_records_in_files_too() {
         ..BiConfig::default()
     };
     // Opening purges once.
-    let store = facegate::bi::open_store(&cfg).unwrap();
+    let store = facegate::bi::open_store(&cfg, None).unwrap();
     assert_eq!(store.records(None, None).unwrap().len(), 3);
     assert_eq!(store.purge_older_than(now - 5 * 86_400_000).unwrap(), 2);
     assert_eq!(store.records(None, None).unwrap().len(), 1);
@@ -320,6 +320,86 @@ fn a_full_queue_drops_and_counts_instead_of_blocking() {
     drop(held);
     w.flush().unwrap();
     assert_eq!(gated.records(None, None).unwrap().len(), accepted);
+}
+
+/// A store whose writes all fail.
+struct Failing;
+
+impl BiStore for Failing {
+    fn record(&self, _: &BiRecord) -> facegate::Result<()> {
+        Err(facegate::Error::Unavailable("disk on fire".into()))
+    }
+    fn records(&self, _: Option<Date>, _: Option<Date>) -> facegate::Result<Vec<BiRecord>> {
+        Ok(Vec::new())
+    }
+    fn page(
+        &self,
+        _: &facegate::bi::Page,
+    ) -> facegate::Result<Vec<(facegate::bi::Cursor, BiRecord)>> {
+        Ok(Vec::new())
+    }
+    fn purge_older_than(&self, _: i64) -> facegate::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// `bi.durable`: a decision's ticket settles only once its record is committed, fails when
+/// the commit fails or the queue is full; without it the ticket is settled at once.
+#[test]
+fn durable_tickets_wait_for_the_commit_and_fail_without_one() {
+    use futures_util::FutureExt;
+    let gated = Arc::new(Gated {
+        gate: Mutex::new(()),
+        inner: SqliteStore::in_memory().unwrap(),
+    });
+    let durable = BiConfig {
+        durable: true,
+        queue: 2,
+        batch: 1,
+        ..BiConfig::default()
+    };
+    let w = BiWriter::start(gated.clone() as Arc<dyn BiStore>, &durable).unwrap();
+    let held = gated.gate.lock().unwrap();
+    let mut first = Box::pin(w.record(rec(1, "IOS", Some(0.5), Some(0.5), None)).settle());
+    assert!(
+        first.as_mut().now_or_never().is_none(),
+        "settled while the commit was blocked"
+    );
+    // The writer holds one record at the gate and the queue two more: the next is refused.
+    let queued: Vec<_> = (2..5)
+        .map(|i| w.record(rec(i, "IOS", Some(0.5), Some(0.5), None)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut outcomes = Vec::new();
+    drop(held);
+    rt.block_on(first).unwrap();
+    for t in queued {
+        outcomes.push(rt.block_on(t.settle()).map_err(|e| e.to_string()));
+    }
+    let refused: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(!refused.is_empty(), "{outcomes:?}");
+    assert!(
+        refused.iter().all(|e| e.contains("bi.queue")),
+        "{refused:?}"
+    );
+    w.flush().unwrap();
+    let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(gated.records(None, None).unwrap().len(), 1 + ok);
+
+    let w = BiWriter::start(Arc::new(Failing), &durable).unwrap();
+    let e = rt
+        .block_on(w.record(rec(9, "IOS", None, None, None)).settle())
+        .unwrap_err();
+    assert_eq!(e.kind(), "unavailable", "{e}");
+    assert!(e.to_string().contains("not committed"), "{e}");
+
+    let w = BiWriter::start(Arc::new(Failing), &BiConfig::default()).unwrap();
+    assert!(matches!(
+        w.record(rec(9, "IOS", None, None, None)),
+        facegate::bi::Ticket::Settled
+    ));
 }
 
 /// `/bi_report`'s counts are kept as records come and go: a purge takes its records' counts

@@ -41,6 +41,7 @@ fn services() -> Services {
     Services {
         bi: None,
         capture: Some(Arc::new(CaptureVerifier::new(cfg, key().clone()).unwrap())),
+        ledger: None,
     }
 }
 

@@ -324,8 +324,9 @@ struct Analysed {
 }
 
 impl IdLive {
-    /// Records one decision.
+    /// Records one decision; the answer settles the ticket first (`bi.durable`).
     #[allow(clippy::too_many_arguments)]
+    #[must_use]
     fn record(
         &self,
         ctx: &Ctx,
@@ -335,14 +336,14 @@ impl IdLive {
         domain: Option<&str>,
         os: &str,
         o: &Outcome,
-    ) {
+    ) -> bi::Ticket {
         let (probability, quality, error_code) = match o {
             Outcome::Verdict(v) => (Some(v.probability), Some(v.quality), None),
             Outcome::Error { code, .. } => {
                 (None, None, Some(code.unwrap_or("UNKNOWN").to_string()))
             }
         };
-        self.bi.submit(BiRecord {
+        self.bi.record(BiRecord {
             time_ms: bi::now_ms(),
             route: reference_path(ctx),
             dialect: DIALECT.into(),
@@ -354,7 +355,7 @@ impl IdLive {
             quality,
             error_code,
             latency_ms: t0.elapsed().as_secs_f64() * 1e3,
-        });
+        })
     }
 
     /// What both liveness endpoints share: the `Meta` OS, the `pipeline` parameter, and every
@@ -433,7 +434,9 @@ impl IdLive {
                 Outcome::of_error(ApiError::invalid("no image in the request"))
             }
         };
-        self.record(&ctx, t0, a.pipeline, cal, None, a.os, &result);
+        self.record(&ctx, t0, a.pipeline, cal, None, a.os, &result)
+            .settle()
+            .await?;
         let body = Value::Object(result.fields());
         Ok(answer(&body, result.transient(), &a.results))
     }
@@ -449,13 +452,14 @@ impl IdLive {
         let decider = ctx.app.batcher.decider();
         let cal = Calibration::Regular;
         let mut transient = false;
+        let mut tickets = Vec::new();
         let entries: Vec<Value> = a
             .names
             .into_iter()
             .zip(&a.results)
             .map(|(name, r)| {
                 let o = outcome(&decider, r, a.pipeline, cal);
-                self.record(&ctx, t0, a.pipeline, cal, None, a.os, &o);
+                tickets.push(self.record(&ctx, t0, a.pipeline, cal, None, a.os, &o));
                 transient |= o.transient();
                 let mut m = Map::new();
                 m.insert("file_name".into(), json!(name));
@@ -463,6 +467,7 @@ impl IdLive {
                 Value::Object(m)
             })
             .collect();
+        bi::Ticket::settle_all(tickets).await?;
         Ok(answer(&Value::Array(entries), transient, &a.results))
     }
 
@@ -486,12 +491,13 @@ impl IdLive {
             .await;
         let decider = ctx.app.batcher.decider();
         let mut transient = false;
+        let mut tickets = Vec::new();
         let results: Vec<Value> = parsed
             .runs
             .iter()
             .map(|&(pipeline, cal)| {
                 let o = outcome(&decider, &result, pipeline, cal);
-                self.record(&ctx, t0, pipeline, cal, Some(parsed.domain), os, &o);
+                tickets.push(self.record(&ctx, t0, pipeline, cal, Some(parsed.domain), os, &o));
                 transient |= o.transient();
                 let mut m = Map::new();
                 m.insert("pipeline".into(), json!(pipeline.name()));
@@ -500,6 +506,7 @@ impl IdLive {
                 Value::Object(m)
             })
             .collect();
+        bi::Ticket::settle_all(tickets).await?;
         let license = &self.cfg.licensed.license_expiration;
         let mut r = json_response(
             StatusCode::OK,

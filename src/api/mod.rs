@@ -6,7 +6,6 @@
 //! - [`query`]: the one query-string parser;
 //! - [`error`]: error classes, per-dialect error tables, metrics, logs and `Retry-After`;
 //! - [`auth`]: API keys and a JWT verifier for the routes' authentication hook;
-//! - [`expiry`]: the bounded expiring map behind the single-use registries (nonces, packages).
 //!
 //! Dialects, each a thin module of parse -> engine -> render: [`native`], [`idlive`] and
 //! [`iad`] (ID R&D; [`idrnd`] holds what the two share: BI records and the licence date), and
@@ -16,7 +15,6 @@ pub mod auth;
 pub mod bioid;
 pub mod dialect;
 pub mod error;
-pub mod expiry;
 pub mod iad;
 pub mod idlive;
 pub mod idrnd;

@@ -9,6 +9,7 @@
 //! records to a [`BiWriter`], whose background thread batches the inserts and purges old
 //! records on a schedule; when its bounded queue is full the record is dropped and counted.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Milliseconds in one day.
@@ -489,11 +491,19 @@ pub fn report_from_tally(
 }
 
 /// BI settings: where records live and how long they stay.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BiConfig {
-    /// SQLite database file; `:memory:` keeps records in memory only.
+    /// SQLite database file; `:memory:` keeps records in memory only; a `postgres://` URL puts
+    /// them, and the replay ledger of nonces and package keys, in that shared database.
     pub path: PathBuf,
+    /// Most PostgreSQL connections of this process.
+    pub pool: usize,
+    /// Longest wait for one PostgreSQL task (connection and statements), ms.
+    pub db_timeout_ms: u64,
+    /// Answers wait until their record is committed (no record lost to a crash, at the cost
+    /// of the commit's latency); off: records are committed by the writer right after.
+    pub durable: bool,
     /// Records older than this many days are purged (0 keeps them forever).
     pub retention_days: u32,
     /// Records the writer queue holds before it drops new ones.
@@ -508,6 +518,9 @@ impl Default for BiConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("facegate-bi.sqlite"),
+            pool: 8,
+            db_timeout_ms: 5000,
+            durable: false,
             retention_days: 90,
             queue: 4096,
             batch: 256,
@@ -516,15 +529,43 @@ impl Default for BiConfig {
     }
 }
 
+impl std::fmt::Debug for BiConfig {
+    /// The database URL's password is hidden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BiConfig")
+            .field("path", &crate::pg::redact(&self.path.to_string_lossy()))
+            .field("pool", &self.pool)
+            .field("db_timeout_ms", &self.db_timeout_ms)
+            .field("durable", &self.durable)
+            .field("retention_days", &self.retention_days)
+            .field("queue", &self.queue)
+            .field("batch", &self.batch)
+            .field("purge_interval_s", &self.purge_interval_s)
+            .finish()
+    }
+}
+
 impl BiConfig {
     /// Rejects settings that cannot work.
     pub fn validate(&self) -> Result<()> {
-        if self.queue == 0 || self.batch == 0 || self.purge_interval_s == 0 {
+        if self.queue == 0
+            || self.batch == 0
+            || self.purge_interval_s == 0
+            || self.pool == 0
+            || self.db_timeout_ms == 0
+        {
             return Err(Error::InvalidArgument(
-                "bi.queue, bi.batch and bi.purge_interval_s must be positive".into(),
+                "bi.queue, bi.batch, bi.purge_interval_s, bi.pool and bi.db_timeout_ms must be \
+                 positive"
+                    .into(),
             ));
         }
         Ok(())
+    }
+
+    /// The PostgreSQL URL when `path` is one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.path.to_str().filter(|p| crate::pg::is_url(p))
     }
 
     /// Unix-ms cutoff for retention at `now_ms`, `None` when retention is off.
@@ -536,9 +577,16 @@ impl BiConfig {
 /// Command-line/environment overrides of [`BiConfig`] (flatten into a server's arguments).
 #[derive(Debug, Clone, Default, Args)]
 pub struct BiArgs {
-    /// BI database file (SQLite), or `:memory:` [default: facegate-bi.sqlite].
-    #[arg(long = "bi-db", env = "FACEGATE_BI_DB")]
+    /// BI database: a SQLite file, `:memory:`, or a `postgres://` URL shared by a fleet (which
+    /// also holds the replay ledger) [default: facegate-bi.sqlite].
+    #[arg(long = "bi-db", env = "FACEGATE_BI_DB", hide_env_values = true)]
     pub bi_db: Option<PathBuf>,
+    /// Answers wait for their BI record's commit [default: off].
+    #[arg(long = "bi-durable", env = "FACEGATE_BI_DURABLE")]
+    pub bi_durable: bool,
+    /// Most PostgreSQL connections [default: 8].
+    #[arg(long = "bi-pool", env = "FACEGATE_BI_POOL")]
+    pub bi_pool: Option<usize>,
     /// Days BI records are kept; 0 keeps them forever [default: 90].
     #[arg(long = "bi-retention-days", env = "FACEGATE_BI_RETENTION_DAYS")]
     pub bi_retention_days: Option<u32>,
@@ -559,24 +607,34 @@ impl BiArgs {
         if let Some(v) = self.bi_queue {
             cfg.queue = v;
         }
+        if let Some(v) = self.bi_pool {
+            cfg.pool = v;
+        }
+        if self.bi_durable {
+            cfg.durable = true;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 }
 
-/// Opens the default store for `cfg` (SQLite at `cfg.path`) and purges expired records once.
-pub fn open_store(cfg: &BiConfig) -> Result<Arc<dyn BiStore>> {
-    let store = SqliteStore::open(&cfg.path)?;
+/// Opens the store for `cfg` (PostgreSQL over `pg` when given, else SQLite at `cfg.path`) and
+/// purges expired records once.
+pub fn open_store(cfg: &BiConfig, pg: Option<Arc<crate::pg::Pg>>) -> Result<Arc<dyn BiStore>> {
+    let store: Arc<dyn BiStore> = match pg {
+        Some(pg) => Arc::new(PgStore::new(pg)),
+        None => Arc::new(SqliteStore::open(&cfg.path)?),
+    };
     if let Some(cut) = cfg.cutoff_ms(now_ms()) {
         store.purge_older_than(cut)?;
     }
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// Messages to the writer thread.
 enum Command {
-    /// Store this record.
-    Record(Box<BiRecord>),
+    /// Store this record, and with a sender, say whether it was committed (`bi.durable`).
+    Record(Box<BiRecord>, Option<tokio::sync::oneshot::Sender<bool>>),
     /// Answer once everything queued before this has been stored.
     Flush(SyncSender<()>),
 }
@@ -601,6 +659,10 @@ pub struct WriterStats {
 /// the thread.
 pub struct BiWriter {
     tx: Option<SyncSender<Command>>,
+    /// `bi.durable`: [`BiWriter::record`] hands out tickets that wait for the commit.
+    durable: bool,
+    /// `bi.queue`, for messages.
+    queue: usize,
     stats: Arc<WriterStats>,
     store: Arc<dyn BiStore>,
     thread: Option<JoinHandle<()>>,
@@ -624,6 +686,8 @@ impl BiWriter {
             .spawn(move || worker.run(rx))?;
         Ok(BiWriter {
             tx: Some(tx),
+            durable: cfg.durable,
+            queue: cfg.queue,
             stats,
             store,
             thread: Some(thread),
@@ -632,14 +696,34 @@ impl BiWriter {
 
     /// Queues a record without blocking. Returns `false` (and counts it) if it was dropped.
     pub fn submit(&self, r: BiRecord) -> bool {
+        self.send(r, None)
+    }
+
+    fn send(&self, r: BiRecord, done: Option<tokio::sync::oneshot::Sender<bool>>) -> bool {
         let Some(tx) = &self.tx else { return false };
-        match tx.try_send(Command::Record(Box::new(r))) {
+        match tx.try_send(Command::Record(Box::new(r), done)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(crate::telemetry::BI_DROPPED).increment(1);
                 false
             }
+        }
+    }
+
+    /// Queues a decision's record without blocking. With `bi.durable` the answer must
+    /// [`Ticket::settle`] the ticket first, which waits for the commit; otherwise the ticket
+    /// is settled already.
+    pub fn record(&self, r: BiRecord) -> Ticket {
+        if !self.durable {
+            self.submit(r);
+            return Ticket::Settled;
+        }
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if self.send(r, Some(done)) {
+            Ticket::Pending(rx)
+        } else {
+            Ticket::Dropped { queue: self.queue }
         }
     }
 
@@ -679,6 +763,71 @@ impl Drop for BiWriter {
     }
 }
 
+/// What an answer waits for before it leaves with `bi.durable` ([`BiWriter::record`]).
+#[derive(Debug)]
+pub enum Ticket {
+    /// Nothing to wait for (not durable).
+    Settled,
+    /// The record is queued; the writer says whether it was committed.
+    Pending(tokio::sync::oneshot::Receiver<bool>),
+    /// The queue was full: the record was not taken.
+    Dropped {
+        /// The queue's bound (`bi.queue`).
+        queue: usize,
+    },
+}
+
+impl Ticket {
+    /// Waits until the record is committed; an error (503) when it was not, so that with
+    /// `bi.durable` no answer leaves without its record.
+    pub async fn settle(self) -> Result<()> {
+        match self {
+            Ticket::Settled => Ok(()),
+            Ticket::Pending(rx) => match rx.await {
+                Ok(true) => Ok(()),
+                _ => Err(Error::Unavailable(
+                    "the BI record of this decision was not committed (bi.durable); retry".into(),
+                )),
+            },
+            Ticket::Dropped { queue } => Err(Error::Unavailable(format!(
+                "the BI writer queue is full ({queue} records, bi.queue); retry"
+            ))),
+        }
+    }
+
+    /// Settles every ticket, the first error winning.
+    pub async fn settle_all(tickets: Vec<Ticket>) -> Result<()> {
+        let mut out = Ok(());
+        for t in tickets {
+            let r = t.settle().await;
+            if out.is_ok() {
+                out = r;
+            }
+        }
+        out
+    }
+}
+
+/// Records taken from the queue and not yet written, with the durable answers waiting on them.
+struct Pending {
+    records: Vec<BiRecord>,
+    waiting: Vec<tokio::sync::oneshot::Sender<bool>>,
+}
+
+impl Pending {
+    fn with_capacity(n: usize) -> Pending {
+        Pending {
+            records: Vec::with_capacity(n),
+            waiting: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, r: BiRecord, done: Option<tokio::sync::oneshot::Sender<bool>>) {
+        self.records.push(r);
+        self.waiting.extend(done);
+    }
+}
+
 /// State of the writer thread.
 struct Worker {
     store: Arc<dyn BiStore>,
@@ -691,7 +840,7 @@ struct Worker {
 impl Worker {
     fn run(self, rx: Receiver<Command>) {
         let mut last_purge = Instant::now();
-        let mut buf: Vec<BiRecord> = Vec::with_capacity(self.batch);
+        let mut buf = Pending::with_capacity(self.batch);
         loop {
             let first = match rx.recv_timeout(self.purge_every) {
                 Ok(c) => Some(c),
@@ -699,13 +848,13 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut flushes = Vec::new();
-            let mut take = |c: Command, buf: &mut Vec<BiRecord>| match c {
-                Command::Record(r) => buf.push(*r),
+            let mut take = |c: Command, buf: &mut Pending| match c {
+                Command::Record(r, done) => buf.push(*r, done),
                 Command::Flush(done) => flushes.push(done),
             };
             if let Some(c) = first {
                 take(c, &mut buf);
-                while buf.len() < self.batch {
+                while buf.records.len() < self.batch {
                     match rx.try_recv() {
                         Ok(c) => take(c, &mut buf),
                         Err(_) => break,
@@ -724,7 +873,7 @@ impl Worker {
         // Drain what is left after the last sender went away.
         while let Ok(c) = rx.try_recv() {
             match c {
-                Command::Record(r) => buf.push(*r),
+                Command::Record(r, done) => buf.push(*r, done),
                 Command::Flush(done) => {
                     self.write(&mut buf);
                     let _ = done.send(());
@@ -734,25 +883,27 @@ impl Worker {
         self.write(&mut buf);
     }
 
-    fn write(&self, buf: &mut Vec<BiRecord>) {
-        if buf.is_empty() {
+    fn write(&self, buf: &mut Pending) {
+        let n = buf.records.len();
+        if n == 0 {
             return;
         }
-        match self.store.record_batch(buf) {
+        let ok = match self.store.record_batch(&buf.records) {
             Ok(()) => {
-                self.stats
-                    .written
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.stats.written.fetch_add(n as u64, Ordering::Relaxed);
+                true
             }
             Err(e) => {
-                tracing::warn!("BI store: {e}; {} records lost", buf.len());
-                self.stats
-                    .failed
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                metrics::counter!(crate::telemetry::BI_FAILED).increment(buf.len() as u64);
+                tracing::warn!("BI store: {e}; {n} records lost");
+                self.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::BI_FAILED).increment(n as u64);
+                false
             }
+        };
+        for done in buf.waiting.drain(..) {
+            let _ = done.send(ok);
         }
-        buf.clear();
+        buf.records.clear();
     }
 
     fn purge(&self) {

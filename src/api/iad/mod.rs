@@ -162,7 +162,8 @@ impl Iad {
     }
 
     /// Records one capture decision (or a refused bundle: `report` is `None`).
-    fn record(&self, ctx: &Ctx, t0: Instant, report: Option<&CaptureReport>) {
+    #[must_use]
+    fn record(&self, ctx: &Ctx, t0: Instant, report: Option<&CaptureReport>) -> bi::Ticket {
         let (os, probability, quality, error_code) = match report {
             Some(r) => (
                 r.os,
@@ -172,7 +173,7 @@ impl Iad {
             ),
             None => ("UNKNOWN", None, None, Some(UNKNOWN.to_string())),
         };
-        self.bi.submit(BiRecord {
+        self.bi.record(BiRecord {
             time_ms: bi::now_ms(),
             route: reference_path(ctx),
             dialect: DIALECT.into(),
@@ -184,7 +185,7 @@ impl Iad {
             quality,
             error_code,
             latency_ms: t0.elapsed().as_secs_f64() * 1e3,
-        });
+        })
     }
 
     /// `GET /api_version`.
@@ -217,12 +218,12 @@ impl Iad {
             Ok(o) => o,
             Err(e) => {
                 if matches!(e, CaptureError::Bundle { .. }) {
-                    self.record(&ctx, t0, None);
+                    self.record(&ctx, t0, None).settle().await?;
                 }
                 return Err(e.into());
             }
         };
-        self.record(&ctx, t0, Some(&out.report));
+        self.record(&ctx, t0, Some(&out.report)).settle().await?;
         let mut r = match out.report.face_error {
             Some(fe) => {
                 note(
@@ -299,7 +300,8 @@ impl Iad {
         _req: Request<Bytes>,
         _ctx: Ctx,
     ) -> Result<HttpResponse, ApiError> {
-        let n = self.verifier()?.issue_nonce()?;
+        let v = Arc::clone(self.verifier()?);
+        let n = blocking(move || Ok(v.issue_nonce()?)).await?;
         Ok(json_response(
             StatusCode::OK,
             &json!({"nonce": n.nonce, "expires_at": bi::format_iso_ms(n.expires_at_ms)}),

@@ -343,8 +343,12 @@ pub struct Knomi {
 }
 
 impl Knomi {
-    /// The dialect for `cfg` (the private key, if any, is read now).
-    pub fn new(cfg: KnomiConfig) -> crate::Result<Arc<Self>> {
+    /// The dialect for `cfg` (the private key, if any, is read now), its used package keys in
+    /// `ledger` (`None`: this process's memory).
+    pub fn new(
+        cfg: KnomiConfig,
+        ledger: Option<Arc<dyn crate::replay::ReplayLedger>>,
+    ) -> crate::Result<Arc<Self>> {
         cfg.validate()?;
         FrrTable::builtin()?;
         let opener = match &cfg.private_key {
@@ -358,6 +362,10 @@ impl Knomi {
                 },
             )?),
             None => None,
+        };
+        let opener = match (opener, ledger) {
+            (Some(o), Some(l)) => Some(o.with_ledger(l)),
+            (o, _) => o,
         };
         Ok(Arc::new(Self { cfg, opener }))
     }

@@ -19,7 +19,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::aes::Aes256;
@@ -37,8 +36,9 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConditionallySelectable};
 use zeroize::Zeroizing;
 
-use crate::api::expiry::ExpiringMap;
 use crate::api::iad::capture::parse_private_key;
+use crate::bi::now_ms;
+use crate::replay::{Inserted, Kind, MemoryLedger, ReplayLedger};
 use crate::Error;
 
 /// Longest accepted `key` field, decoded: one RSA-OAEP block of an 8192-bit key.
@@ -170,63 +170,39 @@ struct Fields {
     p: Vec<u8>,
 }
 
-/// Replay registry and rate bucket, behind one lock.
-struct Gate {
-    /// SHA-256 of each remembered `key` field, until it is forgotten.
-    seen: ExpiringMap<[u8; 32], (), Instant>,
+/// The decryption-rate bucket (this process's; the replay ledger may be shared).
+struct Bucket {
     /// Decryptions that may start now (at most one second's worth).
     tokens: f64,
-    /// When `tokens` was last refilled.
-    refilled: Instant,
+    /// When `tokens` was last refilled, Unix ms.
+    refilled_ms: i64,
 }
 
-impl Gate {
-    fn new(s: &PackageSettings, now: Instant) -> Gate {
-        Gate {
-            seen: ExpiringMap::new(s.max_remembered),
-            tokens: f64::from(s.max_decryptions_per_s),
-            refilled: now,
+impl Bucket {
+    /// Takes one token, or says that the rate bound refuses the package.
+    fn take(&mut self, now_ms: i64, s: &PackageSettings) -> Result<(), PackageError> {
+        if s.max_decryptions_per_s == 0 {
+            return Ok(());
         }
-    }
-
-    /// Lets a package with this `key` digest go on to decryption and records it, or says why
-    /// not. Replays and full-registry refusals take no token; a rate refusal records nothing.
-    fn admit(
-        &mut self,
-        digest: [u8; 32],
-        now: Instant,
-        s: &PackageSettings,
-    ) -> Result<(), PackageError> {
-        self.seen.sweep(now);
-        if self.seen.contains(&digest) {
-            return Err(PackageError::Replayed);
-        }
-        if self.seen.len() >= s.max_remembered {
+        let rate = f64::from(s.max_decryptions_per_s);
+        let elapsed = now_ms.saturating_sub(self.refilled_ms).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.refilled_ms = self.refilled_ms.max(now_ms);
+        if self.tokens < 1.0 {
             return Err(PackageError::Busy(format!(
-                "{} packages of the last {} s are remembered, the bound; retry later",
-                s.max_remembered, s.remember_s
+                "over the bound of {} package decryptions per second; retry later",
+                s.max_decryptions_per_s
             )));
         }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Gives back a token taken for a package that was then refused.
+    fn refund(&mut self, s: &PackageSettings) {
         if s.max_decryptions_per_s > 0 {
-            let rate = f64::from(s.max_decryptions_per_s);
-            let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * rate).min(rate);
-            self.refilled = self.refilled.max(now);
-            if self.tokens < 1.0 {
-                return Err(PackageError::Busy(format!(
-                    "over the bound of {} package decryptions per second; retry later",
-                    s.max_decryptions_per_s
-                )));
-            }
-            self.tokens -= 1.0;
+            self.tokens = (self.tokens + 1.0).min(f64::from(s.max_decryptions_per_s));
         }
-        let forget = now + Duration::from_secs(s.remember_s);
-        self.seen.insert(digest, (), forget, now).map_err(|f| {
-            PackageError::Busy(format!(
-                "{} packages of the last {} s are remembered, the bound; retry later",
-                f.max, s.remember_s
-            ))
-        })
     }
 }
 
@@ -236,8 +212,10 @@ struct Inner {
     key: RsaPrivateKey,
     /// The bounds.
     settings: PackageSettings,
-    /// Replay registry and rate bucket.
-    gate: Mutex<Gate>,
+    /// Used package keys (this process's memory, or the fleet's database).
+    ledger: Arc<dyn ReplayLedger>,
+    /// Decryption rate bucket.
+    bucket: Mutex<Bucket>,
 }
 
 /// Opens packages sealed for one RSA key pair, single use each, at a bounded rate. Cloning is
@@ -259,13 +237,37 @@ impl std::fmt::Debug for PackageOpener {
 impl PackageOpener {
     /// An opener for packages sealed with `key`'s public half.
     pub fn new(key: RsaPrivateKey, s: PackageSettings) -> PackageOpener {
-        let gate = Mutex::new(Gate::new(&s, Instant::now()));
+        let bucket = Mutex::new(Bucket {
+            tokens: f64::from(s.max_decryptions_per_s),
+            refilled_ms: now_ms(),
+        });
         PackageOpener {
             inner: Arc::new(Inner {
                 key,
                 settings: s,
-                gate,
+                ledger: Arc::new(MemoryLedger::new()),
+                bucket,
             }),
+        }
+    }
+
+    /// The opener with its used keys in `ledger` (the fleet's shared one) instead of memory.
+    /// Call it before cloning: clones made before keep the old ledger.
+    pub fn with_ledger(self, ledger: Arc<dyn ReplayLedger>) -> PackageOpener {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(i) => i,
+            Err(shared) => Inner {
+                key: shared.key.clone(),
+                settings: shared.settings.clone(),
+                ledger: Arc::clone(&shared.ledger),
+                bucket: Mutex::new(Bucket {
+                    tokens: f64::from(shared.settings.max_decryptions_per_s),
+                    refilled_ms: now_ms(),
+                }),
+            },
+        };
+        PackageOpener {
+            inner: Arc::new(Inner { ledger, ..inner }),
         }
     }
 
@@ -300,32 +302,74 @@ impl PackageOpener {
     pub async fn open(&self, body: &[u8]) -> Result<Vec<u8>, PackageError> {
         let inner = Arc::clone(&self.inner);
         let body = body.to_vec();
-        tokio::task::spawn_blocking(move || inner.open_at(&body, Instant::now()))
+        tokio::task::spawn_blocking(move || inner.open_at(&body, now_ms()))
             .await
             .map_err(|_| PackageError::Busy("the decryption task did not finish".into()))?
     }
 
     /// [`PackageOpener::open`] on the calling thread (tests, the CLI).
     pub fn open_blocking(&self, body: &[u8]) -> Result<Vec<u8>, PackageError> {
-        self.inner.open_at(body, Instant::now())
+        self.inner.open_at(body, now_ms())
     }
 
-    /// [`PackageOpener::open_blocking`] at a given time (for tests of expiry and rate).
+    /// [`PackageOpener::open_blocking`] at a given time, Unix ms (for tests of expiry and rate).
     #[cfg(test)]
-    fn open_at(&self, body: &[u8], now: Instant) -> Result<Vec<u8>, PackageError> {
+    fn open_at(&self, body: &[u8], now: i64) -> Result<Vec<u8>, PackageError> {
         self.inner.open_at(body, now)
     }
 }
 
 impl Inner {
-    fn open_at(&self, body: &[u8], now: Instant) -> Result<Vec<u8>, PackageError> {
+    fn open_at(&self, body: &[u8], now: i64) -> Result<Vec<u8>, PackageError> {
         let fields = parse_fields(body, &self.settings)?;
         let digest: [u8; 32] = Sha256::digest(&fields.key).into();
-        self.gate
-            .lock()
-            .map_err(|_| PackageError::Busy("the package registry is unavailable".into()))?
-            .admit(digest, now, &self.settings)?;
+        self.admit(&digest, now)?;
         self.decrypt(&fields).ok_or(PackageError::Undecryptable)
+    }
+
+    /// Lets a package with this `key` digest go on to decryption and records it as used, or
+    /// says why not. Replays and full-ledger refusals take no token; a rate refusal records
+    /// nothing.
+    fn admit(&self, digest: &[u8; 32], now: i64) -> Result<(), PackageError> {
+        let s = &self.settings;
+        let unavailable =
+            |e: Error| PackageError::Busy(format!("the package registry is unavailable: {e}"));
+        let bucket = || {
+            self.bucket
+                .lock()
+                .map_err(|_| PackageError::Busy("the package rate bucket is unavailable".into()))
+        };
+        if self
+            .ledger
+            .contains(Kind::KnomiPackage, digest, now)
+            .map_err(unavailable)?
+        {
+            return Err(PackageError::Replayed);
+        }
+        bucket()?.take(now, s)?;
+        let remember_ms = i64::try_from(s.remember_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let inserted = self
+            .ledger
+            .insert(
+                Kind::KnomiPackage,
+                digest,
+                now,
+                now.saturating_add(remember_ms),
+                true,
+                s.max_remembered,
+            )
+            .map_err(unavailable);
+        let refused = match inserted {
+            Ok(Inserted::New) => return Ok(()),
+            Ok(Inserted::Present) => PackageError::Replayed,
+            Ok(Inserted::Full { max }) => PackageError::Busy(format!(
+                "{max} packages of the last {} s are remembered, the bound; retry later",
+                s.remember_s
+            )),
+            Err(e) => e,
+        };
+        bucket()?.refund(s);
+        Err(refused)
     }
 
     /// RSA-OAEP with every parameter set, then AES, then the UTF-8 JSON check; `None` for
@@ -873,11 +917,11 @@ mod tests {
             ..PackageSettings::default()
         });
         let e = sealed(REQUEST, OaepHash::Sha256, Mode::Cbc);
-        let t0 = Instant::now();
+        let t0 = now_ms();
         assert_eq!(o.open_at(&body(&e), t0), Ok(REQUEST.to_vec()));
-        let later = t0 + Duration::from_secs(29);
+        let later = t0 + 29_000;
         assert_eq!(o.open_at(&body(&e), later), Err(PackageError::Replayed));
-        let expired = t0 + Duration::from_secs(30);
+        let expired = t0 + 30_000;
         assert_eq!(o.open_at(&body(&e), expired), Ok(REQUEST.to_vec()));
     }
 
@@ -889,7 +933,7 @@ mod tests {
         });
         let a = body(&sealed(REQUEST, OaepHash::Sha256, Mode::Cbc));
         let b = body(&sealed(REQUEST, OaepHash::Sha1, Mode::Gcm));
-        let t0 = Instant::now();
+        let t0 = now_ms();
         assert_eq!(o.open_at(&a, t0), Ok(REQUEST.to_vec()));
         let Err(PackageError::Busy(m)) = o.open_at(&b, t0) else {
             panic!("second package within the second accepted");
@@ -897,10 +941,10 @@ mod tests {
         assert!(m.contains("1 package decryptions per second"), "{m}");
         // A replay is told as such even when the bucket is empty.
         assert_eq!(o.open_at(&a, t0), Err(PackageError::Replayed));
-        let half = t0 + Duration::from_millis(500);
+        let half = t0 + 500;
         assert!(matches!(o.open_at(&b, half), Err(PackageError::Busy(_))));
         // The busy refusals did not record b: it opens once the bucket has refilled.
-        let refilled = t0 + Duration::from_secs(1);
+        let refilled = t0 + 1_000;
         assert_eq!(o.open_at(&b, refilled), Ok(REQUEST.to_vec()));
         assert_eq!(o.open_at(&b, refilled), Err(PackageError::Replayed));
     }
@@ -913,15 +957,15 @@ mod tests {
             ..PackageSettings::default()
         });
         let [a, b, c] = [0, 1, 2].map(|_| body(&sealed(REQUEST, OaepHash::Sha256, Mode::Gcm)));
-        let t0 = Instant::now();
+        let t0 = now_ms();
         assert_eq!(o.open_at(&a, t0), Ok(REQUEST.to_vec()));
         assert_eq!(o.open_at(&b, t0), Ok(REQUEST.to_vec()));
-        let Err(PackageError::Busy(m)) = o.open_at(&c, t0 + Duration::from_secs(59)) else {
+        let Err(PackageError::Busy(m)) = o.open_at(&c, t0 + 59_000) else {
             panic!("third package accepted with a registry of 2");
         };
         assert!(m.contains("2 packages of the last 60 s"), "{m}");
         assert_eq!(o.open_at(&a, t0), Err(PackageError::Replayed));
-        let expired = t0 + Duration::from_secs(60);
+        let expired = t0 + 60_000;
         assert_eq!(o.open_at(&c, expired), Ok(REQUEST.to_vec()));
     }
 

@@ -11,9 +11,8 @@
 pub mod bundle;
 pub mod checks;
 
-use crate::api::expiry::ExpiringMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use clap::Args;
 use rsa::pkcs1::DecodeRsaPrivateKey;
@@ -30,6 +29,7 @@ use crate::batcher::Batcher;
 use crate::bi::{normalize_os, now_ms};
 use crate::engine::decision::fuse;
 use crate::engine::{Analysis, AnalyzeOptions, Calibration, Pipeline, Rejection};
+use crate::replay::{Inserted, Kind, MemoryLedger, ReplayLedger};
 use crate::Error;
 
 /// What can go wrong with a capture: a bundle that cannot be opened (IAD's three bundle
@@ -344,78 +344,51 @@ pub struct IssuedNonce {
     pub expires_at_ms: i64,
 }
 
-/// State of one issued nonce.
-#[derive(Debug, Clone, Copy)]
-struct NonceEntry {
-    /// When it was issued, Unix ms.
-    issued_ms: i64,
-    /// A bundle already presented it.
-    used: bool,
-}
+/// What the ledger knew about a presented nonce ([`crate::replay::Status`]).
+pub use crate::replay::Status as NonceStatus;
 
-/// What the registry knew about a presented nonce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonceStatus {
-    /// Issued, unexpired, first use (now marked used); carries the issue time.
-    Fresh {
-        /// When it was issued, Unix ms.
-        issued_ms: i64,
-    },
-    /// Presented before.
-    Replayed,
-    /// Issued but past its lifetime.
-    Expired,
-    /// Never issued here (or forgotten after it expired).
-    Unknown,
-}
-
-/// Issued nonces with expiry, bounded in memory ([`ExpiringMap`]): expired nonces are swept
-/// as new ones are issued, and with `max` unexpired nonces outstanding a new one is refused
-/// (503, retry later) rather than an outstanding one forgotten.
+/// Issued nonces in a [`ReplayLedger`] (this process's memory, or the fleet's database): with
+/// `max` unexpired nonces outstanding a new one is refused (503, retry later) rather than an
+/// outstanding one forgotten.
 struct NonceRegistry {
-    /// Nonce -> state, with its expiry (Unix ms).
-    map: ExpiringMap<String, NonceEntry, i64>,
+    /// Where the nonces live.
+    ledger: Arc<dyn ReplayLedger>,
     /// Lifetime, ms.
     ttl_ms: i64,
+    /// Most unexpired nonces.
+    max: usize,
 }
 
 impl NonceRegistry {
-    fn issue(&mut self, now: i64) -> crate::Result<IssuedNonce> {
+    fn issue(&self, now: i64) -> crate::Result<IssuedNonce> {
         let mut raw = [0u8; 16];
         OsRng.fill_bytes(&mut raw);
         let nonce = hex::encode(raw);
         let expires_ms = now.saturating_add(self.ttl_ms);
-        let entry = NonceEntry {
-            issued_ms: now,
-            used: false,
-        };
-        self.map
-            .insert(nonce.clone(), entry, expires_ms, now)
-            .map_err(|f| {
-                Error::Unavailable(format!(
-                    "the capture nonce registry is full: {} unexpired nonces \
-                     (iad.capture.max_nonces); retry when older ones expire",
-                    f.max
-                ))
-            })?;
-        Ok(IssuedNonce {
-            nonce,
-            expires_at_ms: expires_ms,
-        })
+        match self.ledger.insert(
+            Kind::IadNonce,
+            nonce.as_bytes(),
+            now,
+            expires_ms,
+            false,
+            self.max,
+        )? {
+            Inserted::New => Ok(IssuedNonce {
+                nonce,
+                expires_at_ms: expires_ms,
+            }),
+            Inserted::Full { max } => Err(Error::Unavailable(format!(
+                "the capture nonce registry is full: {max} unexpired nonces \
+                 (iad.capture.max_nonces); retry when older ones expire"
+            ))),
+            Inserted::Present => Err(Error::Internal(
+                "a fresh 128-bit nonce collided with a held one".into(),
+            )),
+        }
     }
 
-    fn consume(&mut self, nonce: &str, now: i64) -> NonceStatus {
-        match self.map.get_mut(&nonce.to_string()) {
-            None => NonceStatus::Unknown,
-            Some((_, e)) if e.used => NonceStatus::Replayed,
-            Some((expires, _)) if expires <= now => NonceStatus::Expired,
-            Some((_, e)) => {
-                e.used = true;
-                NonceStatus::Fresh {
-                    issued_ms: e.issued_ms,
-                }
-            }
-        }
+    fn consume(&self, nonce: &str, now: i64) -> crate::Result<NonceStatus> {
+        self.ledger.consume(Kind::IadNonce, nonce.as_bytes(), now)
     }
 }
 
@@ -574,7 +547,7 @@ pub struct CaptureVerifier {
     /// Its key id.
     key_id: [u8; 8],
     /// Issued and used nonces.
-    nonces: Mutex<NonceRegistry>,
+    nonces: NonceRegistry,
 }
 
 impl CaptureVerifier {
@@ -588,14 +561,15 @@ impl CaptureVerifier {
         }
         let key_id = bundle::key_id(&key.to_public_key())?;
         let nonces = NonceRegistry {
-            map: ExpiringMap::new(cfg.max_nonces),
+            ledger: Arc::new(MemoryLedger::new()),
             ttl_ms: i64::try_from(cfg.nonce_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX / 2),
+            max: cfg.max_nonces,
         };
         Ok(CaptureVerifier {
             cfg,
             key,
             key_id,
-            nonces: Mutex::new(nonces),
+            nonces,
         })
     }
 
@@ -627,13 +601,18 @@ impl CaptureVerifier {
 
     /// [`CaptureVerifier::issue_nonce`] at a given time (Unix ms).
     pub fn issue_nonce_at(&self, now_ms: i64) -> crate::Result<IssuedNonce> {
-        self.lock_nonces()?.issue(now_ms)
+        self.nonces.issue(now_ms)
     }
 
-    fn lock_nonces(&self) -> crate::Result<std::sync::MutexGuard<'_, NonceRegistry>> {
-        self.nonces
-            .lock()
-            .map_err(|_| Error::Unavailable("capture nonce registry: lock poisoned".into()))
+    /// The verifier with its nonces in `ledger` (the fleet's shared one) instead of memory.
+    pub fn with_ledger(mut self, ledger: Arc<dyn ReplayLedger>) -> CaptureVerifier {
+        self.nonces.ledger = ledger;
+        self
+    }
+
+    /// Where the nonces live.
+    pub fn ledger(&self) -> &Arc<dyn ReplayLedger> {
+        &self.nonces.ledger
     }
 
     /// Opens a bundle for `/extract_image` and `/extract_data`: a payload that does not
@@ -805,7 +784,7 @@ impl CaptureVerifier {
             }
             return Ok(out);
         }
-        match self.lock_nonces()?.consume(&meta.nonce, now) {
+        match self.nonces.consume(&meta.nonce, now)? {
             NonceStatus::Fresh { issued_ms } => {
                 if t < issued_ms.saturating_sub(skew) {
                     out.push(sus(
@@ -908,17 +887,19 @@ mod tests {
 
     #[test]
     fn nonces_are_single_use_expire_and_stay_bounded() {
-        let mut r = NonceRegistry {
-            map: ExpiringMap::new(3),
+        let r = NonceRegistry {
+            ledger: Arc::new(MemoryLedger::new()),
             ttl_ms: 1000,
+            max: 3,
         };
         let a = r.issue(0).unwrap();
         assert_eq!(a.expires_at_ms, 1000);
-        assert_eq!(r.consume(&a.nonce, 10), NonceStatus::Fresh { issued_ms: 0 });
-        assert_eq!(r.consume(&a.nonce, 11), NonceStatus::Replayed);
+        let consume = |n: &str, t| r.consume(n, t).unwrap();
+        assert_eq!(consume(&a.nonce, 10), NonceStatus::Fresh { issued_ms: 0 });
+        assert_eq!(consume(&a.nonce, 11), NonceStatus::Replayed);
         let b = r.issue(100).unwrap();
-        assert_eq!(r.consume(&b.nonce, 1100), NonceStatus::Expired);
-        assert_eq!(r.consume("nope", 0), NonceStatus::Unknown);
+        assert_eq!(consume(&b.nonce, 1100), NonceStatus::Expired);
+        assert_eq!(consume("nope", 0), NonceStatus::Unknown);
         // Three outstanding, none expired: a fourth is refused, and every outstanding nonce
         // still works (none is forgotten to make room).
         let c = r.issue(200).unwrap();
@@ -926,13 +907,13 @@ mod tests {
         assert_eq!(e.kind(), "unavailable", "{e}");
         assert!(e.to_string().contains("max_nonces"), "{e}");
         assert_eq!(
-            r.consume(&c.nonce, 400),
+            consume(&c.nonce, 400),
             NonceStatus::Fresh { issued_ms: 200 }
         );
-        assert_eq!(r.map.len(), 3);
         // Once they have expired they are swept and new nonces are issued again.
         r.issue(5000).unwrap();
-        assert_eq!(r.map.len(), 1, "expired entries are swept");
+        r.issue(5001).unwrap();
+        r.issue(5002).unwrap();
     }
 
     #[test]
