@@ -20,5 +20,9 @@ cargo test --all-targets --features video
 for isa in avx2 portable; do
   FACEGATE_CPU_KERNELS=$isa cargo test --features video --test golden_minifasnet --test golden_retinaface --test golden_descriptor --test golden_landmarks
 done
+# API fuzzing from the OpenAPI document against a live server, bounded (10 requests per
+# operation, a fixed seed); `scripts/schemathesis.sh 200` is the long form.
+FACEGATE_ST_SEED=14952755933169556681961654837067485974 FACEGATE_BIN=target/debug/facegate \
+  ./scripts/schemathesis.sh 10
 # What the build left on disk, so CI logs show how close it runs to the runner's disk.
 du -sh target 2>/dev/null || true

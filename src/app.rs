@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::auth::ApiKeys;
 use crate::api::bioid::{BioId, BioidConfig};
+use crate::api::docs::{self, SpecCell};
 use crate::api::iad::capture::CaptureVerifier;
 use crate::api::iad::{Iad, IadArgs, IadConfig};
 use crate::api::idlive::{IdLive, IdliveConfig};
 use crate::api::knomi::{Knomi, KnomiArgs, KnomiConfig};
 use crate::api::native::Native;
+use crate::api::openapi::{self, DialectDoc};
 use crate::api::oz::{Oz, OzConfig};
 use crate::api::{Dialect, Edge};
 use crate::batcher::{Batcher, Loader};
@@ -278,8 +280,10 @@ pub fn dialects(cfg: &Config, services: Services) -> Result<Vec<Arc<dyn Dialect>
     ])
 }
 
-/// The registry of every route (server routes, then each dialect's) and the bare-path owners
-/// in force: each dialect's defaults, then the configuration's `server.bare_owners`.
+/// The registry of every route (server routes, the documentation and console routes, then each
+/// dialect's) and the bare-path owners in force: each dialect's defaults, then the
+/// configuration's `server.bare_owners`. With `server.docs`, the OpenAPI document of the
+/// routes this registry serves is generated here (failing when a route is undescribed).
 pub fn registry(
     cfg: &Config,
     dialects: &[Arc<dyn Dialect>],
@@ -301,6 +305,8 @@ pub fn registry(
         cfg.server.max_body_bytes_held,
     )));
     reg.extend(server::server_routes());
+    let spec = SpecCell::default();
+    reg.extend(docs::routes(&spec, cfg.server.docs, cfg.server.console));
     let mut owners = BTreeMap::new();
     for d in dialects {
         for p in d.default_bare_paths() {
@@ -314,6 +320,16 @@ pub fn registry(
         reg.extend(d.clone().routes(&edge));
     }
     owners.extend(cfg.server.bare_owners.clone());
+    if cfg.server.docs {
+        let served = reg.build(&owners).map_err(Error::InvalidArgument)?.served();
+        let mut described: Vec<DialectDoc> = dialects.iter().map(|d| d.openapi()).collect();
+        described.push(openapi::server::doc());
+        let json = openapi::document(&served, &described)
+            .and_then(|api| openapi::to_json(&api))
+            .map_err(|e| Error::Internal(format!("the OpenAPI document: {e}")))?;
+        // A registry is built once; the cell was created above, so it is empty.
+        let _ = spec.set(json.into());
+    }
     Ok((reg, owners))
 }
 

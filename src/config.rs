@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub cors: CorsConfig,
     /// TLS on the listener (`[server.tls]`; off until a certificate and key are set).
     pub tls: TlsConfig,
+    /// Serve the OpenAPI document (`/openapi.json`) and Swagger UI (`/swagger-ui/index.html`).
+    pub docs: bool,
+    /// Serve the capture console (`/console/`).
+    pub console: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +91,8 @@ impl Default for ServerConfig {
             network_nice: 7,
             cors: CorsConfig::default(),
             tls: TlsConfig::default(),
+            docs: true,
+            console: true,
         }
     }
 }
@@ -175,6 +181,13 @@ pub struct ServerArgs {
         value_name = "ORIGIN"
     )]
     pub cors_origin: Vec<String>,
+    /// Serve `/openapi.json` and Swagger UI at `/swagger-ui/index.html` [default: true].
+    #[arg(long, env = "FACEGATE_DOCS", value_name = "BOOL")]
+    pub docs: Option<bool>,
+    /// Serve the capture console at `/console/` (false for locked-down deployments)
+    /// [default: true].
+    #[arg(long, env = "FACEGATE_CONSOLE", value_name = "BOOL")]
+    pub console: Option<bool>,
     /// PEM certificate chain for TLS (with --tls-key); reloaded on SIGHUP.
     #[arg(long, env = "FACEGATE_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
@@ -237,6 +250,12 @@ impl ServerArgs {
         }
         if let Some(v) = self.drain_timeout_ms {
             cfg.drain_timeout_ms = v;
+        }
+        if let Some(v) = self.docs {
+            cfg.docs = v;
+        }
+        if let Some(v) = self.console {
+            cfg.console = v;
         }
         for item in self
             .bare_owner

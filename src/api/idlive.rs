@@ -100,6 +100,10 @@ impl Dialect for IdLive {
         &["/api_version", "/bi_records"]
     }
 
+    fn openapi(&self) -> crate::api::openapi::DialectDoc {
+        super::openapi::idrnd::idlive()
+    }
+
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let d = Mount::Dialect;
         vec![

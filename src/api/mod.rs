@@ -9,11 +9,16 @@
 //!
 //! Dialects, each a thin module of parse -> engine -> render: [`native`], [`idlive`] and
 //! [`iad`] (ID R&D; [`idrnd`] holds what the two share: BI records and the licence date), and
-//! [`bioid`] (BioID BWS LivenessDetection, with BWS's JWT authentication).
+//! [`bioid`] (BioID BWS LivenessDetection, with BWS's JWT authentication), [`knomi`] (Aware
+//! Knomi) and [`oz`] (Oz API Lite).
+//!
+//! About the server itself: [`openapi`] (the OpenAPI 3.1 document of every mounted route, each
+//! dialect describing its own) and [`docs`] (serving it, Swagger UI and the capture console).
 
 pub mod auth;
 pub mod bioid;
 pub mod dialect;
+pub mod docs;
 pub mod error;
 pub mod iad;
 pub mod idlive;
@@ -21,6 +26,7 @@ pub mod idrnd;
 pub mod input;
 pub mod knomi;
 pub mod native;
+pub mod openapi;
 pub mod oz;
 pub mod query;
 

@@ -8,6 +8,14 @@
 //!   order (status 200 even when some parts failed);
 //! - query: `calibration=SOFT|REGULAR|HARDENED`, `template=true|false`.
 //!
+//! `POST /facegate/v1/active`
+//! - body `multipart/form-data`: 2 to [`MAX_FRAMES`] image parts, in capture order;
+//! - query: `challenge=left|right|up|down` (comma-separated: the head movement asked for
+//!   between the first and the last frame), `calibration`;
+//! - answers one engine [`ActiveSession`]: per-frame checks with their analyses (PAD scores per
+//!   network, quality, rejection), the 3-D motion of each pair, the challenge and the
+//!   same-person check, `live` and `score` (what the capture console shows).
+//!
 //! Errors are `{"error":{"kind","message"}}` with the status of their class ([`Native`]'s
 //! error table).
 
@@ -21,11 +29,16 @@ use super::error::{note, ApiError, ErrorClass, ErrorTable};
 use super::input::{image_parts, is_raw_image, media_type};
 use super::query::Query;
 use super::{max_times, route, timing_headers, Dialect, Edge};
+use crate::engine::active::{ActiveSession, Direction, FrameCheck};
 use crate::engine::{Analysis, AnalyzeOptions, Calibration};
 use crate::server::{json_response, Ctx, HttpResponse, Mount, RouteInfo, RouteSpec};
 
 /// Most image parts in one multipart request.
 pub const MAX_PARTS: usize = 64;
+/// Most frames of one active check.
+pub const MAX_FRAMES: usize = 8;
+/// Route name of the active check.
+pub const ACTIVE_ROUTE: &str = "facegate.active";
 
 /// The native dialect: one analysis route.
 pub struct Native {
@@ -130,6 +143,126 @@ impl Native {
     }
 }
 
+impl Native {
+    /// `POST /facegate/v1/active`.
+    async fn active(
+        self: Arc<Self>,
+        req: Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<HttpResponse, ApiError> {
+        let q = Query::parse(req.uri().query())?;
+        q.only(&["calibration", "challenge"])?;
+        let calibration = calibration(&q)?;
+        let challenge = match q.get("challenge").map(str::trim).filter(|c| !c.is_empty()) {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|d| {
+                    Direction::parse(d.trim()).ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "unknown challenge direction {d:?}: use left, right, up or down"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        if media_type(req.headers()) != "multipart/form-data" {
+            return Err(ApiError::UnsupportedMedia(format!(
+                "{}: send multipart/form-data with {MAX_FRAMES} image parts at most",
+                media_type(req.headers())
+            )));
+        }
+        let engine = ctx
+            .app
+            .batcher
+            .engine()
+            .ok_or_else(|| crate::Error::Unavailable("models are loading".into()))?;
+        let ecfg = engine.config();
+        if !(ecfg.load_descriptor && ecfg.load_landmarks) {
+            return Err(crate::Error::Unavailable(
+                "the active check needs the descriptor and landmark models (load_descriptor, load_landmarks)"
+                    .into(),
+            )
+            .into());
+        }
+        let session = ActiveSession {
+            cfg: ecfg.active,
+            challenge,
+            calibration,
+            passive_threshold: None,
+        };
+        let (parts, body) = req.into_parts();
+        let frames = image_parts(&parts.headers, body, MAX_FRAMES).await?;
+        if frames.len() < 2 {
+            return Err(ApiError::invalid(format!(
+                "{} image part: send 2 to {MAX_FRAMES} frames in capture order",
+                frames.len()
+            )));
+        }
+        let (names, inputs): (Vec<String>, Vec<_>) =
+            frames.into_iter().map(|n| (n.name, n.input)).unzip();
+        let results = ctx
+            .app
+            .batcher
+            .submit_many(inputs, session.options(), ctx.route.name)
+            .await;
+        let mut processed = Vec::with_capacity(results.len());
+        for (name, r) in names.iter().zip(results) {
+            match r {
+                Ok(p) => processed.push(p),
+                Err(e) => {
+                    let class = ErrorClass::of_engine(&e);
+                    if class.is_server_fault() {
+                        return Err(e.into());
+                    }
+                    return Err(ApiError::Dialect(super::DialectError {
+                        kind: e.kind(),
+                        class,
+                        message: format!("frame {name}: {e}"),
+                        detail: String::new(),
+                    }));
+                }
+            }
+        }
+        let analyses: Vec<&Analysis> = processed.iter().map(|p| &p.analysis).collect();
+        let decider = ctx.app.batcher.decider();
+        let outcome = session.decide(&decider, &analyses);
+        let frames: Vec<Value> = names
+            .iter()
+            .zip(&analyses)
+            .zip(&outcome.frames)
+            .map(|((name, a), c)| {
+                let mut doc = analysis_doc(a);
+                // The templates stay on the server: the console shows scores, not biometrics.
+                doc["template"] = Value::Null;
+                let check = match c {
+                    FrameCheck::Judged { passive, live } => json!({
+                        "check": "judged", "live": live, "probability": passive.probability,
+                        "score": passive.score,
+                    }),
+                    FrameCheck::Rejected(code) => json!({"check": "rejected", "rejection": code}),
+                    FrameCheck::Incomplete => json!({"check": "incomplete"}),
+                };
+                json!({"name": name, "check": check, "analysis": doc})
+            })
+            .collect();
+        let mut r = json_response(
+            StatusCode::OK,
+            &json!({
+                "live": outcome.live,
+                "score": if outcome.score.is_finite() { outcome.score } else { 0.0 },
+                "frames": frames,
+                "motion": outcome.motion,
+                "challenge": outcome.challenge,
+                "same_person": outcome.same_person,
+            }),
+        );
+        let (q, i) = max_times(&processed);
+        timing_headers(&mut r, q, i);
+        Ok(r)
+    }
+}
+
 impl ErrorTable for Native {
     fn dialect(&self) -> &'static str {
         self.dialect
@@ -152,8 +285,12 @@ impl ErrorTable for Native {
 }
 
 impl Dialect for Native {
+    fn openapi(&self) -> crate::api::openapi::DialectDoc {
+        super::openapi::native::doc(self.dialect, self.name)
+    }
+
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
-        vec![route(
+        let mut rows = vec![route(
             &self,
             edge,
             Method::POST,
@@ -161,7 +298,20 @@ impl Dialect for Native {
             self.name,
             self.mount,
             Self::analyze,
-        )]
+        )];
+        // The native API proper also has the active check (not the test mounts).
+        if self.mount == Mount::Exact {
+            rows.push(route(
+                &self,
+                edge,
+                Method::POST,
+                "/facegate/v1/active",
+                ACTIVE_ROUTE,
+                Mount::Exact,
+                Self::active,
+            ));
+        }
+        rows
     }
 }
 
@@ -178,17 +328,25 @@ fn analysis_doc(a: &Analysis) -> Value {
     v
 }
 
-/// Parses `calibration` and `template`.
-fn options(q: &Query) -> Result<AnalyzeOptions, ApiError> {
-    q.only(&["calibration", "template"])?;
-    let mut opts = AnalyzeOptions::default();
-    if let Some(v) = q.get("calibration") {
-        opts.calibration = Calibration::parse(v).ok_or_else(|| {
+/// Parses `calibration` (default REGULAR).
+fn calibration(q: &Query) -> Result<Calibration, ApiError> {
+    match q.get("calibration") {
+        None => Ok(AnalyzeOptions::default().calibration),
+        Some(v) => Calibration::parse(v).ok_or_else(|| {
             ApiError::invalid(format!(
                 "unknown calibration {v}: use SOFT, REGULAR or HARDENED"
             ))
-        })?;
+        }),
     }
+}
+
+/// Parses `calibration` and `template`.
+fn options(q: &Query) -> Result<AnalyzeOptions, ApiError> {
+    q.only(&["calibration", "template"])?;
+    let mut opts = AnalyzeOptions {
+        calibration: calibration(q)?,
+        ..AnalyzeOptions::default()
+    };
     if let Some(t) = q.flag("template")? {
         opts.template = t;
     }

@@ -64,6 +64,7 @@ pub use hooks::{
 use routes::Resolved;
 pub use routes::{
     handler, Ctx, ErrorRenderer, HttpResponse, Mount, Registry, RouteInfo, RouteSpec, Router,
+    Served,
 };
 
 /// Most concurrent streams on one HTTP/2 connection (each stream is one request; admission

@@ -160,6 +160,20 @@ pub struct Entry {
     pub auth: Option<Arc<dyn Authenticator>>,
     /// Its own body bounds.
     pub limits: Option<BodyLimits>,
+    /// Whether the row is mounted exactly as written ([`Mount::Exact`]).
+    pub exact: bool,
+}
+
+/// One served (method, path) of a router, as `/openapi.json` describes it.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The route.
+    pub info: Arc<RouteInfo>,
+    /// Its authentication scheme (`Authenticator::scheme`), None when open.
+    pub auth: Option<&'static str>,
+    /// Whether its row is mounted exactly as written (else under its dialect's prefix or at
+    /// the bare path).
+    pub exact: bool,
 }
 
 /// The table of routes, in the order the dialects added them, plus server-wide guards.
@@ -286,6 +300,7 @@ impl Router {
             on_error: r.on_error.clone(),
             auth: r.auth.clone(),
             limits: r.limits,
+            exact: r.mount == Mount::Exact,
         };
         let twice = || format!("route {} {} is registered twice", r.method, path);
         let segments: Vec<String> = path.split('/').map(str::to_string).collect();
@@ -366,6 +381,25 @@ impl Router {
             }
         }
         None
+    }
+
+    /// Every served route with its authentication scheme, sorted by path, then method.
+    pub fn served(&self) -> Vec<Served> {
+        let mut v: Vec<Served> = self
+            .paths
+            .values()
+            .flatten()
+            .chain(self.patterns.iter().flat_map(|(_, e)| e))
+            .map(|e| Served {
+                info: e.info.clone(),
+                auth: e.auth.as_ref().map(|a| a.scheme()),
+                exact: e.exact,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (&a.info.path, a.info.method.as_str()).cmp(&(&b.info.path, b.info.method.as_str()))
+        });
+        v
     }
 
     /// Every served (method, path, dialect, name), sorted by path (for logs and docs).

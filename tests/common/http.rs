@@ -121,15 +121,50 @@ pub async fn request(
 ) -> Answer {
     let fut = async {
         let mut c = connect(h.local_addr()).await.unwrap();
-        send(&mut c, method, path, headers, body).await.unwrap()
+        send(&mut c, method.clone(), path, headers, body)
+            .await
+            .unwrap()
     };
     let (status, headers, body) = tokio::time::timeout(PATIENCE, fut)
         .await
         .expect("request timed out");
+    conform(h, &method, path, status, &headers, &body).await;
     Answer {
         status,
         headers,
         body,
+    }
+}
+
+/// Checks an answer against the server's own `/openapi.json` (see [`super::openapi::check`]),
+/// panicking on a difference. Nothing to check when the server serves no document (docs off)
+/// or is no longer reachable (a test that shut it down or filled its connections).
+async fn conform(
+    h: &ServerHandle,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    headers: &hyper::HeaderMap,
+    body: &[u8],
+) {
+    if path.starts_with("/openapi.json") || *method == Method::OPTIONS {
+        return;
+    }
+    let fetch = async {
+        let mut c = connect(h.local_addr()).await.ok()?;
+        send(&mut c, Method::GET, "/openapi.json", &[], Bytes::new())
+            .await
+            .ok()
+    };
+    let Ok(Some((s, _, spec))) = tokio::time::timeout(PATIENCE, fetch).await else {
+        return;
+    };
+    if s != StatusCode::OK {
+        return;
+    }
+    let spec: Value = serde_json::from_slice(&spec).expect("/openapi.json is not JSON");
+    if let Err(e) = super::openapi::check(&spec, method, path, status.as_u16(), headers, body) {
+        panic!("the answer contradicts /openapi.json: {e}");
     }
 }
 

@@ -53,4 +53,5 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub mod http;
+pub mod openapi;
 pub mod warp;
