@@ -8,26 +8,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::*;
+use common::{chromium, CHROMIUM_FLAGS};
 use facegate::app::Services;
-
-/// The browser: `$FACEGATE_CHROMIUM`, else Debian's `/usr/bin/chromium`. Missing, the test
-/// fails saying how to install it (it is never skipped).
-fn chromium() -> PathBuf {
-    let p = std::env::var_os("FACEGATE_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        p.exists(),
-        "no browser at {}: run scripts/setup-system.sh (installs Debian's chromium)",
-        p.display()
-    );
-    p
-}
 
 /// The capture page: once the photo has loaded, it is drawn into a canvas, the canvas taken
 /// as a JPEG into a multipart form and posted across origins; the outcome is written into
@@ -116,17 +102,8 @@ fn serve_page(listener: TcpListener, html: String, photo: Vec<u8>) {
 fn dump_dom(url: &str) -> String {
     let profile = std::env::temp_dir().join(format!("facegate-chromium-{}", std::process::id()));
     let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--dump-dom",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .args(["--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdout(Stdio::piped())

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::http::*;
 use common::warp::{geometry, head_move, upright};
+use common::{chromium, CHROMIUM_FLAGS};
 use facegate::app::Services;
 use image::RgbImage;
 use serde_json::{json, Value};
@@ -31,19 +32,6 @@ const TOTAL_S: usize = 24;
 /// What the console gives the person to turn, ms: longer than the frontal part, so the
 /// second frame is always turned and the first (taken at most 3 s in) frontal.
 const TURN_MS: u64 = 4000;
-
-/// The browser (as `tests/browser.rs`): `$FACEGATE_CHROMIUM`, else `/usr/bin/chromium`.
-fn chromium() -> PathBuf {
-    let p = std::env::var_os("FACEGATE_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        p.exists(),
-        "no browser at {}: run scripts/setup-system.sh (installs Debian's chromium)",
-        p.display()
-    );
-    p
-}
 
 /// Where the screenshots go (kept after the test: CI artifacts).
 fn artifacts() -> PathBuf {
@@ -225,15 +213,8 @@ fn launch(video: &Path, profile: PathBuf) -> Browser {
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).unwrap();
     let child = Command::new(chromium())
+        .args(CHROMIUM_FLAGS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
             "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream",
             "--window-size=1280,900",

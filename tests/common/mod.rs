@@ -55,3 +55,30 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub mod http;
 pub mod openapi;
 pub mod warp;
+
+/// The browser of the browser tests: `$FACEGATE_CHROMIUM`, else Debian's `/usr/bin/chromium`.
+/// Missing, the test fails saying how to install it (it is never skipped).
+pub fn chromium() -> PathBuf {
+    let p = std::env::var_os("FACEGATE_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        p.exists(),
+        "no browser at {}: run scripts/setup-system.sh (installs Debian's chromium)",
+        p.display()
+    );
+    p
+}
+
+/// Flags of every headless Chromium the tests start: no sandbox (CI runs as root), no GPU,
+/// and nothing that reaches the network by itself.
+pub const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
