@@ -18,7 +18,7 @@ use crate::api::iad::{Iad, IadArgs, IadConfig};
 use crate::api::idlive::{IdLive, IdliveConfig};
 use crate::api::knomi::{Knomi, KnomiArgs, KnomiConfig};
 use crate::api::native::Native;
-use crate::api::openapi::{self, DialectDoc};
+use crate::api::openapi;
 use crate::api::oz::{Oz, OzConfig};
 use crate::api::{Dialect, Edge};
 use crate::batcher::{Batcher, Loader};
@@ -322,9 +322,7 @@ pub fn registry(
     owners.extend(cfg.server.bare_owners.clone());
     if cfg.server.docs {
         let served = reg.build(&owners).map_err(Error::InvalidArgument)?.served();
-        let mut described: Vec<DialectDoc> = dialects.iter().map(|d| d.openapi()).collect();
-        described.push(openapi::server::doc());
-        let json = openapi::document(&served, &described)
+        let json = openapi::document(&served, &openapi::describe())
             .and_then(|api| openapi::to_json(&api))
             .map_err(|e| Error::Internal(format!("the OpenAPI document: {e}")))?;
         // A registry is built once; the cell was created above, so it is empty.

@@ -349,10 +349,6 @@ impl BioId {
 }
 
 impl Dialect for BioId {
-    fn openapi(&self) -> crate::api::openapi::DialectDoc {
-        super::openapi::bioid::doc()
-    }
-
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let d = Mount::Dialect;
         let auth: Arc<dyn Authenticator> = self.auth.clone();

@@ -34,9 +34,6 @@ pub trait Dialect: ErrorTable + 'static {
 
     /// Its registry rows (built with [`route`]).
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec>;
-
-    /// The OpenAPI description of its routes, by route name (every row needs one).
-    fn openapi(&self) -> super::openapi::DialectDoc;
 }
 
 /// A registry row for `handler` on dialect `d`, mounted under the dialect's prefix (and at the

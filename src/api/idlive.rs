@@ -100,10 +100,6 @@ impl Dialect for IdLive {
         &["/api_version", "/bi_records"]
     }
 
-    fn openapi(&self) -> crate::api::openapi::DialectDoc {
-        super::openapi::idrnd::idlive()
-    }
-
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let d = Mount::Dialect;
         vec![

@@ -37,6 +37,10 @@ use crate::server::{json_response, Ctx, HttpResponse, Mount, RouteInfo, RouteSpe
 pub const MAX_PARTS: usize = 64;
 /// Most frames of one active check.
 pub const MAX_FRAMES: usize = 8;
+/// Dialect name of the native API.
+pub const DIALECT: &str = "facegate";
+/// Route name of the analysis.
+pub const ANALYZE_ROUTE: &str = "facegate.analyze";
 /// Route name of the active check.
 pub const ACTIVE_ROUTE: &str = "facegate.active";
 
@@ -55,8 +59,8 @@ pub struct Native {
 impl Default for Native {
     fn default() -> Self {
         Self {
-            dialect: "facegate",
-            name: "facegate.analyze",
+            dialect: DIALECT,
+            name: ANALYZE_ROUTE,
             path: "/facegate/v1/analyze",
             mount: Mount::Exact,
         }
@@ -285,10 +289,6 @@ impl ErrorTable for Native {
 }
 
 impl Dialect for Native {
-    fn openapi(&self) -> crate::api::openapi::DialectDoc {
-        super::openapi::native::doc(self.dialect, self.name)
-    }
-
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let mut rows = vec![route(
             &self,

@@ -325,10 +325,6 @@ impl Iad {
 }
 
 impl Dialect for Iad {
-    fn openapi(&self) -> crate::api::openapi::DialectDoc {
-        crate::api::openapi::idrnd::iad()
-    }
-
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let d = Mount::Dialect;
         vec![

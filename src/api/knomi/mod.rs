@@ -394,10 +394,6 @@ impl Dialect for Knomi {
         &["/version"]
     }
 
-    fn openapi(&self) -> crate::api::openapi::DialectDoc {
-        crate::api::openapi::knomi::doc()
-    }
-
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let d = Mount::Dialect;
         let limits = self.limits();

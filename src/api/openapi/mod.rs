@@ -3,7 +3,7 @@
 //! bare path, with the operation its dialect documents for the route's name ([`DialectDoc`]),
 //! the route's authentication scheme and the `{name}` segments of its path.
 //!
-//! Each dialect describes its own routes ([`crate::api::Dialect::openapi`]) with [`Op`]:
+//! Each dialect's routes are described in one file here (gathered by [`describe`]) with [`Op`]:
 //! summary, parameters, request bodies per media type (multipart parts, JSON schemas, octet
 //! streams), and every documented response with its status, schema and example. Schemas are
 //! JSON Schema 2020-12 (what OpenAPI 3.1 uses), written as JSON and carried into utoipa's model
@@ -24,6 +24,20 @@ use utoipa::openapi::security::SecurityScheme;
 use utoipa::openapi::{OpenApi, Paths};
 
 use crate::server::Served;
+
+/// The description of every dialect and of the server's own routes. A dialect that is not
+/// mounted adds nothing ([`document`] only describes what the router serves).
+pub fn describe() -> Vec<DialectDoc> {
+    vec![
+        native::doc(),
+        idrnd::idlive(),
+        idrnd::iad(),
+        bioid::doc(),
+        knomi::doc(),
+        oz::doc(),
+        server::doc(),
+    ]
+}
 
 /// One dialect's part of the description: its tag and the operation of each route name.
 pub struct DialectDoc {

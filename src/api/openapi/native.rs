@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{DialectDoc, Op};
-use crate::api::native::{ACTIVE_ROUTE, MAX_PARTS};
+use crate::api::native::{ACTIVE_ROUTE, ANALYZE_ROUTE, DIALECT, MAX_PARTS};
 
 /// Every rejection code of the quality gate (`engine::Rejection`).
 const REJECTIONS: &[&str] = &[
@@ -116,8 +116,8 @@ pub fn analysis_schema() -> Value {
     })
 }
 
-/// The native analysis route, served by dialect `tag` as route `name`.
-pub fn doc(tag: &'static str, name: &'static str) -> DialectDoc {
+/// The native API's operations.
+pub fn doc() -> DialectDoc {
     let multipart_answer = json!({
         "type": "object",
         "required": ["results"],
@@ -190,8 +190,8 @@ pub fn doc(tag: &'static str, name: &'static str) -> DialectDoc {
     .response_header("retry-after", "Seconds to wait before retrying.")
     .json(503, "Overloaded at the edge, or the models are loading", err.clone(), None)
     .json(500, "A server-side fault", err, None);
-    DialectDoc::new(tag, "facegate's native API")
-        .op(name, op)
+    DialectDoc::new(DIALECT, "facegate's native API")
+        .op(ANALYZE_ROUTE, op)
         .op(ACTIVE_ROUTE, active())
 }
 

@@ -524,10 +524,6 @@ where
 }
 
 impl Dialect for Oz {
-    fn openapi(&self) -> crate::api::openapi::DialectDoc {
-        crate::api::openapi::oz::doc()
-    }
-
     fn routes(self: Arc<Self>, edge: &Edge) -> Vec<RouteSpec> {
         let (get, post) = (Method::GET, Method::POST);
         let pattern = |path: &'static str, name: &'static str, p: Pattern| {
