@@ -58,6 +58,12 @@ pub struct EvalArgs {
     /// the name): `fusion` in the JSON.
     #[arg(long)]
     pub celeba: bool,
+    /// Also measure the replay signal (`preprocess::spectrum`: the periodic-peak prominence of
+    /// every judged face, at full resolution) and report it per class and species, flagging
+    /// above the largest bona fide prominence, in-sample and leave-one-subject-out: `replay` in
+    /// the JSON.
+    #[arg(long)]
+    pub replay: bool,
     /// Images per engine batch.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -259,6 +265,8 @@ struct Scored {
     analysis: Option<Analysis>,
     /// The CelebA-Spoof network's live log-odds on the selected face, when it ran.
     celeba: Option<f32>,
+    /// The periodic peak of the selected face at full resolution, when asked for.
+    peak: Option<crate::preprocess::spectrum::PeakReport>,
 }
 
 fn run_all(
@@ -268,6 +276,18 @@ fn run_all(
     batch: usize,
     bar: &ProgressBar,
 ) -> Vec<Scored> {
+    run_measured(engine, files, opts, batch, bar, false)
+}
+
+/// [`run_all`], also measuring each selected face's periodic peak when `peaks`.
+fn run_measured(
+    engine: &Engine,
+    files: &[PathBuf],
+    opts: &AnalyzeOptions,
+    batch: usize,
+    bar: &ProgressBar,
+    peaks: bool,
+) -> Vec<Scored> {
     let mut out = Vec::with_capacity(files.len());
     for chunk in files.chunks(batch.max(1)) {
         let bytes: Vec<Result<Vec<u8>>> = chunk
@@ -275,10 +295,18 @@ fn run_all(
             .map(|p| read_image_file(p, engine.config().decode.max_bytes))
             .collect();
         let prepared = bytes
-            .into_iter()
-            .map(|b| b.and_then(|b| engine.prepare(&b)))
+            .iter()
+            // A read error only has to make the image's analysis fail (it counts as no result).
+            .map(|b| match b {
+                Ok(b) => engine.prepare(b),
+                Err(e) => Err(Error::InvalidArgument(e.to_string())),
+            })
             .collect();
-        for r in engine.analyze_prepared(prepared, opts) {
+        for (r, b) in engine
+            .analyze_prepared(prepared, opts)
+            .into_iter()
+            .zip(&bytes)
+        {
             let analysis = r.ok();
             let celeba = analysis
                 .as_ref()
@@ -289,11 +317,30 @@ fn run_all(
                         .find(|o| o.name == crate::engine::pipeline::PadNetwork::Celeba.name())
                 })
                 .map(|o| o.logits[1] - o.logits[0]);
-            out.push(Scored { analysis, celeba });
+            let peak = match (&analysis, b) {
+                (Some(a), Ok(b)) if peaks => face_peak(engine, a, b),
+                _ => None,
+            };
+            out.push(Scored {
+                analysis,
+                celeba,
+                peak,
+            });
             bar.inc(1);
         }
     }
     out
+}
+
+/// The periodic peak of `a`'s selected face in the full-resolution decode of `bytes`.
+fn face_peak(
+    engine: &Engine,
+    a: &Analysis,
+    bytes: &[u8],
+) -> Option<crate::preprocess::spectrum::PeakReport> {
+    let face = a.faces.get(a.selected_face?)?;
+    let image = crate::preprocess::decode::decode_rgb(bytes, &engine.config().decode).ok()?;
+    crate::preprocess::spectrum::periodic_peak(&image, face.bbox)
 }
 
 /// Evaluates PAD (and optionally matching) on a labelled folder.
@@ -326,8 +373,8 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let t0 = std::time::Instant::now();
-    let live = run_all(&engine, &live_files, &opts, args.batch, &bar);
-    let spoof = run_all(&engine, &spoof_files, &opts, args.batch, &bar);
+    let live = run_measured(&engine, &live_files, &opts, args.batch, &bar, args.replay);
+    let spoof = run_measured(&engine, &spoof_files, &opts, args.batch, &bar, args.replay);
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     // An image without a liveness result (no face, decode error, gate) is an attack decision.
@@ -396,7 +443,8 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         let line = |f: &Path, label: &str, s: &Scored| {
             json!({"file": f.display().to_string(), "label": label, "score": score(s),
                 "liveness": s.analysis.as_ref().and_then(|a| a.liveness.clone()),
-                "faces": s.analysis.as_ref().map(|a| a.faces.len()), "celeba": s.celeba})
+                "faces": s.analysis.as_ref().map(|a| a.faces.len()), "celeba": s.celeba,
+                "replay_peak": s.peak})
         };
         for (f, s) in live_files.iter().zip(&live) {
             lines.push_str(&line(f, "live", s).to_string());
@@ -476,6 +524,47 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
                 "cv_acer": (r.cv_apcer + r.cv_bpcer) / 2.0, "weights": r.weights,
             })).collect::<Vec<_>>(),
         });
+    }
+    if args.replay {
+        let sample = |f: &PathBuf, s: &Scored, species: Option<&str>| crate::eval::ReplaySample {
+            subject: subject_of(f),
+            species: species.map(str::to_string),
+            prominence: s.peak.map(|p| p.prominence_db),
+            pad_live: score(s) >= op.threshold,
+        };
+        let samples: Vec<crate::eval::ReplaySample> = live_files
+            .iter()
+            .zip(&live)
+            .map(|(f, s)| sample(f, s, None))
+            .chain(
+                spoof_files
+                    .iter()
+                    .zip(&spoof)
+                    .zip(&spoof_species)
+                    .map(|((f, s), &name)| sample(f, s, Some(name))),
+            )
+            .collect();
+        let study = crate::eval::replay_study(&samples);
+        eprintln!(
+            "replay signal: threshold {} dB; bona fide flagged {:.1} % (cross-validated {:.1} %)",
+            study
+                .threshold_db
+                .map_or_else(|| "none".to_string(), |t| format!("{t:.2}")),
+            study.bona_fide.flagged * 100.0,
+            study.bona_fide.cv_flagged * 100.0
+        );
+        for (name, c) in &study.species {
+            eprintln!(
+                "{name:>16}: flagged {:.1} % (cross-validated {:.1} %); APCER PAD {:.1} % -> \
+                 PAD + replay signal {:.1} % (cross-validated)",
+                c.flagged * 100.0,
+                c.cv_flagged * 100.0,
+                c.pad_accepted * 100.0,
+                c.cv_combined_accepted * 100.0
+            );
+        }
+        summary["replay"] =
+            serde_json::to_value(&study).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     }
     if args.matching {
         summary["matching"] = match_eval(&engine, &live_files, args.batch)?;

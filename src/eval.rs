@@ -2,6 +2,7 @@
 //! a DET curve rendered as SVG, and for face matching TAR at a fixed FAR, similarity
 //! distributions and the Oz decision thresholds with their subject-disjoint 2-fold check.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -873,6 +874,109 @@ pub fn fusion_study(samples: &[FusionSample]) -> Vec<(String, StudyResult)> {
     out
 }
 
+/// One image of a replay-signal study: its subject, class and periodic-peak prominence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaySample {
+    /// Subject id (first 4 characters of the file name).
+    pub subject: String,
+    /// The attack species, `None` for a bona fide image.
+    pub species: Option<String>,
+    /// Periodic-peak prominence of the judged face, dB (`None`: no face or region too small).
+    pub prominence: Option<f32>,
+    /// Whether the PAD pipeline accepted the image as live at the operating point.
+    pub pad_live: bool,
+}
+
+/// Figures of one class (bona fide, or one attack species) in a [`replay_study`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReplayClass {
+    /// Images of the class.
+    pub images: usize,
+    /// Images without a prominence (no face, region too small).
+    pub unmeasured: usize,
+    /// Distribution of the prominences, dB.
+    pub prominence_db: Option<Distribution>,
+    /// Share flagged (prominence above the threshold): false rejections for bona fide images,
+    /// detections for attacks. Threshold fitted on every bona fide image.
+    pub flagged: f64,
+    /// The same, each subject's images judged by the threshold of the other subjects' bona fide
+    /// images (leave-one-subject-out).
+    pub cv_flagged: f64,
+    /// Share the PAD pipeline accepts (BPCER complement for bona fide images, APCER for
+    /// attacks).
+    pub pad_accepted: f64,
+    /// Share accepted by PAD and not flagged, leave-one-subject-out thresholds.
+    pub cv_combined_accepted: f64,
+}
+
+/// A replay-signal study: the threshold, then each class.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReplayStudy {
+    /// The threshold, dB: the largest prominence of any bona fide image, so that none of them
+    /// is flagged in-sample. Attacks play no part in it.
+    pub threshold_db: Option<f32>,
+    /// The bona fide images.
+    pub bona_fide: ReplayClass,
+    /// Each attack species, by name.
+    pub species: BTreeMap<String, ReplayClass>,
+}
+
+/// Studies a replay signal: a face is flagged when its prominence exceeds the largest bona
+/// fide prominence (of every subject in-sample; of the other subjects, cross-validated).
+pub fn replay_study(samples: &[ReplaySample]) -> ReplayStudy {
+    let live_max = |skip: Option<&str>| {
+        samples
+            .iter()
+            .filter(|x| x.species.is_none() && Some(x.subject.as_str()) != skip)
+            .filter_map(|x| x.prominence)
+            .max_by(f32::total_cmp)
+    };
+    let threshold = live_max(None);
+    let mut held_out: BTreeMap<&str, Option<f32>> = BTreeMap::new();
+    for x in samples {
+        held_out
+            .entry(x.subject.as_str())
+            .or_insert_with(|| live_max(Some(x.subject.as_str())));
+    }
+    let flagged = |p: Option<f32>, t: Option<f32>| matches!((p, t), (Some(p), Some(t)) if p > t);
+    let class = |members: Vec<&ReplaySample>| {
+        let n = members.len().max(1) as f64;
+        let share =
+            |f: &dyn Fn(&ReplaySample) -> bool| members.iter().filter(|x| f(x)).count() as f64 / n;
+        let cv_t = |x: &ReplaySample| held_out.get(x.subject.as_str()).copied().flatten();
+        let values: Vec<f32> = members.iter().filter_map(|x| x.prominence).collect();
+        ReplayClass {
+            images: members.len(),
+            unmeasured: members.len() - values.len(),
+            prominence_db: distribution(&values),
+            flagged: share(&|x| flagged(x.prominence, threshold)),
+            cv_flagged: share(&|x| flagged(x.prominence, cv_t(x))),
+            pad_accepted: share(&|x| x.pad_live),
+            cv_combined_accepted: share(&|x| x.pad_live && !flagged(x.prominence, cv_t(x))),
+        }
+    };
+    let mut names: Vec<&str> = samples
+        .iter()
+        .filter_map(|x| x.species.as_deref())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    ReplayStudy {
+        threshold_db: threshold,
+        bona_fide: class(samples.iter().filter(|x| x.species.is_none()).collect()),
+        species: names
+            .into_iter()
+            .map(|n| {
+                let members = samples
+                    .iter()
+                    .filter(|x| x.species.as_deref() == Some(n))
+                    .collect();
+                (n.to_string(), class(members))
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1221,5 +1325,45 @@ mod tests {
         assert_eq!((triple.cv_apcer, triple.cv_bpcer), (0.0, 0.0));
         assert_eq!(triple.weights.len(), 4);
         assert_eq!(study.len(), 7);
+    }
+
+    #[test]
+    fn the_replay_threshold_comes_from_bona_fide_images_only() {
+        let x =
+            |subject: &str, species: Option<&str>, prominence: f32, pad_live: bool| ReplaySample {
+                subject: subject.into(),
+                species: species.map(str::to_string),
+                prominence: Some(prominence),
+                pad_live,
+            };
+        let samples = vec![
+            x("0001", None, 5.0, true),
+            x("0001", None, 6.0, true),
+            x("0002", None, 8.0, false),
+            x("0001", Some("replay"), 7.0, true),
+            x("0002", Some("replay"), 9.0, true),
+            x("0002", Some("replay"), 4.0, false),
+            ReplaySample {
+                prominence: None,
+                ..x("0002", Some("print"), 0.0, true)
+            },
+        ];
+        let r = replay_study(&samples);
+        assert_eq!(r.threshold_db, Some(8.0));
+        assert_eq!(r.bona_fide.images, 3);
+        assert_eq!(r.bona_fide.flagged, 0.0);
+        // Held out: 0001 judged by 8.0 (none of its live flagged); 0002 by 6.0 (its 8.0 is).
+        assert!((r.bona_fide.cv_flagged - 1.0 / 3.0).abs() < 1e-12);
+        let replay = &r.species["replay"];
+        assert!((replay.flagged - 1.0 / 3.0).abs() < 1e-12); // only 9.0 > 8.0
+                                                             // 0001's 7.0 vs 8.0: no; 0002's 9.0 vs 6.0: yes; 4.0: no.
+        assert!((replay.cv_flagged - 1.0 / 3.0).abs() < 1e-12);
+        assert!((replay.pad_accepted - 2.0 / 3.0).abs() < 1e-12);
+        assert!((replay.cv_combined_accepted - 1.0 / 3.0).abs() < 1e-12);
+        let print = &r.species["print"];
+        assert_eq!((print.images, print.unmeasured), (1, 1));
+        assert_eq!(print.flagged, 0.0);
+        assert_eq!(print.cv_combined_accepted, 1.0);
+        assert!(print.prominence_db.is_none());
     }
 }

@@ -311,6 +311,33 @@ fn copy_first(from: &std::path::Path, n: usize, to: &std::path::Path) {
     }
 }
 
+/// Runs `facegate eval --no-descriptor --batch 4 DIR` plus `extra`, the DET plot and the dump
+/// written into `dir`; returns the summary JSON, stderr and the dump's lines.
+fn eval_dir(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (serde_json::Value, String, Vec<serde_json::Value>) {
+    let dump = dir.join("dump.jsonl");
+    let out = facegate()
+        .args(["eval", "--no-descriptor", "--batch", "4"])
+        .args(extra)
+        .arg(dir)
+        .arg("--det")
+        .arg(dir.join("det.svg"))
+        .arg("--dump")
+        .arg(&dump)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let lines = std::fs::read_to_string(&dump)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr, lines)
+}
+
 #[test]
 fn eval_reports_each_attack_species() {
     let dir = temp_dataset("species");
@@ -322,22 +349,7 @@ fn eval_reports_each_attack_species() {
     for f in ["image_F2.jpg", "image_F1.jpg"] {
         std::fs::copy(fixture(f), replay.join(f)).unwrap();
     }
-    let (svg, dump) = (dir.join("det.svg"), dir.join("dump.jsonl"));
-    let out = facegate()
-        .args(["eval", "--no-descriptor", "--batch", "4"])
-        .arg(&dir)
-        .arg("--det")
-        .arg(&svg)
-        .arg("--dump")
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, stderr, lines) = eval_dir(&dir, &[]);
     assert_eq!(
         (r["live"].as_u64(), r["attacks"].as_u64()),
         (Some(6), Some(6)),
@@ -378,6 +390,8 @@ fn eval_reports_each_attack_species() {
             "{r}"
         );
     }
+    // The replay signal is measured only when asked for.
+    assert!(r.get("replay").is_none(), "{r}");
     // The scripts' top-level fields are still there.
     for key in [
         "dir",
@@ -390,13 +404,12 @@ fn eval_reports_each_attack_species() {
     ] {
         assert!(r.get(key).is_some(), "{key} missing: {r}");
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("APCER by species: print ") && stderr.contains("APCER_max "),
         "{stderr}"
     );
     // One curve per species plus the pooled one, each in the legend.
-    let svg = std::fs::read_to_string(&svg).unwrap();
+    let svg = std::fs::read_to_string(dir.join("det.svg")).unwrap();
     assert_eq!(svg.matches("<polyline").count(), 3);
     for label in [
         ">print (4 attacks)<",
@@ -406,11 +419,6 @@ fn eval_reports_each_attack_species() {
         assert!(svg.contains(label), "{label} not in the SVG");
     }
     // Dump lines: the species of every attack, none on bona fide lines.
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let count = |label: &str, species: Option<&str>| {
         lines
             .iter()
@@ -421,6 +429,87 @@ fn eval_reports_each_attack_species() {
     assert_eq!(count("live", None), 6);
     assert_eq!(count("spoof", Some("print")), 4);
     assert_eq!(count("spoof", Some("replay")), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn eval_replay_measures_the_periodic_peak_of_every_face() {
+    use facegate::preprocess::decode::{decode_rgb, encode_jpeg, DecodeLimits};
+    use facegate::preprocess::recapture::{recapture, Recapture};
+    let dir = temp_dataset("replay");
+    let nuaa = shared_dir().join("datasets/nuaa-dev");
+    copy_first(&nuaa.join("live"), 6, &dir.join("live"));
+    std::fs::copy(fixture("image_T1.jpg"), dir.join("live/image_T1.jpg")).unwrap();
+    copy_first(&nuaa.join("spoof"), 2, &dir.join("spoof/print"));
+    // The live photo T1 shown on the modelled LCD and photographed close up, 2.4 camera pixels
+    // per display pixel through a sharp lens: the camera resolves the display's lattice.
+    let sim = dir.join("spoof/replay-sim");
+    std::fs::create_dir_all(&sim).unwrap();
+    let photo = decode_rgb(
+        &std::fs::read(fixture("image_T1.jpg")).unwrap(),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    let shot = recapture(
+        &photo,
+        &Recapture {
+            magnification: 2.4,
+            rotation_deg: 3.0,
+            lens_sigma: 0.4,
+            offset: [0.3, 0.6],
+            out_scale: 1.0,
+            exposure: 0.85,
+            glare: 0.02,
+            noise: 1.5,
+            seed: 7,
+        },
+    );
+    std::fs::write(sim.join("image_T1.jpg"), encode_jpeg(&shot, 90).unwrap()).unwrap();
+    let (r, stderr, lines) = eval_dir(&dir, &["--replay"]);
+    let replay = &r["replay"];
+    assert_eq!(lines.len(), 10);
+    // Every judged face was measured at full resolution: window, windows and frequency.
+    for l in &lines {
+        let p = &l["replay_peak"];
+        assert!(p["prominence_db"].is_number(), "{l}");
+        assert!(
+            [32, 64, 128].contains(&p["window"].as_u64().unwrap()),
+            "{l}"
+        );
+        assert!(p["windows"].as_u64().unwrap() >= 1, "{l}");
+        for f in p["frequency"].as_array().unwrap() {
+            assert!(f.as_f64().unwrap().abs() <= 0.5, "{l}");
+        }
+    }
+    let prominence = |l: &serde_json::Value| l["replay_peak"]["prominence_db"].as_f64().unwrap();
+    // The threshold is the largest bona fide prominence, whatever the attacks score.
+    let live_max = lines
+        .iter()
+        .filter(|l| l["label"] == "live")
+        .map(prominence)
+        .fold(f64::MIN, f64::max);
+    let threshold = replay["threshold_db"].as_f64().unwrap();
+    assert!(
+        (threshold - live_max).abs() < 1e-4,
+        "{threshold} vs {live_max}"
+    );
+    assert_eq!(replay["bona_fide"]["images"], 7, "{replay}");
+    assert_eq!(replay["bona_fide"]["flagged"], 0.0, "{replay}");
+    let species = replay["species"].as_object().unwrap();
+    assert_eq!(
+        species.keys().collect::<Vec<_>>(),
+        ["print", "replay-sim"],
+        "{replay}"
+    );
+    let sim_line = lines.iter().find(|l| l["species"] == "replay-sim").unwrap();
+    // The recaptured screen's lattice stands far above every live face's spectrum.
+    assert!(
+        prominence(sim_line) > threshold + 3.0,
+        "{sim_line} vs {threshold}"
+    );
+    assert_eq!(species["replay-sim"]["flagged"], 1.0, "{replay}");
+    assert_eq!(species["replay-sim"]["cv_flagged"], 1.0, "{replay}");
+    assert!(stderr.contains("replay signal: threshold "), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

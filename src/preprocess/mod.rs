@@ -7,6 +7,8 @@ pub mod batch;
 pub mod crop;
 pub mod decode;
 pub mod launch;
+pub mod recapture;
 pub mod resize;
+pub mod spectrum;
 pub mod square;
 pub mod video;
